@@ -1,0 +1,246 @@
+//! Plugin configuration: what operators write (JSON in envoy.yaml) and what runs.
+//!
+//! [`Config::from_json`] is called once, in `on_configure`. Unknown fields and bad values are
+//! errors whose message names the field, so Envoy refuses the plugin with a useful log line.
+
+use crate::jsonrpc::CLIENT_METHODS;
+use crate::transport::KNOWN_PROTOCOL_VERSIONS;
+use serde::Deserialize;
+use std::fmt;
+
+/// The configuration as written by the operator.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Largest request body accepted, in bytes; larger bodies get 413. Default 1048576 (1 MiB),
+    /// allowed 1..=67108864. Envoy's own buffer limit (`per_connection_buffer_limit_bytes`)
+    /// must be at least this large.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: u64,
+    /// Deepest JSON nesting accepted (the top-level object is depth 1). Default 64, allowed 2..=120.
+    #[serde(default = "default_max_json_depth")]
+    pub max_json_depth: usize,
+    /// Most messages in one JSON-RPC batch (protocol 2025-03-26). Default 32, allowed 1..=1000.
+    #[serde(default = "default_max_batch_messages")]
+    pub max_batch_messages: usize,
+    /// MCP revisions accepted in `MCP-Protocol-Version`. Default: every revision the gateway
+    /// knows (2024-11-05, 2025-03-26, 2025-06-18, 2025-11-25, 2026-07-28).
+    #[serde(default)]
+    pub protocol_versions: Option<Vec<String>>,
+    /// JSON-RPC methods forwarded besides the MCP client methods the gateway knows
+    /// (for vendor extensions). Default none.
+    #[serde(default)]
+    pub extra_methods: Vec<String>,
+}
+
+fn default_max_body_bytes() -> u64 {
+    1024 * 1024
+}
+fn default_max_json_depth() -> usize {
+    64
+}
+fn default_max_batch_messages() -> usize {
+    32
+}
+
+/// The compiled configuration the filter runs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// See [`RawConfig::max_body_bytes`].
+    pub max_body_bytes: u64,
+    /// See [`RawConfig::max_json_depth`].
+    pub max_json_depth: usize,
+    /// See [`RawConfig::max_batch_messages`].
+    pub max_batch_messages: usize,
+    /// See [`RawConfig::protocol_versions`].
+    pub protocol_versions: Vec<String>,
+    /// See [`RawConfig::extra_methods`].
+    pub extra_methods: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_body_bytes: default_max_body_bytes(),
+            max_json_depth: default_max_json_depth(),
+            max_batch_messages: default_max_batch_messages(),
+            protocol_versions: KNOWN_PROTOCOL_VERSIONS
+                .iter()
+                .map(|v| v.to_string())
+                .collect(),
+            extra_methods: Vec::new(),
+        }
+    }
+}
+
+/// A configuration error: the field path and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Dotted path of the offending field (`.` for the document itself).
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "mcp-warden configuration: field `{}`: {}",
+            self.field, self.message
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err(field: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field: field.to_string(),
+        message: message.into(),
+    }
+}
+
+impl Config {
+    /// Parses and validates the plugin configuration. Empty input means all defaults.
+    pub fn from_json(bytes: &[u8]) -> Result<Config, ConfigError> {
+        let text =
+            std::str::from_utf8(bytes).map_err(|_| err(".", "configuration is not UTF-8"))?;
+        let text = if text.trim().is_empty() { "{}" } else { text };
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| err(".", format!("not valid JSON: {e}")))?;
+        if !value.is_object() {
+            return Err(err(".", "configuration must be a JSON object"));
+        }
+        let raw: RawConfig = serde_path_to_error::deserialize(value).map_err(|e| {
+            let field = e.path().to_string();
+            err(&field, e.into_inner().to_string())
+        })?;
+        raw.compile()
+    }
+}
+
+impl RawConfig {
+    /// Validates cross-field rules and builds the runtime configuration.
+    pub fn compile(self) -> Result<Config, ConfigError> {
+        if !(1..=64 * 1024 * 1024).contains(&self.max_body_bytes) {
+            return Err(err(
+                "max_body_bytes",
+                format!(
+                    "must be between 1 and 67108864, got {}",
+                    self.max_body_bytes
+                ),
+            ));
+        }
+        if !(2..=120).contains(&self.max_json_depth) {
+            return Err(err(
+                "max_json_depth",
+                format!("must be between 2 and 120, got {}", self.max_json_depth),
+            ));
+        }
+        if !(1..=1000).contains(&self.max_batch_messages) {
+            return Err(err(
+                "max_batch_messages",
+                format!(
+                    "must be between 1 and 1000, got {}",
+                    self.max_batch_messages
+                ),
+            ));
+        }
+        let protocol_versions = match self.protocol_versions {
+            None => Config::default().protocol_versions,
+            Some(list) => {
+                if list.is_empty() {
+                    return Err(err("protocol_versions", "must list at least one revision"));
+                }
+                for (i, v) in list.iter().enumerate() {
+                    if !KNOWN_PROTOCOL_VERSIONS.contains(&v.as_str()) {
+                        return Err(err(
+                            &format!("protocol_versions[{i}]"),
+                            format!(
+                                "unknown MCP revision `{v}` (known: {})",
+                                KNOWN_PROTOCOL_VERSIONS.join(", ")
+                            ),
+                        ));
+                    }
+                }
+                list
+            }
+        };
+        for (i, m) in self.extra_methods.iter().enumerate() {
+            if m.is_empty() || m.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                return Err(err(
+                    &format!("extra_methods[{i}]"),
+                    "must be a non-empty method name without spaces",
+                ));
+            }
+            if CLIENT_METHODS.contains(&m.as_str()) {
+                return Err(err(
+                    &format!("extra_methods[{i}]"),
+                    format!("`{m}` is already a known MCP method"),
+                ));
+            }
+        }
+        Ok(Config {
+            max_body_bytes: self.max_body_bytes,
+            max_json_depth: self.max_json_depth,
+            max_batch_messages: self.max_batch_messages,
+            protocol_versions,
+            extra_methods: self.extra_methods,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    fn field_of(json: &str) -> String {
+        Config::from_json(json.as_bytes()).unwrap_err().field
+    }
+
+    #[test]
+    fn empty_config_means_defaults() {
+        assert_eq!(Config::from_json(b"").unwrap(), Config::default());
+        assert_eq!(Config::from_json(b" {} ").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn values_are_read() {
+        let c = Config::from_json(br#"{"max_body_bytes":4096,"max_json_depth":8,"protocol_versions":["2025-06-18"],"extra_methods":["x/y"]}"#).unwrap();
+        assert_eq!(c.max_body_bytes, 4096);
+        assert_eq!(c.max_json_depth, 8);
+        assert_eq!(c.protocol_versions, vec!["2025-06-18".to_string()]);
+        assert_eq!(c.extra_methods, vec!["x/y".to_string()]);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = Config::from_json(br#"{"max_body_bytes":1000,"bogus":1}"#).unwrap_err();
+        assert!(e.to_string().contains("bogus"), "{e}");
+        assert_eq!(field_of(r#"{"max_body_bytes":-5}"#), "max_body_bytes");
+        assert_eq!(field_of(r#"{"max_body_bytes":"big"}"#), "max_body_bytes");
+        assert_eq!(field_of(r#"{"max_body_bytes":0}"#), "max_body_bytes");
+        assert_eq!(field_of(r#"{"max_json_depth":500}"#), "max_json_depth");
+        assert_eq!(
+            field_of(r#"{"max_batch_messages":0}"#),
+            "max_batch_messages"
+        );
+        assert_eq!(field_of(r#"{"protocol_versions":[]}"#), "protocol_versions");
+        assert_eq!(
+            field_of(r#"{"protocol_versions":["2025-06-18","1.0"]}"#),
+            "protocol_versions[1]"
+        );
+        assert_eq!(
+            field_of(r#"{"extra_methods":["tools/call"]}"#),
+            "extra_methods[0]"
+        );
+        assert_eq!(field_of(r#"{"extra_methods":["a b"]}"#), "extra_methods[0]");
+        assert!(Config::from_json(b"[1]").is_err());
+        assert!(Config::from_json(b"{").is_err());
+        assert!(Config::from_json(b"\xff").is_err());
+    }
+}

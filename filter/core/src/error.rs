@@ -1,0 +1,242 @@
+//! The one place where a refusal becomes an HTTP status and a JSON-RPC error.
+//!
+//! Every module reports a [`Rejection`] (a [`Reason`] plus a human-readable detail and,
+//! when it could be read, the JSON-RPC id of the request); [`Rejection::to_reply`] maps it.
+
+use serde_json::{json, Value};
+
+/// Why a request was refused. The snake_case name is stable: it appears in the JSON-RPC
+/// error's `data.reason`, in logs and in tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// The body is not JSON (syntax, encoding, empty).
+    ParseError,
+    /// The same key appears twice in one object: two JSON parsers could read it differently.
+    DuplicateKey,
+    /// Nesting deeper than `max_json_depth`.
+    TooDeep,
+    /// JSON, but not a valid JSON-RPC 2.0 / MCP message.
+    InvalidRequest,
+    /// A known MCP method with malformed `params`.
+    InvalidParams,
+    /// A method this gateway does not know (and is not configured to allow).
+    UnknownMethod,
+    /// A JSON-RPC batch where the protocol revision does not allow batches.
+    BatchNotAllowed,
+    /// `Content-Type` (or `Content-Encoding`) the gateway cannot inspect.
+    UnsupportedMediaType,
+    /// `Accept` does not list what the Streamable HTTP transport requires.
+    NotAcceptable,
+    /// HTTP method outside POST / GET / DELETE.
+    MethodNotAllowed,
+    /// Body larger than `max_body_bytes`.
+    BodyTooLarge,
+    /// `Mcp-Method` / `Mcp-Name` header disagrees with the body (or is missing where required).
+    HeaderMismatch,
+    /// `MCP-Protocol-Version` names a revision this gateway does not support.
+    UnsupportedProtocolVersion,
+    /// A request that needs `Mcp-Session-Id` does not carry one.
+    MissingSessionId,
+    /// `Mcp-Session-Id` is not made of visible ASCII, or too long.
+    InvalidSessionId,
+    /// A header that must appear at most once appears several times, or has bad bytes.
+    InvalidHeader,
+    /// The gateway itself failed (a host call did not work); the request is not forwarded.
+    Internal,
+}
+
+impl Reason {
+    /// Stable snake_case name of the reason.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::ParseError => "parse_error",
+            Reason::DuplicateKey => "duplicate_key",
+            Reason::TooDeep => "too_deep",
+            Reason::InvalidRequest => "invalid_request",
+            Reason::InvalidParams => "invalid_params",
+            Reason::UnknownMethod => "unknown_method",
+            Reason::BatchNotAllowed => "batch_not_allowed",
+            Reason::UnsupportedMediaType => "unsupported_media_type",
+            Reason::NotAcceptable => "not_acceptable",
+            Reason::MethodNotAllowed => "method_not_allowed",
+            Reason::BodyTooLarge => "body_too_large",
+            Reason::HeaderMismatch => "header_mismatch",
+            Reason::UnsupportedProtocolVersion => "unsupported_protocol_version",
+            Reason::MissingSessionId => "missing_session_id",
+            Reason::InvalidSessionId => "invalid_session_id",
+            Reason::InvalidHeader => "invalid_header",
+            Reason::Internal => "internal_error",
+        }
+    }
+
+    /// HTTP status and JSON-RPC error code (DESIGN.md §5).
+    pub fn status_and_code(self) -> (u32, i64) {
+        match self {
+            Reason::ParseError => (400, -32700),
+            Reason::InvalidParams => (400, -32602),
+            Reason::UnknownMethod => (400, -32601),
+            Reason::UnsupportedMediaType => (415, -32600),
+            Reason::NotAcceptable => (406, -32600),
+            Reason::MethodNotAllowed => (405, -32600),
+            Reason::BodyTooLarge => (413, -32600),
+            Reason::Internal => (500, -32603),
+            Reason::DuplicateKey
+            | Reason::TooDeep
+            | Reason::InvalidRequest
+            | Reason::BatchNotAllowed
+            | Reason::HeaderMismatch
+            | Reason::UnsupportedProtocolVersion
+            | Reason::MissingSessionId
+            | Reason::InvalidSessionId
+            | Reason::InvalidHeader => (400, -32600),
+        }
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            Reason::ParseError => "Parse error",
+            Reason::InvalidParams => "Invalid params",
+            Reason::UnknownMethod => "Method not found",
+            Reason::Internal => "Internal error",
+            _ => "Invalid Request",
+        }
+    }
+}
+
+/// A JSON-RPC id as read from a request: only strings and integers are valid MCP ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RpcId {
+    /// A string id.
+    Str(String),
+    /// An integer id (kept as its exact JSON number).
+    Num(serde_json::Number),
+}
+
+impl RpcId {
+    /// The id as a JSON value, for echoing.
+    pub fn to_value(&self) -> Value {
+        match self {
+            RpcId::Str(s) => Value::String(s.clone()),
+            RpcId::Num(n) => Value::Number(n.clone()),
+        }
+    }
+
+    /// Reads an id from a JSON value; `None` if it is not a string or an integer.
+    pub fn from_value(v: &Value) -> Option<RpcId> {
+        match v {
+            Value::String(s) => Some(RpcId::Str(s.clone())),
+            Value::Number(n) if n.is_i64() || n.is_u64() => Some(RpcId::Num(n.clone())),
+            _ => None,
+        }
+    }
+}
+
+/// A refusal, before it is turned into an answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// What went wrong.
+    pub reason: Reason,
+    /// Human-readable detail; never contains a credential.
+    pub detail: String,
+    /// The JSON-RPC id of the refused request, when it could be read.
+    pub id: Option<RpcId>,
+}
+
+impl Rejection {
+    /// A rejection with no id.
+    pub fn new(reason: Reason, detail: impl Into<String>) -> Self {
+        Rejection {
+            reason,
+            detail: detail.into(),
+            id: None,
+        }
+    }
+
+    /// Attaches the request id (keeps an id already set).
+    pub fn with_id(mut self, id: Option<RpcId>) -> Self {
+        if self.id.is_none() {
+            self.id = id;
+        }
+        self
+    }
+
+    /// The HTTP answer for this rejection.
+    pub fn to_reply(&self) -> Reply {
+        let (status, code) = self.reason.status_and_code();
+        let body = json!({
+            "jsonrpc": "2.0",
+            "id": self.id.as_ref().map(RpcId::to_value).unwrap_or(Value::Null),
+            "error": {
+                "code": code,
+                "message": self.reason.message(),
+                "data": { "reason": self.reason.as_str(), "detail": self.detail },
+            }
+        });
+        let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
+        if self.reason == Reason::MethodNotAllowed {
+            headers.push(("allow".to_string(), "GET, POST, DELETE".to_string()));
+        }
+        Reply {
+            status,
+            headers,
+            body: body.to_string().into_bytes(),
+        }
+    }
+}
+
+/// A local reply the adapter sends instead of forwarding the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// HTTP status code.
+    pub status: u32,
+    /// Response headers (lower-case names).
+    pub headers: Vec<(String, String)>,
+    /// Response body.
+    pub body: Vec<u8>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn reply_echoes_id_and_reason() {
+        let r = Rejection::new(Reason::InvalidParams, "params.name must be a string")
+            .with_id(Some(RpcId::Num(7.into())));
+        let reply = r.to_reply();
+        assert_eq!(reply.status, 400);
+        let v: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
+        assert_eq!(v["id"], json!(7));
+        assert_eq!(v["error"]["code"], json!(-32602));
+        assert_eq!(v["error"]["data"]["reason"], json!("invalid_params"));
+    }
+
+    #[test]
+    fn reply_without_id_has_null_id() {
+        let reply = Rejection::new(Reason::ParseError, "x").to_reply();
+        let v: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Bool(false));
+        assert_eq!(v["id"], Value::Null);
+        assert_eq!(v["error"]["code"], json!(-32700));
+    }
+
+    #[test]
+    fn method_not_allowed_lists_allowed_methods() {
+        let reply = Rejection::new(Reason::MethodNotAllowed, "PUT").to_reply();
+        assert_eq!(reply.status, 405);
+        assert!(reply
+            .headers
+            .iter()
+            .any(|(k, v)| k == "allow" && v.contains("POST")));
+    }
+
+    #[test]
+    fn first_id_wins() {
+        let r = Rejection::new(Reason::InvalidRequest, "x")
+            .with_id(Some(RpcId::Str("a".into())))
+            .with_id(Some(RpcId::Str("b".into())));
+        assert_eq!(r.id, Some(RpcId::Str("a".into())));
+    }
+}

@@ -1,0 +1,707 @@
+//! JSON-RPC 2.0 and the MCP message model.
+//!
+//! [`parse_payload`] turns a request body into a [`Payload`]: one message or (2025-03-26 only)
+//! a batch. Each message is classified as request, notification or response, and for requests
+//! the MCP target is extracted (tool name, resource URI, prompt name), with the `params`
+//! shape checked for the methods where a wrong shape would let a call slip past later checks.
+
+use crate::error::{Reason, Rejection, RpcId};
+use crate::json::{parse_strict, JsonError};
+use serde_json::{Map, Value};
+
+/// What a message asks for, beyond its method.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// No tool, resource or prompt is named.
+    None,
+    /// `tools/call` of this tool.
+    Tool(String),
+    /// `resources/read`, `resources/subscribe`, `resources/unsubscribe` of this URI.
+    Resource(String),
+    /// `prompts/get` of this prompt.
+    Prompt(String),
+}
+
+impl Target {
+    /// The value the 2026-07-28 `Mcp-Name` header mirrors.
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            Target::None => None,
+            Target::Tool(n) | Target::Prompt(n) | Target::Resource(n) => Some(n),
+        }
+    }
+}
+
+/// One JSON-RPC message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    /// A call that expects an answer.
+    Request {
+        /// The request id.
+        id: RpcId,
+        /// The method.
+        method: String,
+        /// What the method names.
+        target: Target,
+        /// The params object (empty when absent).
+        params: Map<String, Value>,
+    },
+    /// A call without an id.
+    Notification {
+        /// The method.
+        method: String,
+        /// The params object (empty when absent).
+        params: Map<String, Value>,
+    },
+    /// A client's answer to a server-to-client request (sampling, elicitation, roots).
+    Response {
+        /// The id of the request being answered (`None` for an error answer with a null id).
+        id: Option<RpcId>,
+        /// Whether this is an error answer.
+        is_error: bool,
+    },
+}
+
+impl Message {
+    /// The method of a request or notification.
+    pub fn method(&self) -> Option<&str> {
+        match self {
+            Message::Request { method, .. } | Message::Notification { method, .. } => Some(method),
+            Message::Response { .. } => None,
+        }
+    }
+
+    /// The id of a request or response.
+    pub fn id(&self) -> Option<&RpcId> {
+        match self {
+            Message::Request { id, .. } => Some(id),
+            Message::Response { id, .. } => id.as_ref(),
+            Message::Notification { .. } => None,
+        }
+    }
+
+    /// The MCP target of a request.
+    pub fn target(&self) -> &Target {
+        match self {
+            Message::Request { target, .. } => target,
+            _ => &Target::None,
+        }
+    }
+}
+
+/// A POST body: one message or a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Payload {
+    /// A single message.
+    Single(Message),
+    /// A batch (protocol 2025-03-26).
+    Batch(Vec<Message>),
+}
+
+impl Payload {
+    /// All messages, in order.
+    pub fn messages(&self) -> &[Message] {
+        match self {
+            Payload::Single(m) => std::slice::from_ref(m),
+            Payload::Batch(ms) => ms,
+        }
+    }
+
+    /// The id to echo in an error about the payload as a whole.
+    pub fn echo_id(&self) -> Option<RpcId> {
+        match self {
+            Payload::Single(m) => m.id().cloned(),
+            Payload::Batch(_) => None,
+        }
+    }
+}
+
+/// Methods a client sends to an MCP server, across the revisions this gateway supports.
+pub const CLIENT_METHODS: &[&str] = &[
+    "initialize",
+    "ping",
+    "tools/list",
+    "tools/call",
+    "resources/list",
+    "resources/templates/list",
+    "resources/read",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "prompts/list",
+    "prompts/get",
+    "completion/complete",
+    "logging/setLevel",
+    "tasks/get",
+    "tasks/result",
+    "tasks/list",
+    "tasks/cancel",
+    "server/discover",
+    "notifications/initialized",
+    "notifications/cancelled",
+    "notifications/progress",
+    "notifications/roots/list_changed",
+    "notifications/tasks/status",
+];
+
+/// Limits and switches for reading a payload.
+#[derive(Debug, Clone)]
+pub struct ParseRules<'a> {
+    /// Maximum JSON nesting depth.
+    pub max_depth: usize,
+    /// Maximum number of messages in a batch.
+    pub max_batch: usize,
+    /// Extra method names accepted besides [`CLIENT_METHODS`].
+    pub extra_methods: &'a [String],
+}
+
+/// Reads a POST body as an MCP payload. `batch_allowed` comes from the protocol revision.
+pub fn parse_payload(
+    body: &[u8],
+    rules: &ParseRules<'_>,
+    batch_allowed: bool,
+) -> Result<Payload, Rejection> {
+    let parsed = parse_strict(body, rules.max_depth).map_err(|e| match e {
+        JsonError::Syntax(msg) => {
+            Rejection::new(Reason::ParseError, format!("body is not JSON: {msg}"))
+        }
+        JsonError::TooDeep { limit } => Rejection::new(
+            Reason::TooDeep,
+            format!("JSON nesting deeper than max_json_depth ({limit})"),
+        ),
+    })?;
+    if let Some(path) = parsed.duplicate_keys.first() {
+        let id = match &parsed.value {
+            Value::Object(o) if !parsed.duplicate_keys.iter().any(|p| p == "/id") => {
+                o.get("id").and_then(RpcId::from_value)
+            }
+            _ => None,
+        };
+        return Err(Rejection::new(
+            Reason::DuplicateKey,
+            format!("duplicate key at {path}: parsers could read this body differently"),
+        )
+        .with_id(id));
+    }
+    match parsed.value {
+        Value::Object(obj) => parse_message(obj, rules).map(Payload::Single),
+        Value::Array(items) => {
+            if !batch_allowed {
+                return Err(Rejection::new(
+                    Reason::BatchNotAllowed,
+                    "JSON-RPC batches are only allowed with MCP protocol 2025-03-26",
+                ));
+            }
+            parse_batch(items, rules).map(Payload::Batch)
+        }
+        _ => Err(Rejection::new(
+            Reason::InvalidRequest,
+            "a JSON-RPC message must be an object (or an array for a batch)",
+        )),
+    }
+}
+
+fn parse_batch(items: Vec<Value>, rules: &ParseRules<'_>) -> Result<Vec<Message>, Rejection> {
+    if items.is_empty() {
+        return Err(Rejection::new(Reason::InvalidRequest, "empty batch"));
+    }
+    if items.len() > rules.max_batch {
+        return Err(Rejection::new(
+            Reason::InvalidRequest,
+            format!(
+                "batch of {} messages exceeds the limit of {}",
+                items.len(),
+                rules.max_batch
+            ),
+        ));
+    }
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let Value::Object(obj) = item else {
+            return Err(Rejection::new(
+                Reason::InvalidRequest,
+                format!("batch element {i} is not an object"),
+            ));
+        };
+        let msg = parse_message(obj, rules).map_err(|mut r| {
+            r.detail = format!("batch element {i}: {}", r.detail);
+            r
+        })?;
+        if msg.method() == Some("initialize") {
+            return Err(Rejection::new(
+                Reason::InvalidRequest,
+                "initialize must not be part of a batch",
+            ));
+        }
+        out.push(msg);
+    }
+    let responses = out
+        .iter()
+        .filter(|m| matches!(m, Message::Response { .. }))
+        .count();
+    if responses != 0 && responses != out.len() {
+        return Err(Rejection::new(
+            Reason::InvalidRequest,
+            "a batch holds either requests/notifications or responses, not both",
+        ));
+    }
+    let mut seen = Vec::new();
+    for id in out.iter().filter_map(|m| match m {
+        Message::Request { id, .. } => Some(id),
+        _ => None,
+    }) {
+        if seen.contains(&id) {
+            return Err(Rejection::new(
+                Reason::InvalidRequest,
+                "duplicate request id in batch",
+            ));
+        }
+        seen.push(id);
+    }
+    Ok(out)
+}
+
+const MEMBERS: &[&str] = &["jsonrpc", "id", "method", "params", "result", "error"];
+
+fn parse_message(obj: Map<String, Value>, rules: &ParseRules<'_>) -> Result<Message, Rejection> {
+    let raw_id = obj.get("id");
+    let id = raw_id.and_then(RpcId::from_value);
+    let invalid =
+        |detail: String| Rejection::new(Reason::InvalidRequest, detail).with_id(id.clone());
+
+    if let Some(unknown) = obj.keys().find(|k| !MEMBERS.contains(&k.as_str())) {
+        return Err(invalid(format!(
+            "unknown member `{unknown}` in JSON-RPC message"
+        )));
+    }
+    if obj.get("jsonrpc") != Some(&Value::String("2.0".into())) {
+        return Err(invalid("`jsonrpc` must be \"2.0\"".into()));
+    }
+    if raw_id.is_some() && id.is_none() && raw_id != Some(&Value::Null) {
+        return Err(invalid("`id` must be a string or an integer".into()));
+    }
+
+    if let Some(method) = obj.get("method") {
+        let Value::String(method) = method else {
+            return Err(invalid("`method` must be a string".into()));
+        };
+        if obj.contains_key("result") || obj.contains_key("error") {
+            return Err(invalid("a request cannot carry `result` or `error`".into()));
+        }
+        if method.is_empty() {
+            return Err(invalid("`method` must not be empty".into()));
+        }
+        if !CLIENT_METHODS.contains(&method.as_str()) && !rules.extra_methods.contains(method) {
+            return Err(Rejection::new(
+                Reason::UnknownMethod,
+                format!("method `{}` is not an MCP client method", truncate(method)),
+            )
+            .with_id(id));
+        }
+        let params = match obj.get("params") {
+            None => Map::new(),
+            Some(Value::Object(p)) => p.clone(),
+            Some(_) => {
+                return Err(
+                    Rejection::new(Reason::InvalidParams, "`params` must be an object").with_id(id),
+                )
+            }
+        };
+        return match raw_id {
+            None => Ok(Message::Notification {
+                method: method.clone(),
+                params,
+            }),
+            Some(_) => {
+                let Some(id) = id else {
+                    return Err(invalid("a request `id` must not be null".into()));
+                };
+                let target = target_of(method, &params).map_err(|d| {
+                    Rejection::new(Reason::InvalidParams, d).with_id(Some(id.clone()))
+                })?;
+                Ok(Message::Request {
+                    id,
+                    method: method.clone(),
+                    target,
+                    params,
+                })
+            }
+        };
+    }
+
+    if obj.contains_key("params") {
+        return Err(invalid("a response cannot carry `params`".into()));
+    }
+    let is_error = match (obj.get("result"), obj.get("error")) {
+        (Some(Value::Object(_)), None) => false,
+        (None, Some(Value::Object(e))) => {
+            let code_ok = e.get("code").is_some_and(|c| c.is_i64());
+            let msg_ok = e.get("message").is_some_and(Value::is_string);
+            if !code_ok || !msg_ok {
+                return Err(invalid(
+                    "`error` needs an integer `code` and a string `message`".into(),
+                ));
+            }
+            true
+        }
+        (Some(_), None) => return Err(invalid("`result` must be an object".into())),
+        (None, Some(_)) => return Err(invalid("`error` must be an object".into())),
+        (None, None) => {
+            return Err(invalid(
+                "not a request, notification or response: no `method`, `result` or `error`".into(),
+            ))
+        }
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "a response has `result` or `error`, not both".into(),
+            ))
+        }
+    };
+    if raw_id.is_none() || (id.is_none() && !is_error) {
+        return Err(invalid(
+            "a response needs the `id` of the request it answers".into(),
+        ));
+    }
+    Ok(Message::Response { id, is_error })
+}
+
+fn target_of(method: &str, params: &Map<String, Value>) -> Result<Target, String> {
+    let string_param = |key: &str| -> Result<String, String> {
+        match params.get(key) {
+            Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+            Some(Value::String(_)) => Err(format!("params.{key} must not be empty")),
+            Some(_) => Err(format!("params.{key} must be a string")),
+            None => Err(format!("{method} needs params.{key}")),
+        }
+    };
+    let object_param = |key: &str, required: bool| -> Result<(), String> {
+        match params.get(key) {
+            Some(Value::Object(_)) => Ok(()),
+            None if !required => Ok(()),
+            None => Err(format!("{method} needs params.{key}")),
+            Some(_) => Err(format!("params.{key} must be an object")),
+        }
+    };
+    match method {
+        "tools/call" => {
+            object_param("arguments", false)?;
+            Ok(Target::Tool(string_param("name")?))
+        }
+        "prompts/get" => {
+            object_param("arguments", false)?;
+            Ok(Target::Prompt(string_param("name")?))
+        }
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+            Ok(Target::Resource(string_param("uri")?))
+        }
+        "initialize" => {
+            string_param("protocolVersion")?;
+            object_param("capabilities", true)?;
+            object_param("clientInfo", true)?;
+            Ok(Target::None)
+        }
+        _ => Ok(Target::None),
+    }
+}
+
+fn truncate(s: &str) -> String {
+    const MAX: usize = 64;
+    if s.len() <= MAX {
+        return s.to_string();
+    }
+    let mut end = MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    fn rules() -> ParseRules<'static> {
+        ParseRules {
+            max_depth: 32,
+            max_batch: 4,
+            extra_methods: &[],
+        }
+    }
+
+    fn parse(body: &str) -> Result<Payload, Rejection> {
+        parse_payload(body.as_bytes(), &rules(), true)
+    }
+
+    fn reject(body: &str) -> Rejection {
+        parse(body).expect_err(body)
+    }
+
+    #[test]
+    fn reads_a_tool_call() {
+        let p = parse(r#"{"jsonrpc":"2.0","id":"a1","method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}"#).unwrap();
+        let Payload::Single(Message::Request {
+            id, method, target, ..
+        }) = p
+        else {
+            panic!()
+        };
+        assert_eq!(id, RpcId::Str("a1".into()));
+        assert_eq!(method, "tools/call");
+        assert_eq!(target, Target::Tool("echo".into()));
+    }
+
+    #[test]
+    fn reads_resources_prompts_and_notifications() {
+        let p = parse(
+            r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"demo://x"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            p.messages()[0].target(),
+            &Target::Resource("demo://x".into())
+        );
+        let p =
+            parse(r#"{"jsonrpc":"2.0","id":2,"method":"prompts/get","params":{"name":"greet"}}"#)
+                .unwrap();
+        assert_eq!(p.messages()[0].target(), &Target::Prompt("greet".into()));
+        let p = parse(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).unwrap();
+        assert!(matches!(p.messages()[0], Message::Notification { .. }));
+    }
+
+    #[test]
+    fn reads_client_responses_to_server_requests() {
+        let p = parse(r#"{"jsonrpc":"2.0","id":0,"result":{"role":"assistant"}}"#).unwrap();
+        assert_eq!(
+            p.messages()[0],
+            Message::Response {
+                id: Some(RpcId::Num(0.into())),
+                is_error: false
+            }
+        );
+        let p = parse(r#"{"jsonrpc":"2.0","id":null,"error":{"code":-1,"message":"no"}}"#).unwrap();
+        assert_eq!(
+            p.messages()[0],
+            Message::Response {
+                id: None,
+                is_error: true
+            }
+        );
+    }
+
+    #[test]
+    fn refuses_non_jsonrpc_with_the_right_reason_and_id() {
+        let cases: &[(&str, Reason, Option<Value>)] = &[
+            (r#"{"hello":1}"#, Reason::InvalidRequest, None),
+            (
+                r#"{"jsonrpc":"1.0","id":3,"method":"ping"}"#,
+                Reason::InvalidRequest,
+                Some(json!(3)),
+            ),
+            (
+                r#"{"jsonrpc":2.0,"id":3,"method":"ping"}"#,
+                Reason::InvalidRequest,
+                Some(json!(3)),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1.5,"method":"ping"}"#,
+                Reason::InvalidRequest,
+                None,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":{},"method":"ping"}"#,
+                Reason::InvalidRequest,
+                None,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":true,"method":"ping"}"#,
+                Reason::InvalidRequest,
+                None,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":null,"method":"ping"}"#,
+                Reason::InvalidRequest,
+                None,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":5,"method":7}"#,
+                Reason::InvalidRequest,
+                Some(json!(5)),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":5,"method":""}"#,
+                Reason::InvalidRequest,
+                Some(json!(5)),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":5,"method":"ping","extra":1}"#,
+                Reason::InvalidRequest,
+                Some(json!(5)),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":5,"method":"ping","result":{}}"#,
+                Reason::InvalidRequest,
+                Some(json!(5)),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":5}"#,
+                Reason::InvalidRequest,
+                Some(json!(5)),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","result":{}}"#,
+                Reason::InvalidRequest,
+                None,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":5,"result":{},"error":{"code":1,"message":"x"}}"#,
+                Reason::InvalidRequest,
+                Some(json!(5)),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":5,"error":{"code":"x","message":"x"}}"#,
+                Reason::InvalidRequest,
+                Some(json!(5)),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":5,"result":[]}"#,
+                Reason::InvalidRequest,
+                Some(json!(5)),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{}}"#,
+                Reason::InvalidParams,
+                Some(json!(4)),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":""}}"#,
+                Reason::InvalidParams,
+                Some(json!(4)),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":["echo"]}}"#,
+                Reason::InvalidParams,
+                Some(json!(4)),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"e","arguments":[]}}"#,
+                Reason::InvalidParams,
+                Some(json!(4)),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":4,"method":"tools/list","params":[]}"#,
+                Reason::InvalidParams,
+                Some(json!(4)),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":4,"method":"resources/read","params":{"url":"x"}}"#,
+                Reason::InvalidParams,
+                Some(json!(4)),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":4,"method":"initialize","params":{"protocolVersion":"2025-06-18"}}"#,
+                Reason::InvalidParams,
+                Some(json!(4)),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":"q","method":"rpc.discover"}"#,
+                Reason::UnknownMethod,
+                Some(json!("q")),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":7,"method":"ping","method":"tools/call"}"#,
+                Reason::DuplicateKey,
+                Some(json!(7)),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":7,"id":8,"method":"ping"}"#,
+                Reason::DuplicateKey,
+                None,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"a","arguments":{"x":1,"x":2}}}"#,
+                Reason::DuplicateKey,
+                Some(json!(9)),
+            ),
+            ("42", Reason::InvalidRequest, None),
+            ("\"ping\"", Reason::InvalidRequest, None),
+            ("null", Reason::InvalidRequest, None),
+            ("{nope", Reason::ParseError, None),
+            ("", Reason::ParseError, None),
+        ];
+        for (body, reason, id) in cases {
+            let r = reject(body);
+            assert_eq!(r.reason, *reason, "{body}: {}", r.detail);
+            assert_eq!(r.id.as_ref().map(RpcId::to_value), *id, "{body}");
+        }
+    }
+
+    #[test]
+    fn extra_methods_can_be_allowed() {
+        let extra = vec!["x-vendor/thing".to_string()];
+        let rules = ParseRules {
+            extra_methods: &extra,
+            ..rules()
+        };
+        assert!(parse_payload(
+            br#"{"jsonrpc":"2.0","id":1,"method":"x-vendor/thing"}"#,
+            &rules,
+            false
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn too_deep_params_are_refused() {
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"ping","params":{{"a":{}1{}}}}}"#,
+            "[".repeat(40),
+            "]".repeat(40)
+        );
+        assert_eq!(reject(&body).reason, Reason::TooDeep);
+    }
+
+    #[test]
+    fn batches_follow_the_2025_03_26_rules() {
+        let ok = r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","method":"notifications/initialized"}]"#;
+        assert_eq!(parse(ok).unwrap().messages().len(), 2);
+        let ok = r#"[{"jsonrpc":"2.0","id":1,"result":{}},{"jsonrpc":"2.0","id":2,"result":{}}]"#;
+        assert_eq!(parse(ok).unwrap().messages().len(), 2);
+        assert_eq!(
+            parse_payload(ok.as_bytes(), &rules(), false)
+                .unwrap_err()
+                .reason,
+            Reason::BatchNotAllowed
+        );
+        for bad in [
+            "[]",
+            "[1]",
+            r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"result":{}}]"#,
+            r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":1,"method":"ping"}]"#,
+            r#"[{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"x","capabilities":{},"clientInfo":{}}}]"#,
+            r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"ping"},{"jsonrpc":"2.0","id":3,"method":"ping"},{"jsonrpc":"2.0","id":4,"method":"ping"},{"jsonrpc":"2.0","id":5,"method":"ping"}]"#,
+            r#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{}}]"#,
+        ] {
+            let r = reject(bad);
+            assert!(
+                matches!(r.reason, Reason::InvalidRequest | Reason::InvalidParams),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn big_integer_ids_keep_their_value() {
+        let p = parse(r#"{"jsonrpc":"2.0","id":18446744073709551615,"method":"ping"}"#).unwrap();
+        assert_eq!(
+            p.echo_id().map(|i| i.to_value()),
+            Some(json!(18446744073709551615u64))
+        );
+        assert_eq!(
+            reject(r#"{"jsonrpc":"2.0","id":18446744073709551616,"method":"ping"}"#).reason,
+            Reason::InvalidRequest
+        );
+    }
+}

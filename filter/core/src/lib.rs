@@ -1,0 +1,13 @@
+//! mcp-warden-core: everything mcp-warden knows about MCP, with no proxy-wasm dependency.
+//!
+//! The adapter (`filter/wasm`) reads what Envoy hands it, feeds it to [`pipeline::RequestFlow`]
+//! and carries out the returned [`pipeline::Step`]. Every module here is unit-tested natively
+//! and under `wasm32` (wasm-bindgen-test).
+
+pub mod config;
+pub mod error;
+pub mod json;
+pub mod jsonrpc;
+pub mod pipeline;
+pub mod transport;
+

