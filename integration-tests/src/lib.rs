@@ -179,6 +179,12 @@ pub fn dump_logs(dir: &Path, lines: usize) -> String {
             "-------- {} (last {lines} lines) --------",
             f.display()
         );
+        // Envoy's startup inventory (extension and header-map lists) is noise here.
+        let text: String = text
+            .lines()
+            .filter(|l| !(l.contains("][info][main] [") && l.split("] ").nth(2).is_some_and(|m| m.starts_with("  "))))
+            .map(|l| format!("{l}\n"))
+            .collect();
         out.push_str(&tail(&text, lines));
         out.push('\n');
     }
@@ -798,11 +804,7 @@ impl HttpRequest {
         }
     }
 
-    /// Sends the request on a new connection to 127.0.0.1:`port` and reads one response.
-    ///
-    /// The body is written from a second thread while the response is read, so a server that
-    /// answers early (413) and closes is seen answering, not as a broken pipe.
-    pub fn send(&self, port: u16) -> io::Result<HttpResponse> {
+    fn connect(&self, port: u16) -> io::Result<TcpStream> {
         let addr = ("127.0.0.1", port)
             .to_socket_addrs()?
             .next()
@@ -812,6 +814,15 @@ impl HttpRequest {
         stream.set_write_timeout(Some(self.timeout))?;
         stream.set_nodelay(true)?;
         stream.write_all(&self.head_bytes(port))?;
+        Ok(stream)
+    }
+
+    /// Sends the request on a new connection to 127.0.0.1:`port` and reads one response.
+    ///
+    /// The body is written from a second thread while the response is read, so a server that
+    /// answers early (413) and closes is seen answering, not as a broken pipe.
+    pub fn send(&self, port: u16) -> io::Result<HttpResponse> {
+        let stream = self.connect(port)?;
         let body = self.body_bytes();
         let writer = if body.is_empty() {
             None
@@ -827,95 +838,201 @@ impl HttpRequest {
             }))
         };
         let deadline = Instant::now() + self.timeout;
-        let result = read_response(&stream, &self.method, deadline);
+        let result = HttpStream::read_head(stream.try_clone()?, &self.method)
+            .and_then(|mut s| {
+                let body = s.read_to_end(deadline)?;
+                Ok(HttpResponse { status: s.status, headers: s.headers, body })
+            });
         let _ = stream.shutdown(Shutdown::Both);
         if let Some(w) = writer {
             let _ = w.join();
         }
         result
     }
+
+    /// Sends the request and returns once the response head has arrived; the body is then
+    /// read as it comes (for SSE streams). Each read waits at most the request's timeout.
+    pub fn open(&self, port: u16) -> io::Result<HttpStream> {
+        let mut stream = self.connect(port)?;
+        stream.write_all(&self.body_bytes())?;
+        HttpStream::read_head(stream, &self.method)
+    }
 }
 
-fn read_response(stream: &TcpStream, method: &str, deadline: Instant) -> io::Result<HttpResponse> {
-    let mut r = BufReader::new(stream);
-    let check = || {
-        if Instant::now() > deadline {
-            Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "response not complete in time",
-            ))
-        } else {
-            Ok(())
-        }
-    };
-    loop {
-        check()?;
-        let status_line = read_line(&mut r)?;
-        if status_line.is_empty() {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "connection closed before a response",
-            ));
-        }
-        let mut parts = status_line.splitn(3, ' ');
-        let _version = parts.next();
-        let status: u16 = parts
-            .next()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| io::Error::other(format!("bad status line {status_line:?}")))?;
-        let mut headers = Vec::new();
+#[derive(Debug)]
+enum Framing {
+    Empty,
+    Length(usize),
+    Chunked { left: usize, done: bool },
+    UntilClose,
+}
+
+/// A response whose body is read as it arrives.
+pub struct HttpStream {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    reader: BufReader<TcpStream>,
+    framing: Framing,
+    pending: Vec<u8>,
+}
+
+impl HttpStream {
+    fn read_head(stream: TcpStream, method: &str) -> io::Result<HttpStream> {
+        let mut r = BufReader::new(stream);
         loop {
-            check()?;
-            let line = read_line(&mut r)?;
-            if line.is_empty() {
-                break;
+            let status_line = read_line(&mut r)?;
+            if status_line.is_empty() {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed before a response",
+                ));
             }
-            if let Some((k, v)) = line.split_once(':') {
-                headers.push((k.trim().to_string(), v.trim().to_string()));
-            }
-        }
-        if (100..200).contains(&status) {
-            continue; // 100 Continue etc.
-        }
-        let resp = HttpResponse {
-            status,
-            headers,
-            body: Vec::new(),
-        };
-        let chunked = resp
-            .header("transfer-encoding")
-            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
-        let length = resp
-            .header("content-length")
-            .and_then(|v| v.parse::<usize>().ok());
-        let mut body = Vec::new();
-        if method.eq_ignore_ascii_case("HEAD") || status == 204 || status == 304 {
-        } else if chunked {
+            let mut parts = status_line.splitn(3, ' ');
+            let _version = parts.next();
+            let status: u16 = parts
+                .next()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| io::Error::other(format!("bad status line {status_line:?}")))?;
+            let mut headers = Vec::new();
             loop {
-                check()?;
-                let size_line = read_line(&mut r)?;
-                let size =
-                    usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16)
-                        .map_err(|_| io::Error::other(format!("bad chunk size {size_line:?}")))?;
-                if size == 0 {
-                    // trailers
-                    while !read_line(&mut r)?.is_empty() {
-                        check()?;
-                    }
+                let line = read_line(&mut r)?;
+                if line.is_empty() {
                     break;
                 }
-                let mut chunk = vec![0; size + 2];
-                r.read_exact(&mut chunk)?;
-                body.extend_from_slice(&chunk[..size]);
+                if let Some((k, v)) = line.split_once(':') {
+                    headers.push((k.trim().to_string(), v.trim().to_string()));
+                }
             }
-        } else if let Some(n) = length {
-            body.resize(n, 0);
-            r.read_exact(&mut body)?;
-        } else {
-            r.read_to_end(&mut body)?;
+            if (100..200).contains(&status) {
+                continue; // 100 Continue etc.
+            }
+            let mut s = HttpStream { status, headers, reader: r, framing: Framing::UntilClose, pending: Vec::new() };
+            let chunked = s
+                .header("transfer-encoding")
+                .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+            let length = s.header("content-length").and_then(|v| v.parse::<usize>().ok());
+            s.framing = if method.eq_ignore_ascii_case("HEAD") || status == 204 || status == 304 {
+                Framing::Empty
+            } else if chunked {
+                Framing::Chunked { left: 0, done: false }
+            } else if let Some(n) = length {
+                Framing::Length(n)
+            } else {
+                Framing::UntilClose
+            };
+            return Ok(s);
         }
-        return Ok(HttpResponse { body, ..resp });
     }
+
+    /// The first header of that name (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Changes how long one read may wait.
+    pub fn set_read_timeout(&self, t: Duration) -> io::Result<()> {
+        self.reader.get_ref().set_read_timeout(Some(t))
+    }
+
+    /// The next body bytes as they arrive; empty at the end of the body.
+    pub fn read_some(&mut self) -> io::Result<Vec<u8>> {
+        let mut buf = vec![0u8; 16 * 1024];
+        match &mut self.framing {
+            Framing::Empty | Framing::Length(0) | Framing::Chunked { done: true, .. } => Ok(Vec::new()),
+            Framing::Length(left) => {
+                let want = (*left).min(buf.len());
+                let n = self.reader.read(&mut buf[..want])?;
+                if n == 0 {
+                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "body shorter than content-length"));
+                }
+                *left -= n;
+                buf.truncate(n);
+                Ok(buf)
+            }
+            Framing::UntilClose => {
+                let n = self.reader.read(&mut buf)?;
+                buf.truncate(n);
+                Ok(buf)
+            }
+            Framing::Chunked { left, done } => {
+                if *left == 0 {
+                    let size_line = read_line(&mut self.reader)?;
+                    let size = usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16)
+                        .map_err(|_| io::Error::other(format!("bad chunk size {size_line:?}")))?;
+                    if size == 0 {
+                        while !read_line(&mut self.reader)?.is_empty() {} // trailers
+                        *done = true;
+                        return Ok(Vec::new());
+                    }
+                    *left = size;
+                }
+                let want = (*left).min(buf.len());
+                let n = self.reader.read(&mut buf[..want])?;
+                if n == 0 {
+                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed inside a chunk"));
+                }
+                *left -= n;
+                if *left == 0 {
+                    read_line(&mut self.reader)?; // the chunk's CRLF
+                }
+                buf.truncate(n);
+                Ok(buf)
+            }
+        }
+    }
+
+    /// The rest of the body (fails if it is not complete by `deadline`).
+    pub fn read_to_end(&mut self, deadline: Instant) -> io::Result<Vec<u8>> {
+        let mut body = std::mem::take(&mut self.pending);
+        loop {
+            if Instant::now() > deadline {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "response not complete in time"));
+            }
+            let piece = self.read_some()?;
+            if piece.is_empty() {
+                return Ok(body);
+            }
+            body.extend_from_slice(&piece);
+        }
+    }
+
+    /// The next server-sent event (its lines, without the blank line that ends it; CRLF
+    /// normalised to LF), or `None` at the end of the body.
+    pub fn next_event(&mut self) -> io::Result<Option<String>> {
+        loop {
+            let text = String::from_utf8_lossy(&self.pending).replace("\r\n", "\n");
+            if let Some(i) = text.find("\n\n") {
+                let event = text[..i].to_string();
+                self.pending = text[i + 2..].as_bytes().to_vec();
+                return Ok(Some(event));
+            }
+            let piece = self.read_some()?;
+            if piece.is_empty() {
+                if text.trim().is_empty() {
+                    return Ok(None);
+                }
+                self.pending.clear();
+                return Ok(Some(text));
+            }
+            self.pending.extend_from_slice(&piece);
+        }
+    }
+}
+
+/// The JSON of an SSE event's `data:` lines (joined), if it has any.
+pub fn sse_data(event: &str) -> Option<serde_json::Value> {
+    let data: Vec<&str> = event
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(|d| d.strip_prefix(' ').unwrap_or(d))
+        .collect();
+    if data.is_empty() {
+        return None;
+    }
+    serde_json::from_str(&data.join("\n")).ok()
 }
 
 fn read_line(r: &mut impl BufRead) -> io::Result<String> {

@@ -1,0 +1,52 @@
+# mcp-warden — the two commands a new machine needs are `make demo` and `make test`;
+# both run `make setup` first, which is idempotent.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+WASM_TARGET      := wasm32-wasip1
+WASM             := target/$(WASM_TARGET)/release/mcp_warden.wasm
+VENV             := .venv
+STACK            := integration-tests/stack
+# Must equal the wasm-bindgen version in Cargo.lock (checked by scripts/setup.sh).
+WASM_BINDGEN_VERSION := 0.2.130
+
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+
+.PHONY: help setup build test lint unit wasm-unit e2e demo bench clean
+
+help:
+	@echo "make setup  - install toolchain targets, the pinned Envoy, npm and pip packages (idempotent)"
+	@echo "make build  - build $(WASM)"
+	@echo "make test   - fmt, clippy (host+wasm), core unit tests (native + wasm32), end-to-end suite"
+	@echo "make demo   - run Envoy + mcp-warden + demo MCP server on 127.0.0.1:10000 (Ctrl-C stops all)"
+
+setup:
+	@WASM_BINDGEN_VERSION=$(WASM_BINDGEN_VERSION) bash scripts/setup.sh
+
+build: setup
+	cargo build --release -p mcp-warden --target $(WASM_TARGET)
+	@ls -l $(WASM)
+
+lint: setup
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy -p mcp-warden-core -p mcp-warden --target $(WASM_TARGET) -- -D warnings
+
+unit: setup
+	cargo test -p mcp-warden-core -p mcp-warden
+
+wasm-unit: setup
+	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
+	  cargo test -p mcp-warden-core --target wasm32-unknown-unknown
+
+e2e: build
+	cargo test -p mcp-warden-integration-tests -- --test-threads=2
+
+test: lint unit wasm-unit e2e
+	@echo "make test: all green"
+
+demo: build
+	bash scripts/demo.sh
+
+clean:
+	cargo clean

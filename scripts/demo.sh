@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The local demo stack in the foreground: the demo MCP server (official TypeScript SDK) on
+# 127.0.0.1:8101 and Envoy with mcp-warden on 127.0.0.1:10000 (admin 9901). Ctrl-C stops all.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+pids=()
+cleanup() {
+  trap - INT TERM EXIT
+  echo; echo "demo: stopping"
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup INT TERM EXIT
+
+for port in 10000 9901 8101; do
+  if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
+    echo "demo: port $port is already in use; stop what runs there first" >&2; exit 1
+  fi
+done
+
+node integration-tests/stack/servers/demo-server.mjs --port 8101 --name demo-a >/dev/null &
+pids+=($!)
+.venv/bin/envoy -c envoy/demo.yaml --concurrency 2 --log-level warn --component-log-level wasm:info \
+  --log-format '[envoy] [%l] %v' &
+pids+=($!)
+
+for _ in $(seq 1 100); do
+  if curl -fs 127.0.0.1:9901/ready >/dev/null 2>&1 && curl -fs 127.0.0.1:8101/healthz >/dev/null 2>&1; then
+    cat <<'MSG'
+
+demo: ready. MCP endpoint: http://127.0.0.1:10000/mcp
+  try:  node integration-tests/stack/clients/ts-client.mjs --url http://127.0.0.1:10000/mcp
+  or:   npx -y @modelcontextprotocol/inspector@2.12.0 --cli http://127.0.0.1:10000/mcp --transport http --method tools/list
+  bad:  curl -s -XPOST 127.0.0.1:10000/mcp -H 'content-type: application/json' \
+          -H 'accept: application/json, text/event-stream' -d '{nope'
+Ctrl-C stops everything.
+MSG
+    wait
+    exit 0
+  fi
+  sleep 0.2
+done
+echo "demo: the stack did not become ready within 20 s" >&2
+exit 1
