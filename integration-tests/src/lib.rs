@@ -182,7 +182,10 @@ pub fn dump_logs(dir: &Path, lines: usize) -> String {
         // Envoy's startup inventory (extension and header-map lists) is noise here.
         let text: String = text
             .lines()
-            .filter(|l| !(l.contains("][info][main] [") && l.split("] ").nth(2).is_some_and(|m| m.starts_with("  "))))
+            .filter(|l| {
+                !(l.contains("][info][main] [")
+                    && l.split("] ").nth(2).is_some_and(|m| m.starts_with("  ")))
+            })
             .map(|l| format!("{l}\n"))
             .collect();
         out.push_str(&tail(&text, lines));
@@ -838,11 +841,14 @@ impl HttpRequest {
             }))
         };
         let deadline = Instant::now() + self.timeout;
-        let result = HttpStream::read_head(stream.try_clone()?, &self.method)
-            .and_then(|mut s| {
-                let body = s.read_to_end(deadline)?;
-                Ok(HttpResponse { status: s.status, headers: s.headers, body })
-            });
+        let result = HttpStream::read_head(stream.try_clone()?, &self.method).and_then(|mut s| {
+            let body = s.read_to_end(deadline)?;
+            Ok(HttpResponse {
+                status: s.status,
+                headers: s.headers,
+                body,
+            })
+        });
         let _ = stream.shutdown(Shutdown::Both);
         if let Some(w) = writer {
             let _ = w.join();
@@ -906,15 +912,26 @@ impl HttpStream {
             if (100..200).contains(&status) {
                 continue; // 100 Continue etc.
             }
-            let mut s = HttpStream { status, headers, reader: r, framing: Framing::UntilClose, pending: Vec::new() };
+            let mut s = HttpStream {
+                status,
+                headers,
+                reader: r,
+                framing: Framing::UntilClose,
+                pending: Vec::new(),
+            };
             let chunked = s
                 .header("transfer-encoding")
                 .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
-            let length = s.header("content-length").and_then(|v| v.parse::<usize>().ok());
+            let length = s
+                .header("content-length")
+                .and_then(|v| v.parse::<usize>().ok());
             s.framing = if method.eq_ignore_ascii_case("HEAD") || status == 204 || status == 304 {
                 Framing::Empty
             } else if chunked {
-                Framing::Chunked { left: 0, done: false }
+                Framing::Chunked {
+                    left: 0,
+                    done: false,
+                }
             } else if let Some(n) = length {
                 Framing::Length(n)
             } else {
@@ -941,12 +958,17 @@ impl HttpStream {
     pub fn read_some(&mut self) -> io::Result<Vec<u8>> {
         let mut buf = vec![0u8; 16 * 1024];
         match &mut self.framing {
-            Framing::Empty | Framing::Length(0) | Framing::Chunked { done: true, .. } => Ok(Vec::new()),
+            Framing::Empty | Framing::Length(0) | Framing::Chunked { done: true, .. } => {
+                Ok(Vec::new())
+            }
             Framing::Length(left) => {
                 let want = (*left).min(buf.len());
                 let n = self.reader.read(&mut buf[..want])?;
                 if n == 0 {
-                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "body shorter than content-length"));
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "body shorter than content-length",
+                    ));
                 }
                 *left -= n;
                 buf.truncate(n);
@@ -960,8 +982,11 @@ impl HttpStream {
             Framing::Chunked { left, done } => {
                 if *left == 0 {
                     let size_line = read_line(&mut self.reader)?;
-                    let size = usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16)
-                        .map_err(|_| io::Error::other(format!("bad chunk size {size_line:?}")))?;
+                    let size =
+                        usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16)
+                            .map_err(|_| {
+                                io::Error::other(format!("bad chunk size {size_line:?}"))
+                            })?;
                     if size == 0 {
                         while !read_line(&mut self.reader)?.is_empty() {} // trailers
                         *done = true;
@@ -972,7 +997,10 @@ impl HttpStream {
                 let want = (*left).min(buf.len());
                 let n = self.reader.read(&mut buf[..want])?;
                 if n == 0 {
-                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed inside a chunk"));
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "connection closed inside a chunk",
+                    ));
                 }
                 *left -= n;
                 if *left == 0 {
@@ -989,7 +1017,10 @@ impl HttpStream {
         let mut body = std::mem::take(&mut self.pending);
         loop {
             if Instant::now() > deadline {
-                return Err(io::Error::new(io::ErrorKind::TimedOut, "response not complete in time"));
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "response not complete in time",
+                ));
             }
             let piece = self.read_some()?;
             if piece.is_empty() {
@@ -1006,7 +1037,7 @@ impl HttpStream {
             let text = String::from_utf8_lossy(&self.pending).replace("\r\n", "\n");
             if let Some(i) = text.find("\n\n") {
                 let event = text[..i].to_string();
-                self.pending = text[i + 2..].as_bytes().to_vec();
+                self.pending = text.as_bytes()[i + 2..].to_vec();
                 return Ok(Some(event));
             }
             let piece = self.read_some()?;

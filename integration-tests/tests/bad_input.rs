@@ -3,6 +3,7 @@
 //!
 //! The upstream is a recording stub (`RecordingUpstream`), so "never reached the upstream" is
 //! an exact count, and a valid request sent first proves the path to the upstream works.
+//! `IT_VERBOSE=1 cargo test ... -- --nocapture` prints every response.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use mcp_warden_integration_tests::{
@@ -19,6 +20,9 @@ enum Id {
     Any,
 }
 
+/// An extra check on a response (e.g. that an `Allow` header is present).
+type ExtraCheck = fn(&HttpResponse) -> Result<(), String>;
+
 struct Case {
     name: &'static str,
     req: HttpRequest,
@@ -27,7 +31,7 @@ struct Case {
     reason: &'static str,
     id: Id,
     /// Extra check on the response (e.g. an `Allow` header).
-    extra: Option<fn(&HttpResponse) -> Result<(), String>>,
+    extra: Option<ExtraCheck>,
 }
 
 fn case(
@@ -203,10 +207,8 @@ fn check(c: &Case, resp: &HttpResponse) -> Vec<String> {
             c.code
         ));
     }
-    if !err
-        .and_then(|e| e.get("message"))
-        .is_some_and(|m| m.as_str().is_some_and(|s| !s.is_empty()))
-    {
+    let message = err.and_then(|e| e.get("message")).and_then(Value::as_str);
+    if !matches!(message, Some(m) if !m.is_empty()) {
         bad.push("error.message missing or empty".into());
     }
     let reason = err
@@ -242,6 +244,11 @@ fn run_cases(envoy: &Envoy, upstream: &RecordingUpstream, cases: &[Case]) -> Str
                 None
             }
         };
+        if std::env::var_os("IT_VERBOSE").is_some() {
+            if let Some(r) = &resp {
+                eprintln!("{}: {} {}", c.name, r.status, r.body_str());
+            }
+        }
         let reached = upstream.count() - before;
         if reached > 0 {
             problems.push(format!("{reached} request(s) reached the upstream"));

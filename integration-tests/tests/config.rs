@@ -1,7 +1,10 @@
 //! A bad plugin configuration makes Envoy refuse to start, and says which field is wrong.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use mcp_warden_integration_tests::{tail, Envoy, EnvoyConfig, TestCtx};
+use mcp_warden_integration_tests::{
+    envoy_bin, repo_root, tail, wasm_path, Envoy, EnvoyConfig, Proc, TestCtx,
+};
+use std::process::Command;
 use std::time::Duration;
 
 /// Starts Envoy with `plugin_json` and expects it to exit non-zero (bounded) with a
@@ -18,14 +21,23 @@ fn assert_refused(test: &str, plugin_json: &str, field: &str) {
         Err(f) => f,
     };
     let log = &failure.log;
-    let status = failure
-        .status
-        .unwrap_or_else(|| panic!("Envoy neither exited nor became ready in 30 s:\n{}", tail(log, 60)));
-    assert!(!status.success(), "Envoy exited with {status}, expected a failure:\n{}", tail(log, 60));
+    let status = failure.status.unwrap_or_else(|| {
+        panic!(
+            "Envoy neither exited nor became ready in 30 s:\n{}",
+            tail(log, 60)
+        )
+    });
+    assert!(
+        !status.success(),
+        "Envoy exited with {status}, expected a failure:\n{}",
+        tail(log, 60)
+    );
     let naming: Vec<&str> = log
         .lines()
         .filter(|l| {
-            let serious = ["][warning][", "][error][", "][critical]["].iter().any(|lvl| l.contains(lvl));
+            let serious = ["][warning][", "][error][", "][critical]["]
+                .iter()
+                .any(|lvl| l.contains(lvl));
             serious && l.contains(field)
         })
         .collect();
@@ -34,26 +46,63 @@ fn assert_refused(test: &str, plugin_json: &str, field: &str) {
         "Envoy refused {plugin_json} ({status}) but no log line names `{field}`:\n{}",
         tail(log, 60)
     );
-    eprintln!("refused in {:?} ({status}); naming line(s):\n{}", failure.elapsed, naming.join("\n"));
+    eprintln!(
+        "refused in {:?} ({status}); naming line(s):\n{}",
+        failure.elapsed,
+        naming.join("\n")
+    );
 }
 
 #[test]
 fn unknown_field_is_refused() {
-    assert_refused("config_unknown_field", r#"{"max_body_bytes": 1000, "bogus": 1}"#, "bogus");
+    assert_refused(
+        "config_unknown_field",
+        r#"{"max_body_bytes": 1000, "bogus": 1}"#,
+        "bogus",
+    );
 }
 
 #[test]
 fn negative_body_cap_is_refused() {
-    assert_refused("config_negative_cap", r#"{"max_body_bytes": -5}"#, "max_body_bytes");
+    assert_refused(
+        "config_negative_cap",
+        r#"{"max_body_bytes": -5}"#,
+        "max_body_bytes",
+    );
 }
 
 #[test]
 fn zero_body_cap_is_refused() {
-    assert_refused("config_zero_cap", r#"{"max_body_bytes": 0}"#, "max_body_bytes");
+    assert_refused(
+        "config_zero_cap",
+        r#"{"max_body_bytes": 0}"#,
+        "max_body_bytes",
+    );
 }
 
 #[test]
 fn config_that_is_not_json_is_refused() {
     // No field to name: an error line must at least say it is not JSON.
     assert_refused("config_not_json", r#"{"max_body_bytes": "#, "JSON");
+}
+
+/// The shipped `envoy/demo.yaml`, unchanged, passes `envoy --mode validate` (which also loads
+/// the wasm and runs the plugin's configuration step).
+#[test]
+fn demo_yaml_validates() {
+    let ctx = TestCtx::new("config_demo_validates");
+    let _wasm = wasm_path(); // a clear message if it is not built
+    let mut cmd = Command::new(envoy_bin());
+    cmd.current_dir(repo_root())
+        .args(["--mode", "validate", "-c", "envoy/demo.yaml"]);
+    let mut proc = Proc::spawn(&ctx, "validate", cmd);
+    let status = proc
+        .wait_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("envoy --mode validate did not finish in 30 s"));
+    let log = proc.log();
+    assert!(
+        status.success() && log.contains("configuration 'envoy/demo.yaml' OK"),
+        "envoy --mode validate -c envoy/demo.yaml failed ({status}):\n{}",
+        tail(&log, 30)
+    );
 }

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! Shipped files agree with each other: docker-compose runs the same Envoy config and filter
 //! as `make demo`, every shipped Envoy config fails closed, and the pinned Envoy versions match.
 
@@ -17,7 +18,12 @@ fn envoy_configs() -> Vec<String> {
     for entry in fs::read_dir(root().join("envoy")).expect("envoy/ exists") {
         let path = entry.expect("dir entry").path();
         if path.extension().is_some_and(|e| e == "yaml") {
-            out.push(format!("envoy/{}", path.file_name().and_then(|n| n.to_str()).unwrap_or_default()));
+            out.push(format!(
+                "envoy/{}",
+                path.file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or_default()
+            ));
         }
     }
     out.sort();
@@ -29,7 +35,8 @@ fn docker_compose_runs_the_demo_envoy_config_and_the_built_filter() {
     let compose = read("docker-compose.yaml");
     let demo = read("envoy/demo.yaml");
     assert!(
-        compose.contains("./envoy/demo.yaml:/work/envoy/demo.yaml") && compose.contains("\"-c\", \"envoy/demo.yaml\""),
+        compose.contains("./envoy/demo.yaml:/work/envoy/demo.yaml")
+            && compose.contains("\"-c\", \"envoy/demo.yaml\""),
         "docker-compose.yaml must mount and run envoy/demo.yaml"
     );
     let wasm_line = demo
@@ -66,8 +73,17 @@ fn every_shipped_envoy_config_fails_closed() {
         if filters == 0 {
             continue;
         }
-        assert_eq!(text.matches("failure_policy: FAIL_CLOSED").count(), filters, "{rel}: every wasm filter needs failure_policy: FAIL_CLOSED");
-        assert_eq!(text.matches("allow_on_headers_stop_iteration: true").count(), filters, "{rel}: every wasm filter needs allow_on_headers_stop_iteration: true");
+        assert_eq!(
+            text.matches("failure_policy: FAIL_CLOSED").count(),
+            filters,
+            "{rel}: every wasm filter needs failure_policy: FAIL_CLOSED"
+        );
+        assert_eq!(
+            text.matches("allow_on_headers_stop_iteration: true")
+                .count(),
+            filters,
+            "{rel}: every wasm filter needs allow_on_headers_stop_iteration: true"
+        );
         assert!(!text.contains("FAIL_OPEN"), "{rel} must not fail open");
     }
 }

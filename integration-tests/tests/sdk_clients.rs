@@ -9,7 +9,10 @@ fn first_difference(a: &str, b: &str) -> String {
     for i in 0..al.len().max(bl.len()) {
         let (x, y) = (al.get(i), bl.get(i));
         if x != y {
-            return format!("first difference at line {}:\n  direct:  {x:?}\n  through: {y:?}", i + 1);
+            return format!(
+                "first difference at line {}:\n  direct:  {x:?}\n  through: {y:?}",
+                i + 1
+            );
         }
     }
     "no line differs (line endings?)".into()
@@ -20,7 +23,11 @@ fn same_output_through_the_filter(test: &str, client: Client) {
     let server = McpServer::start(&ctx, "demo");
     let envoy = Envoy::start(&ctx, "envoy", &EnvoyConfig::demo(server.port));
     let direct = run_client(&ctx, client, "direct", &server.url());
-    assert!(!direct.trim().is_empty(), "{} printed nothing talking to the server directly", client.label());
+    assert!(
+        !direct.trim().is_empty(),
+        "{} printed nothing talking to the server directly",
+        client.label()
+    );
     let through = run_client(&ctx, client, "envoy", &envoy.mcp_url());
     assert!(
         direct == through,

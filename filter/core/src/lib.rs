@@ -10,4 +10,3 @@ pub mod json;
 pub mod jsonrpc;
 pub mod pipeline;
 pub mod transport;
-
