@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The local demo stack in the foreground: the demo MCP server (official TypeScript SDK) on
-# 127.0.0.1:8101 and Envoy with mcp-warden on 127.0.0.1:10000 (admin 9901). Ctrl-C stops all.
+# The local demo stack in the foreground: the identity provider (npm oidc-provider) on
+# 127.0.0.1:4000, the demo MCP server (official TypeScript SDK) on 127.0.0.1:8101 and Envoy with
+# mcp-warden on 127.0.0.1:10000 (admin 9901). Ctrl-C stops all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pids=()
@@ -12,12 +13,15 @@ cleanup() {
 }
 trap cleanup INT TERM EXIT
 
-for port in 10000 9901 8101; do
+for port in 10000 9901 8101 4000; do
   if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
     echo "demo: port $port is already in use; stop what runs there first" >&2; exit 1
   fi
 done
 
+(cd integration-tests/stack && exec node idp/idp.mjs --port 4000 --issuer http://127.0.0.1:4000 \
+  --attestation-key idp/demo-keys/attestation-key.pem) >/dev/null &
+pids+=($!)
 node integration-tests/stack/servers/demo-server.mjs --port 8101 --name demo-a >/dev/null &
 pids+=($!)
 .venv/bin/envoy -c envoy/demo.yaml --concurrency 2 --log-level warn --component-log-level wasm:info \
@@ -25,14 +29,17 @@ pids+=($!)
 pids+=($!)
 
 for _ in $(seq 1 100); do
-  if curl -fs 127.0.0.1:9901/ready >/dev/null 2>&1 && curl -fs 127.0.0.1:8101/healthz >/dev/null 2>&1; then
+  if curl -fs 127.0.0.1:9901/ready >/dev/null 2>&1 && curl -fs 127.0.0.1:8101/healthz >/dev/null 2>&1 \
+     && curl -fs 127.0.0.1:4000/healthz >/dev/null 2>&1; then
     cat <<'MSG'
 
-demo: ready. MCP endpoint: http://127.0.0.1:10000/mcp
-  try:  node integration-tests/stack/clients/ts-client.mjs --url http://127.0.0.1:10000/mcp
-  or:   npx -y @modelcontextprotocol/inspector@2.12.0 --cli http://127.0.0.1:10000/mcp --transport http --method tools/list
-  bad:  curl -s -XPOST 127.0.0.1:10000/mcp -H 'content-type: application/json' \
-          -H 'accept: application/json, text/event-stream' -d '{nope'
+demo: ready. MCP endpoint: http://127.0.0.1:10000/mcp   IdP: http://127.0.0.1:4000
+  tokens: cd integration-tests/stack
+          TOKEN=$(node idp/get-token.mjs user alice)
+          AGENT_TOKEN=$(node idp/get-token.mjs agent agent-claude --user alice)
+  call:   node clients/ts-client.mjs --url http://127.0.0.1:10000/mcp \
+            --header "Authorization: Bearer $TOKEN" --header "x-agent-token: $AGENT_TOKEN"
+  see README.md for more (MCP Inspector, refused requests).
 Ctrl-C stops everything.
 MSG
     wait

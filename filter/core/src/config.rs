@@ -3,6 +3,7 @@
 //! [`Config::from_json`] is called once, in `on_configure`. Unknown fields and bad values are
 //! errors whose message names the field, so Envoy refuses the plugin with a useful log line.
 
+use crate::identity::{IdentityConfig, RawIdentity};
 use crate::jsonrpc::CLIENT_METHODS;
 use crate::transport::KNOWN_PROTOCOL_VERSIONS;
 use serde::Deserialize;
@@ -31,6 +32,10 @@ pub struct RawConfig {
     /// (for vendor extensions). Default none.
     #[serde(default)]
     pub extra_methods: Vec<String>,
+    /// Who may call: user and agent token rules (see README "Identity"). Omit to run without
+    /// identity checks (validation only).
+    #[serde(default)]
+    pub identity: Option<RawIdentity>,
 }
 
 fn default_max_body_bytes() -> u64 {
@@ -44,7 +49,7 @@ fn default_max_batch_messages() -> usize {
 }
 
 /// The compiled configuration the filter runs with.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Config {
     /// See [`RawConfig::max_body_bytes`].
     pub max_body_bytes: u64,
@@ -56,6 +61,8 @@ pub struct Config {
     pub protocol_versions: Vec<String>,
     /// See [`RawConfig::extra_methods`].
     pub extra_methods: Vec<String>,
+    /// See [`RawConfig::identity`].
+    pub identity: Option<IdentityConfig>,
 }
 
 impl Default for Config {
@@ -69,6 +76,7 @@ impl Default for Config {
                 .map(|v| v.to_string())
                 .collect(),
             extra_methods: Vec::new(),
+            identity: None,
         }
     }
 }
@@ -94,7 +102,8 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-fn err(field: &str, message: impl Into<String>) -> ConfigError {
+/// A configuration error for `field`.
+pub fn err(field: &str, message: impl Into<String>) -> ConfigError {
     ConfigError {
         field: field.to_string(),
         message: message.into(),
@@ -187,6 +196,7 @@ impl RawConfig {
             max_batch_messages: self.max_batch_messages,
             protocol_versions,
             extra_methods: self.extra_methods,
+            identity: self.identity.map(|i| i.compile("identity")).transpose()?,
         })
     }
 }
@@ -204,8 +214,12 @@ mod tests {
 
     #[test]
     fn empty_config_means_defaults() {
-        assert_eq!(Config::from_json(b"").unwrap(), Config::default());
-        assert_eq!(Config::from_json(b" {} ").unwrap(), Config::default());
+        for empty in [&b""[..], b" {} "] {
+            let c = Config::from_json(empty).unwrap();
+            assert_eq!(c.max_body_bytes, Config::default().max_body_bytes);
+            assert_eq!(c.protocol_versions, Config::default().protocol_versions);
+            assert!(c.identity.is_none());
+        }
     }
 
     #[test]

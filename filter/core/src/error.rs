@@ -43,6 +43,18 @@ pub enum Reason {
     InvalidHeader,
     /// The gateway itself failed (a host call did not work); the request is not forwarded.
     Internal,
+    /// No user or agent token.
+    MissingToken,
+    /// A token jwt_authn or our claim rules refused (issuer, audience, expiry, kind, claims).
+    InvalidToken,
+    /// The agent does not validly act for this user (delegator, delegation chain).
+    DelegationInvalid,
+    /// The agent's attestation is missing, forged or stale.
+    AttestationInvalid,
+    /// The user token lacks a required scope (step-up possible).
+    InsufficientScope,
+    /// The agent is authenticated but not allowed here (type, provider, model, trust, capability).
+    AgentNotAllowed,
 }
 
 impl Reason {
@@ -66,6 +78,12 @@ impl Reason {
             Reason::InvalidSessionId => "invalid_session_id",
             Reason::InvalidHeader => "invalid_header",
             Reason::Internal => "internal_error",
+            Reason::MissingToken => "missing_token",
+            Reason::InvalidToken => "invalid_token",
+            Reason::DelegationInvalid => "delegation_invalid",
+            Reason::AttestationInvalid => "attestation_invalid",
+            Reason::InsufficientScope => "insufficient_scope",
+            Reason::AgentNotAllowed => "agent_not_allowed",
         }
     }
 
@@ -80,6 +98,11 @@ impl Reason {
             Reason::MethodNotAllowed => (405, -32600),
             Reason::BodyTooLarge => (413, -32600),
             Reason::Internal => (500, -32603),
+            Reason::MissingToken
+            | Reason::InvalidToken
+            | Reason::DelegationInvalid
+            | Reason::AttestationInvalid => (401, -32001),
+            Reason::InsufficientScope | Reason::AgentNotAllowed => (403, -32003),
             Reason::DuplicateKey
             | Reason::TooDeep
             | Reason::InvalidRequest
@@ -98,6 +121,11 @@ impl Reason {
             Reason::InvalidParams => "Invalid params",
             Reason::UnknownMethod => "Method not found",
             Reason::Internal => "Internal error",
+            Reason::MissingToken
+            | Reason::InvalidToken
+            | Reason::DelegationInvalid
+            | Reason::AttestationInvalid => "Unauthorized",
+            Reason::InsufficientScope | Reason::AgentNotAllowed => "Forbidden",
             _ => "Invalid Request",
         }
     }
@@ -140,6 +168,10 @@ pub struct Rejection {
     pub detail: String,
     /// The JSON-RPC id of the refused request, when it could be read.
     pub id: Option<RpcId>,
+    /// Stable id of the rule that refused (e.g. `user.expired`), when one did.
+    pub rule: Option<String>,
+    /// Scopes to ask for (step-up), for `insufficient_scope`.
+    pub scope: Option<String>,
 }
 
 impl Rejection {
@@ -149,7 +181,21 @@ impl Rejection {
             reason,
             detail: detail.into(),
             id: None,
+            rule: None,
+            scope: None,
         }
+    }
+
+    /// Names the rule that refused.
+    pub fn with_rule(mut self, rule: &str) -> Self {
+        self.rule = Some(rule.to_string());
+        self
+    }
+
+    /// Names the scopes a step-up should request.
+    pub fn with_scope(mut self, scope: String) -> Self {
+        self.scope = Some(scope);
+        self
     }
 
     /// Attaches the request id (keeps an id already set).
@@ -160,21 +206,33 @@ impl Rejection {
         self
     }
 
-    /// The HTTP answer for this rejection.
+    /// The HTTP answer for this rejection, without an identity challenge.
     pub fn to_reply(&self) -> Reply {
+        self.to_reply_with(None)
+    }
+
+    /// The HTTP answer; `resource_metadata` (RFC 9728 URL) goes into `WWW-Authenticate`.
+    pub fn to_reply_with(&self, resource_metadata: Option<&str>) -> Reply {
         let (status, code) = self.reason.status_and_code();
+        let mut data = json!({ "reason": self.reason.as_str(), "detail": self.detail });
+        if let Some(rule) = &self.rule {
+            data["rule"] = json!(rule);
+        }
         let body = json!({
             "jsonrpc": "2.0",
             "id": self.id.as_ref().map(RpcId::to_value).unwrap_or(Value::Null),
             "error": {
                 "code": code,
                 "message": self.reason.message(),
-                "data": { "reason": self.reason.as_str(), "detail": self.detail },
+                "data": data,
             }
         });
         let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
         if self.reason == Reason::MethodNotAllowed {
             headers.push(("allow".to_string(), "GET, POST, DELETE".to_string()));
+        }
+        if let Some(challenge) = self.challenge(resource_metadata) {
+            headers.push(("www-authenticate".to_string(), challenge));
         }
         Reply {
             status,
@@ -182,6 +240,49 @@ impl Rejection {
             body: body.to_string().into_bytes(),
         }
     }
+}
+
+impl Rejection {
+    /// The `WWW-Authenticate` value (RFC 6750 + RFC 9728) for identity refusals.
+    fn challenge(&self, resource_metadata: Option<&str>) -> Option<String> {
+        let error = match self.reason {
+            Reason::MissingToken => None,
+            Reason::InvalidToken | Reason::DelegationInvalid | Reason::AttestationInvalid => {
+                Some("invalid_token")
+            }
+            Reason::InsufficientScope => Some("insufficient_scope"),
+            _ => return None,
+        };
+        let mut parts = vec![];
+        if let Some(url) = resource_metadata {
+            parts.push(format!("resource_metadata=\"{}\"", quoted(url)));
+        }
+        if let Some(error) = error {
+            parts.push(format!("error=\"{error}\""));
+            parts.push(format!("error_description=\"{}\"", quoted(&self.detail)));
+        }
+        if let Some(scope) = &self.scope {
+            parts.push(format!("scope=\"{}\"", quoted(scope)));
+        }
+        Some(if parts.is_empty() {
+            "Bearer".to_string()
+        } else {
+            format!("Bearer {}", parts.join(", "))
+        })
+    }
+}
+
+/// Makes a value safe inside a quoted-string: printable ASCII without `"` and `\\`.
+fn quoted(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// A local reply the adapter sends instead of forwarding the request.
@@ -230,6 +331,45 @@ mod tests {
             .headers
             .iter()
             .any(|(k, v)| k == "allow" && v.contains("POST")));
+    }
+
+    #[test]
+    fn identity_refusals_carry_a_challenge() {
+        let url = Some("https://gw/.well-known/oauth-protected-resource/mcp");
+        let missing = Rejection::new(Reason::MissingToken, "no user token")
+            .with_rule("user.missing")
+            .to_reply_with(url);
+        assert_eq!(missing.status, 401);
+        let www = |r: &Reply| {
+            r.headers
+                .iter()
+                .find(|(k, _)| k == "www-authenticate")
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(
+            www(&missing).unwrap(),
+            "Bearer resource_metadata=\"https://gw/.well-known/oauth-protected-resource/mcp\""
+        );
+        let v: Value = serde_json::from_slice(&missing.body).unwrap();
+        assert_eq!(
+            (
+                v["error"]["code"].clone(),
+                v["error"]["data"]["rule"].clone()
+            ),
+            (json!(-32001), json!("user.missing"))
+        );
+        let expired =
+            Rejection::new(Reason::InvalidToken, "user token \"x\" expired").to_reply_with(url);
+        assert!(www(&expired)
+            .unwrap()
+            .contains("error=\"invalid_token\", error_description=\"user token _x_ expired\""));
+        let scope = Rejection::new(Reason::InsufficientScope, "lacks HR_read")
+            .with_scope("HR_read mcp".into())
+            .to_reply_with(url);
+        assert_eq!(scope.status, 403);
+        assert!(www(&scope).unwrap().ends_with("scope=\"HR_read mcp\""));
+        let agent = Rejection::new(Reason::AgentNotAllowed, "low trust").to_reply_with(url);
+        assert_eq!((agent.status, www(&agent)), (403, None));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod error;
+pub mod identity;
 pub mod json;
 pub mod jsonrpc;
 pub mod pipeline;

@@ -11,8 +11,11 @@
 
 use crate::config::Config;
 use crate::error::{Rejection, Reply};
+use crate::identity::attestation::AttestationCache;
+use crate::identity::metadata::ClaimSource;
+use crate::identity::{authenticate, Identity};
 use crate::jsonrpc::{parse_payload, ParseRules, Payload};
-use crate::transport::{batch_allowed, check_body_agrees, check_head, RequestHead};
+use crate::transport::{batch_allowed, check_body_agrees, check_head, HttpMethod, RequestHead};
 
 /// What the adapter must do after a header or trailer callback.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,11 +59,33 @@ pub enum Outcome {
     Rejected(Rejection),
 }
 
+/// A change to the request headers the adapter must make before the request goes on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderEdit {
+    /// Remove every copy of this header.
+    Remove(String),
+    /// Set this header (replacing any copy).
+    Set(String, String),
+}
+
+/// What the request carries besides its headers: the verified claims and the time.
+pub struct RequestContext<'a> {
+    /// jwt_authn's verified claims.
+    pub claims: &'a dyn ClaimSource,
+    /// The attestation verdict cache of this worker.
+    pub attestation_cache: &'a mut AttestationCache,
+    /// Seconds since the epoch.
+    pub now: u64,
+}
+
 /// Per-request state.
 #[derive(Debug)]
 pub struct RequestFlow {
     state: State,
     outcome: Outcome,
+    identity: Option<Identity>,
+    edits: Vec<HeaderEdit>,
+    resource_metadata: Option<String>,
 }
 
 impl Default for RequestFlow {
@@ -75,7 +100,20 @@ impl RequestFlow {
         RequestFlow {
             state: State::Headers,
             outcome: Outcome::Pending,
+            identity: None,
+            edits: Vec::new(),
+            resource_metadata: None,
         }
+    }
+
+    /// The verified caller, once the headers passed.
+    pub fn identity(&self) -> Option<&Identity> {
+        self.identity.as_ref()
+    }
+
+    /// Header edits to apply now (drained).
+    pub fn take_header_edits(&mut self) -> Vec<HeaderEdit> {
+        std::mem::take(&mut self.edits)
     }
 
     /// What happened so far.
@@ -84,7 +122,7 @@ impl RequestFlow {
     }
 
     fn reject(&mut self, rejection: Rejection) -> Step {
-        let reply = rejection.to_reply();
+        let reply = rejection.to_reply_with(self.resource_metadata.as_deref());
         self.outcome = Outcome::Rejected(rejection);
         self.state = State::Rejected;
         Step::Reply(reply)
@@ -96,6 +134,7 @@ impl RequestFlow {
         cfg: &Config,
         headers: &[(String, V)],
         end_of_stream: bool,
+        ctx: RequestContext<'_>,
     ) -> Step {
         if self.state != State::Headers {
             return self.reject_unexpected("request headers");
@@ -104,6 +143,41 @@ impl RequestFlow {
             Ok(h) => h,
             Err(r) => return self.reject(r),
         };
+        if let Some(id_cfg) = &cfg.identity {
+            self.resource_metadata = Some(id_cfg.resource_metadata_url.clone());
+            if head.method == HttpMethod::Get
+                && id_cfg
+                    .metadata_paths
+                    .iter()
+                    .any(|p| path_only(&head.path) == p)
+            {
+                self.state = State::Rejected;
+                return Step::Reply(metadata_reply(&id_cfg.metadata_document));
+            }
+            for h in id_cfg.stripped_headers() {
+                self.edits.push(HeaderEdit::Remove(h.to_string()));
+            }
+            let identity = match authenticate(id_cfg, ctx.claims, ctx.attestation_cache, ctx.now) {
+                Ok(i) => i,
+                Err(r) => return self.reject(r),
+            };
+            let agent_sub = identity.agent.as_ref().map(|a| a.token.sub.clone());
+            let values = [
+                (&id_cfg.upstream_user, Some(identity.user.token.sub.clone())),
+                (&id_cfg.upstream_agent, agent_sub),
+                (
+                    &id_cfg.upstream_delegation,
+                    Some(identity.delegation_summary()),
+                ),
+            ];
+            for (name, value) in values {
+                if let (Some(name), Some(value)) = (name, value) {
+                    self.edits
+                        .push(HeaderEdit::Set(name.clone(), header_safe(&value)));
+                }
+            }
+            self.identity = Some(identity);
+        }
         let verdict = match check_head(
             &head,
             &cfg.protocol_versions,
@@ -197,6 +271,7 @@ impl RequestFlow {
     }
 
     fn reject_unexpected(&mut self, what: &str) -> Step {
+        self.edits.clear();
         // Fail closed on a callback order we do not expect.
         self.reject(Rejection::new(
             crate::error::Reason::InvalidRequest,
@@ -205,11 +280,40 @@ impl RequestFlow {
     }
 }
 
+fn path_only(path: &str) -> &str {
+    path.split(['?', '#']).next().unwrap_or_default()
+}
+
+fn metadata_reply(doc: &serde_json::Value) -> Reply {
+    Reply {
+        status: 200,
+        headers: vec![
+            ("content-type".into(), "application/json".into()),
+            ("cache-control".into(), "max-age=300".into()),
+        ],
+        body: doc.to_string().into_bytes(),
+    }
+}
+
+/// Percent-encodes what cannot travel in a header value (controls, non-ASCII, `%`).
+pub fn header_safe(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if (0x21..=0x7e).contains(&b) && b != b'%' || b == b' ' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::error::Reason;
-    use serde_json::Value;
+    use crate::identity::claims::JsonClaims;
+    use serde_json::{json, Value};
 
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
@@ -226,6 +330,26 @@ mod tests {
         .collect()
     }
 
+    fn hdrs(flow: &mut RequestFlow, cfg: &Config, h: &[(String, Vec<u8>)], eos: bool) -> Step {
+        hdrs_with(flow, cfg, h, eos, &JsonClaims(vec![]))
+    }
+
+    fn hdrs_with(
+        flow: &mut RequestFlow,
+        cfg: &Config,
+        h: &[(String, Vec<u8>)],
+        eos: bool,
+        claims: &JsonClaims,
+    ) -> Step {
+        let mut cache = AttestationCache::default();
+        let ctx = RequestContext {
+            claims,
+            attestation_cache: &mut cache,
+            now: 1_800_000_000,
+        };
+        flow.on_request_headers(cfg, h, eos, ctx)
+    }
+
     fn reply_reason(step: &Step) -> (u32, String) {
         let Step::Reply(r) = step else {
             panic!("expected a reply, got {step:?}")
@@ -239,10 +363,7 @@ mod tests {
 
     fn run_post(cfg: &Config, chunks: &[&[u8]]) -> Step {
         let mut flow = RequestFlow::new();
-        assert_eq!(
-            flow.on_request_headers(cfg, &post_headers(), false),
-            Step::Pause
-        );
+        assert_eq!(hdrs(&mut flow, cfg, &post_headers(), false), Step::Pause);
         let mut buf = Vec::new();
         for (i, c) in chunks.iter().enumerate() {
             buf.extend_from_slice(c);
@@ -281,7 +402,7 @@ mod tests {
             ..Config::default()
         };
         let mut flow = RequestFlow::new();
-        flow.on_request_headers(&cfg, &post_headers(), false);
+        hdrs(&mut flow, &cfg, &post_headers(), false);
         assert_eq!(
             flow.on_request_body(&cfg, 8, false),
             BodyStep::Step(Step::Pause)
@@ -301,7 +422,7 @@ mod tests {
     fn trailers_end_the_body() {
         let cfg = Config::default();
         let mut flow = RequestFlow::new();
-        flow.on_request_headers(&cfg, &post_headers(), false);
+        hdrs(&mut flow, &cfg, &post_headers(), false);
         assert_eq!(
             flow.on_request_body(&cfg, 5, false),
             BodyStep::Step(Step::Pause)
@@ -318,7 +439,7 @@ mod tests {
         let cfg = Config::default();
         let mut flow = RequestFlow::new();
         assert_eq!(
-            reply_reason(&flow.on_request_headers(&cfg, &post_headers(), true)),
+            reply_reason(&hdrs(&mut flow, &cfg, &post_headers(), true)),
             (400, "parse_error".into())
         );
     }
@@ -331,7 +452,7 @@ mod tests {
             (":method".into(), b"GET".to_vec()),
             ("accept".into(), b"text/event-stream".to_vec()),
         ];
-        assert_eq!(flow.on_request_headers(&cfg, &h, true), Step::Continue);
+        assert_eq!(hdrs(&mut flow, &cfg, &h, true), Step::Continue);
         assert_eq!(flow.outcome(), &Outcome::Forwarded(None));
     }
 
@@ -345,6 +466,91 @@ mod tests {
         assert!(matches!(step, Step::Reply(_)));
         assert!(
             matches!(flow.outcome(), Outcome::Rejected(r) if r.reason == Reason::InvalidRequest)
+        );
+    }
+
+    fn identity_config() -> Config {
+        let cfg = json!({"identity": {
+            "protected_resource": {"resource": "http://gw/mcp", "authorization_servers": ["http://idp"]},
+            "user": {"issuers": ["http://idp"]}
+        }});
+        Config::from_json(cfg.to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn protected_resource_metadata_is_served_without_a_token() {
+        let cfg = identity_config();
+        for path in [
+            "/.well-known/oauth-protected-resource/mcp",
+            "/.well-known/oauth-protected-resource?x=1",
+        ] {
+            let mut flow = RequestFlow::new();
+            let h: Vec<(String, Vec<u8>)> = vec![
+                (":method".into(), b"GET".to_vec()),
+                (":path".into(), path.as_bytes().to_vec()),
+            ];
+            let Step::Reply(r) = hdrs(&mut flow, &cfg, &h, true) else {
+                panic!("no reply for {path}")
+            };
+            assert_eq!(r.status, 200);
+            let doc: Value = serde_json::from_slice(&r.body).unwrap();
+            assert_eq!(doc["resource"], json!("http://gw/mcp"));
+            assert_eq!(doc["authorization_servers"], json!(["http://idp"]));
+        }
+    }
+
+    #[test]
+    fn missing_identity_gets_401_with_a_challenge_and_nothing_is_buffered() {
+        let cfg = identity_config();
+        let mut flow = RequestFlow::new();
+        let step = hdrs(&mut flow, &cfg, &post_headers(), false);
+        assert_eq!(reply_reason(&step), (401, "missing_token".into()));
+        let Step::Reply(r) = step else { panic!() };
+        assert!(r.headers.iter().any(|(k, v)| k == "www-authenticate"
+            && v == "Bearer resource_metadata=\"http://gw/.well-known/oauth-protected-resource/mcp\""));
+        assert_eq!(
+            flow.on_request_body(&cfg, 10, true),
+            BodyStep::Step(Step::Pause)
+        );
+    }
+
+    #[test]
+    fn verified_identity_replaces_spoofable_headers() {
+        let cfg = identity_config();
+        let claims = JsonClaims(vec![(
+            "user".into(),
+            json!({"iss":"http://idp","sub":"al\nice","aud":"http://gw/mcp","exp":1_800_000_600u64}),
+        )]);
+        let mut flow = RequestFlow::new();
+        let mut h = post_headers();
+        h.push(("x-mcp-user".into(), b"admin".to_vec()));
+        assert_eq!(hdrs_with(&mut flow, &cfg, &h, false, &claims), Step::Pause);
+        let edits = flow.take_header_edits();
+        let removed: Vec<&str> = edits
+            .iter()
+            .filter_map(|e| match e {
+                HeaderEdit::Remove(h) => Some(h.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            removed.contains(&"authorization") && removed.contains(&"x-mcp-user"),
+            "{edits:?}"
+        );
+        assert!(
+            edits.contains(&HeaderEdit::Set("x-mcp-user".into(), "al%0Aice".into())),
+            "{edits:?}"
+        );
+        let remove_at = edits
+            .iter()
+            .position(|e| e == &HeaderEdit::Remove("x-mcp-user".into()));
+        let set_at = edits
+            .iter()
+            .position(|e| matches!(e, HeaderEdit::Set(n, _) if n == "x-mcp-user"));
+        assert!(remove_at < set_at);
+        assert_eq!(
+            flow.identity().map(|i| i.user.token.sub.as_str()),
+            Some("al\nice")
         );
     }
 }

@@ -7,22 +7,30 @@
 use log::{error, info, warn};
 use mcp_warden_core::config::Config;
 use mcp_warden_core::error::{Reason, Rejection, Reply};
-use mcp_warden_core::pipeline::{BodyStep, Outcome, RequestFlow, Step};
+use mcp_warden_core::identity::attestation::AttestationCache;
+use mcp_warden_core::identity::metadata::{ClaimSource, HostError};
+use mcp_warden_core::pipeline::{BodyStep, HeaderEdit, Outcome, RequestContext, RequestFlow, Step};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
+use std::cell::RefCell;
 use std::rc::Rc;
+use std::time::UNIX_EPOCH;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
-        Box::new(WardenRoot { config: Rc::new(Config::default()) })
+        Box::new(WardenRoot {
+            config: Rc::new(Config::default()),
+            attestation_cache: Rc::new(RefCell::new(AttestationCache::default())),
+        })
     });
 }}
 
-/// Plugin-wide state: the compiled configuration.
+/// Plugin-wide state (per worker VM): the compiled configuration and caches.
 struct WardenRoot {
     config: Rc<Config>,
+    attestation_cache: Rc<RefCell<AttestationCache>>,
 }
 
 impl Context for WardenRoot {}
@@ -62,6 +70,7 @@ impl RootContext for WardenRoot {
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(WardenHttp {
             config: Rc::clone(&self.config),
+            attestation_cache: Rc::clone(&self.attestation_cache),
             flow: RequestFlow::new(),
             context_id,
             buffered: 0,
@@ -76,6 +85,7 @@ impl RootContext for WardenRoot {
 /// Per-request state.
 struct WardenHttp {
     config: Rc<Config>,
+    attestation_cache: Rc<RefCell<AttestationCache>>,
     flow: RequestFlow,
     context_id: u32,
     /// Size of the request body buffered so far.
@@ -144,15 +154,59 @@ impl WardenHttp {
     }
 }
 
+/// jwt_authn's verified payloads, read from Envoy's dynamic metadata.
+struct JwtAuthnMetadata;
+
+impl ClaimSource for JwtAuthnMetadata {
+    fn get(&self, path: &[&str]) -> Result<Option<Vec<u8>>, HostError> {
+        let mut full = vec![
+            "metadata",
+            "filter_metadata",
+            "envoy.filters.http.jwt_authn",
+        ];
+        full.extend_from_slice(path);
+        hostcalls::get_property(full).map_err(|s| HostError(format!("get_property: {s:?}")))
+    }
+}
+
 impl HttpContext for WardenHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let headers = match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
             Ok(h) => h,
             Err(_) => return self.host_failure("get request headers"),
         };
-        let step = self
-            .flow
-            .on_request_headers(&self.config, &headers, end_of_stream);
+        let now = match hostcalls::get_current_time() {
+            Ok(t) => t
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            Err(_) => return self.host_failure("get current time"),
+        };
+        let step = {
+            let Ok(mut cache) = self.attestation_cache.try_borrow_mut() else {
+                return self.host_failure("attestation cache busy");
+            };
+            let ctx = RequestContext {
+                claims: &JwtAuthnMetadata,
+                attestation_cache: &mut cache,
+                now,
+            };
+            self.flow
+                .on_request_headers(&self.config, &headers, end_of_stream, ctx)
+        };
+        for edit in self.flow.take_header_edits() {
+            let result = match &edit {
+                HeaderEdit::Remove(name) => {
+                    hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None)
+                }
+                HeaderEdit::Set(name, value) => {
+                    hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value))
+                }
+            };
+            if result.is_err() {
+                return self.host_failure("edit request headers");
+            }
+        }
         self.apply(step)
     }
 

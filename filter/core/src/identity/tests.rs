@@ -1,0 +1,435 @@
+//! `authenticate`: every rule, one failing case each, over claims encoded as Envoy encodes them.
+
+use super::*;
+use crate::config::Config;
+use crate::identity::claims::JsonClaims;
+use serde_json::{json, Value};
+
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
+const NOW: u64 = 1_800_000_000;
+const RES: &str = "http://gw/mcp";
+
+fn config(extra_agent: Value) -> IdentityConfig {
+    let mut agent = json!({
+        "issuers": ["idp"],
+        "allowed_types": ["assistant"],
+        "min_trust_level": "medium",
+        "required_capabilities": ["tools:call"],
+        "delegation": {"max_chain_length": 2}
+    });
+    if let (Some(a), Some(e)) = (agent.as_object_mut(), extra_agent.as_object()) {
+        for (k, v) in e {
+            a.insert(k.clone(), v.clone());
+        }
+    }
+    let cfg = json!({
+        "identity": {
+            "protected_resource": {"resource": RES, "authorization_servers": ["idp"]},
+            "user": {"issuers": ["idp"], "required_scopes": ["mcp:tools"]},
+            "agent": agent
+        }
+    });
+    let c = Config::from_json(cfg.to_string().as_bytes()).unwrap();
+    c.identity.unwrap()
+}
+
+fn user() -> Value {
+    json!({"iss":"idp","sub":"alice","aud":RES,"exp":NOW+600,"nbf":NOW-5,"iat":NOW-5,"scope":"mcp:tools sql:read","groups":["it"]})
+}
+
+fn agent() -> Value {
+    json!({"iss":"idp","sub":"agent:claude","aud":[RES],"exp":NOW+600,"iat":NOW-5,"scope":"mcp:tools",
+        "agent_type":"assistant","agent_model":"m","agent_provider":"p","agent_instance_id":"i1",
+        "delegator_sub":"alice","agent_capabilities":["tools:call"],"agent_trust_level":"high",
+        "delegation_chain":[{"iss":"idp","sub":"alice","aud":"agent:claude","delegated_at":NOW-10,"scope":"mcp:tools sql:read",
+            "constraints":{"max_duration":3600,"allowed_resources":[RES]}}]})
+}
+
+fn set(mut v: Value, path: &str, new: Value) -> Value {
+    if let Some(slot) = v.pointer_mut(path) {
+        *slot = new;
+    }
+    v
+}
+
+fn unset(mut v: Value, key: &str) -> Value {
+    if let Some(o) = v.as_object_mut() {
+        o.remove(key);
+    }
+    v
+}
+
+fn run(cfg: &IdentityConfig, entries: Vec<(&str, Value)>) -> Result<Identity, Rejection> {
+    let src = JsonClaims(
+        entries
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+    );
+    authenticate(cfg, &src, &mut AttestationCache::default(), NOW)
+}
+
+fn rule(cfg: &IdentityConfig, entries: Vec<(&str, Value)>) -> (Reason, String) {
+    let r = run(cfg, entries).expect_err("expected a refusal");
+    (r.reason, r.rule.unwrap_or_default())
+}
+
+#[test]
+fn a_valid_user_and_agent_pass() {
+    let id = run(
+        &config(json!({})),
+        vec![("user", user()), ("agent", agent())],
+    )
+    .unwrap();
+    assert_eq!(id.user.token.sub, "alice");
+    assert_eq!(
+        id.agent.as_ref().map(|a| a.token.sub.as_str()),
+        Some("agent:claude")
+    );
+    assert_eq!(id.delegation_summary(), "alice>agent:claude");
+}
+
+#[test]
+fn every_rule_refuses_with_its_own_reason() {
+    let cfg = config(json!({}));
+    let u = user;
+    let a = agent;
+    let failure = |m: &str| json!({"code": 3, "message": m});
+    type Case = (Vec<(&'static str, Value)>, Reason, &'static str);
+    let cases: Vec<Case> = vec![
+        (vec![("agent", a())], Reason::MissingToken, "user.missing"),
+        (
+            vec![("user_failure", failure("Jwt is missing")), ("agent", a())],
+            Reason::MissingToken,
+            "user.missing",
+        ),
+        (vec![("user", u())], Reason::MissingToken, "agent.missing"),
+        (
+            vec![("user_failure", failure("Jwt is expired")), ("agent", a())],
+            Reason::InvalidToken,
+            "user.expired",
+        ),
+        (
+            vec![
+                ("user_failure", failure("Jwt not yet valid")),
+                ("agent", a()),
+            ],
+            Reason::InvalidToken,
+            "user.not_yet_valid",
+        ),
+        (
+            vec![
+                ("user_failure", failure("Jwt issuer is not configured")),
+                ("agent", a()),
+            ],
+            Reason::InvalidToken,
+            "user.issuer",
+        ),
+        (
+            vec![
+                ("user_failure", failure("Audiences in Jwt are not allowed")),
+                ("agent", a()),
+            ],
+            Reason::InvalidToken,
+            "user.audience",
+        ),
+        (
+            vec![
+                ("user_failure", failure("Jwt verification fails")),
+                ("agent", a()),
+            ],
+            Reason::InvalidToken,
+            "user.signature",
+        ),
+        (
+            vec![
+                ("user", u()),
+                ("agent_failure", failure("Jwt verification fails")),
+            ],
+            Reason::InvalidToken,
+            "agent.signature",
+        ),
+        (
+            vec![("user", set(u(), "/iss", json!("other"))), ("agent", a())],
+            Reason::InvalidToken,
+            "user.issuer",
+        ),
+        (
+            vec![
+                ("user", set(u(), "/aud", json!("elsewhere"))),
+                ("agent", a()),
+            ],
+            Reason::InvalidToken,
+            "user.audience",
+        ),
+        (
+            vec![("user", set(u(), "/exp", json!(NOW - 100))), ("agent", a())],
+            Reason::InvalidToken,
+            "user.expired",
+        ),
+        (
+            vec![("user", unset(u(), "exp")), ("agent", a())],
+            Reason::InvalidToken,
+            "user.expired",
+        ),
+        (
+            vec![("user", set(u(), "/nbf", json!(NOW + 100))), ("agent", a())],
+            Reason::InvalidToken,
+            "user.not_yet_valid",
+        ),
+        (
+            vec![("user", set(u(), "/exp", json!("soon"))), ("agent", a())],
+            Reason::InvalidToken,
+            "user.claims",
+        ),
+        (
+            vec![("user", a()), ("agent", a())],
+            Reason::InvalidToken,
+            "user.kind",
+        ),
+        (
+            vec![("user", u()), ("agent", u())],
+            Reason::InvalidToken,
+            "agent.kind",
+        ),
+        (
+            vec![
+                ("user", set(u(), "/scope", json!("sql:read"))),
+                ("agent", a()),
+            ],
+            Reason::InsufficientScope,
+            "user.scope",
+        ),
+        (
+            vec![
+                ("user", u()),
+                ("agent", set(a(), "/delegator_sub", json!("bob"))),
+            ],
+            Reason::DelegationInvalid,
+            "agent.delegator",
+        ),
+        (
+            vec![("user", u()), ("agent", unset(a(), "delegator_sub"))],
+            Reason::DelegationInvalid,
+            "agent.delegator",
+        ),
+        (
+            vec![
+                ("user", u()),
+                ("agent", set(a(), "/agent_type", json!("autonomous"))),
+            ],
+            Reason::AgentNotAllowed,
+            "agent.type",
+        ),
+        (
+            vec![
+                ("user", u()),
+                ("agent", set(a(), "/agent_trust_level", json!("low"))),
+            ],
+            Reason::AgentNotAllowed,
+            "agent.trust_level",
+        ),
+        (
+            vec![
+                ("user", u()),
+                ("agent", set(a(), "/agent_trust_level", json!("galactic"))),
+            ],
+            Reason::AgentNotAllowed,
+            "agent.trust_level",
+        ),
+        (
+            vec![
+                ("user", u()),
+                ("agent", set(a(), "/agent_capabilities", json!([]))),
+            ],
+            Reason::AgentNotAllowed,
+            "agent.capability",
+        ),
+        (
+            vec![
+                ("user", u()),
+                ("agent", set(a(), "/delegation_chain/0/sub", json!("bob"))),
+            ],
+            Reason::DelegationInvalid,
+            "delegation.start",
+        ),
+        (
+            vec![
+                ("user", u()),
+                (
+                    "agent",
+                    set(a(), "/delegation_chain/0/scope", json!("mcp:tools admin")),
+                ),
+            ],
+            Reason::DelegationInvalid,
+            "delegation.scope_widened",
+        ),
+        (
+            vec![
+                ("user", u()),
+                ("agent", set(a(), "/delegation_chain/0/iss", json!("evil"))),
+            ],
+            Reason::DelegationInvalid,
+            "delegation.issuer",
+        ),
+        (
+            vec![
+                ("user", u()),
+                (
+                    "agent",
+                    set(
+                        a(),
+                        "/delegation_chain/0/constraints/allowed_resources",
+                        json!(["x"]),
+                    ),
+                ),
+            ],
+            Reason::DelegationInvalid,
+            "delegation.allowed_resources",
+        ),
+        (
+            vec![("user", u()), ("agent", unset(a(), "delegation_chain"))],
+            Reason::DelegationInvalid,
+            "delegation.missing",
+        ),
+    ];
+    for (entries, reason, want) in cases {
+        let what = format!("{entries:?}");
+        assert_eq!(rule(&cfg, entries), (reason, want.to_string()), "{what}");
+    }
+}
+
+#[test]
+fn long_chains_are_refused() {
+    let cfg = config(json!({}));
+    let step = |sub: &str, aud: &str, at: u64| json!({"iss":"idp","sub":sub,"aud":aud,"delegated_at":at,"scope":"mcp:tools"});
+    let chain = json!([
+        step("alice", "agent:a", NOW - 30),
+        step("agent:a", "agent:b", NOW - 20),
+        step("agent:b", "agent:claude", NOW - 10)
+    ]);
+    let a = set(agent(), "/delegation_chain", chain);
+    assert_eq!(
+        rule(&cfg, vec![("user", user()), ("agent", a)]),
+        (Reason::DelegationInvalid, "delegation.length".into())
+    );
+}
+
+#[test]
+fn agent_is_optional_when_not_configured() {
+    let cfg = Config::from_json(
+        json!({"identity": {"protected_resource": {"resource": RES, "authorization_servers": ["idp"]}, "user": {"issuers": ["idp"]}}})
+            .to_string()
+            .as_bytes(),
+    )
+    .unwrap()
+    .identity
+    .unwrap();
+    let id = run(&cfg, vec![("user", user())]).unwrap();
+    assert!(id.agent.is_none());
+    assert_eq!(id.delegation_summary(), "alice");
+}
+
+#[test]
+fn attestation_is_required_when_configured() {
+    let pem = "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE8xOUetsCa8EfOlDEBAfREhJqspDo\nyEh6Szz2in47Tv5n52m9dLYyPCbqZkOB5nTSqtscpkQD/HpykCggvx09iQ==\n-----END PUBLIC KEY-----\n";
+    let cfg = config(
+        json!({"attestation": {"issuers": ["attester"], "keys": [{"alg": "ES256", "pem": pem}]}}),
+    );
+    assert_eq!(
+        rule(&cfg, vec![("user", user()), ("agent", agent())]),
+        (Reason::AttestationInvalid, "attestation.missing".into())
+    );
+    let a = set(
+        agent(),
+        "/agent_attestation",
+        json!({"format":"urn:ietf:params:oauth:token-type:eat","token":"a.b.c","timestamp":NOW-1}),
+    );
+    let a = {
+        let mut a = a;
+        a["agent_attestation"] = json!({"format":"urn:ietf:params:oauth:token-type:eat","token":"a.b.c","timestamp":NOW-1});
+        a
+    };
+    assert_eq!(
+        rule(&cfg, vec![("user", user()), ("agent", a)]),
+        (Reason::AttestationInvalid, "attestation.signature".into())
+    );
+}
+
+#[test]
+fn config_errors_name_the_field() {
+    let base = |identity: Value| {
+        Config::from_json(json!({"identity": identity}).to_string().as_bytes())
+            .map(|_| ())
+            .unwrap_err()
+            .field
+    };
+    let pr = json!({"resource": RES, "authorization_servers": ["idp"]});
+    assert_eq!(
+        base(
+            json!({"protected_resource": {"resource": "gw/mcp", "authorization_servers": ["idp"]}, "user": {"issuers": ["idp"]}})
+        ),
+        "identity.protected_resource.resource"
+    );
+    assert_eq!(
+        base(json!({"protected_resource": pr, "user": {"issuers": []}})),
+        "identity.user.issuers"
+    );
+    assert_eq!(
+        base(
+            json!({"protected_resource": pr, "user": {"issuers": ["idp"], "token_header": "Bad Header"}})
+        ),
+        "identity.user.token_header"
+    );
+    assert_eq!(
+        base(
+            json!({"protected_resource": pr, "user": {"issuers": ["idp"]}, "agent": {"issuers": ["idp"], "min_trust_level": "max"}})
+        ),
+        "identity.agent.min_trust_level"
+    );
+    assert_eq!(
+        base(
+            json!({"protected_resource": pr, "user": {"issuers": ["idp"]}, "agent": {"issuers": ["idp"], "attestation": {"issuers": ["a"], "keys": [{"alg": "ES256", "pem": "nope"}]}}})
+        ),
+        "identity.agent.attestation.keys[0]"
+    );
+    assert_eq!(
+        base(json!({"protected_resource": pr, "user": {"issuers": ["idp"], "colour": 1}})),
+        "identity.user.colour"
+    );
+    assert_eq!(
+        base(
+            json!({"protected_resource": pr, "user": {"issuers": ["idp"]}, "agent": {"issuers": ["idp"], "token_header": "authorization"}})
+        ),
+        "identity.agent"
+    );
+}
+
+#[test]
+fn metadata_document_and_url_follow_rfc_9728() {
+    let cfg = config(json!({}));
+    assert_eq!(
+        cfg.resource_metadata_url,
+        "http://gw/.well-known/oauth-protected-resource/mcp"
+    );
+    assert_eq!(
+        cfg.metadata_paths,
+        vec![
+            "/.well-known/oauth-protected-resource/mcp",
+            "/.well-known/oauth-protected-resource"
+        ]
+    );
+    assert_eq!(cfg.metadata_document["resource"], json!(RES));
+    assert_eq!(
+        cfg.stripped_headers(),
+        vec![
+            "authorization",
+            "x-agent-token",
+            "x-mcp-user",
+            "x-mcp-agent",
+            "x-mcp-delegation"
+        ]
+    );
+}
