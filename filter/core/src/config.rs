@@ -5,6 +5,8 @@
 
 use crate::identity::{IdentityConfig, RawIdentity};
 use crate::jsonrpc::CLIENT_METHODS;
+use crate::policy::config::RawPolicy;
+use crate::policy::Policy;
 use crate::transport::KNOWN_PROTOCOL_VERSIONS;
 use serde::Deserialize;
 use std::fmt;
@@ -36,6 +38,10 @@ pub struct RawConfig {
     /// identity checks (validation only).
     #[serde(default)]
     pub identity: Option<RawIdentity>,
+    /// What callers may do: servers with their tool registry, and rules (see README "Policy").
+    /// Omit to forward every valid request (no authorization).
+    #[serde(default)]
+    pub policy: Option<RawPolicy>,
 }
 
 fn default_max_body_bytes() -> u64 {
@@ -63,6 +69,8 @@ pub struct Config {
     pub extra_methods: Vec<String>,
     /// See [`RawConfig::identity`].
     pub identity: Option<IdentityConfig>,
+    /// See [`RawConfig::policy`].
+    pub policy: Option<Policy>,
 }
 
 impl Default for Config {
@@ -77,6 +85,7 @@ impl Default for Config {
                 .collect(),
             extra_methods: Vec::new(),
             identity: None,
+            policy: None,
         }
     }
 }
@@ -197,6 +206,7 @@ impl RawConfig {
             protocol_versions,
             extra_methods: self.extra_methods,
             identity: self.identity.map(|i| i.compile("identity")).transpose()?,
+            policy: self.policy.map(|p| p.compile("policy")).transpose()?,
         })
     }
 }

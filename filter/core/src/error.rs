@@ -55,6 +55,8 @@ pub enum Reason {
     InsufficientScope,
     /// The agent is authenticated but not allowed here (type, provider, model, trust, capability).
     AgentNotAllowed,
+    /// The policy or the tool registry refuses this request.
+    PolicyDenied,
 }
 
 impl Reason {
@@ -84,6 +86,7 @@ impl Reason {
             Reason::AttestationInvalid => "attestation_invalid",
             Reason::InsufficientScope => "insufficient_scope",
             Reason::AgentNotAllowed => "agent_not_allowed",
+            Reason::PolicyDenied => "policy_denied",
         }
     }
 
@@ -102,7 +105,9 @@ impl Reason {
             | Reason::InvalidToken
             | Reason::DelegationInvalid
             | Reason::AttestationInvalid => (401, -32001),
-            Reason::InsufficientScope | Reason::AgentNotAllowed => (403, -32003),
+            Reason::InsufficientScope | Reason::AgentNotAllowed | Reason::PolicyDenied => {
+                (403, -32003)
+            }
             Reason::DuplicateKey
             | Reason::TooDeep
             | Reason::InvalidRequest
@@ -125,7 +130,9 @@ impl Reason {
             | Reason::InvalidToken
             | Reason::DelegationInvalid
             | Reason::AttestationInvalid => "Unauthorized",
-            Reason::InsufficientScope | Reason::AgentNotAllowed => "Forbidden",
+            Reason::InsufficientScope | Reason::AgentNotAllowed | Reason::PolicyDenied => {
+                "Forbidden"
+            }
             _ => "Invalid Request",
         }
     }

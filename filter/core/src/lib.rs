@@ -10,4 +10,6 @@ pub mod identity;
 pub mod json;
 pub mod jsonrpc;
 pub mod pipeline;
+pub mod policy;
+pub mod registry;
 pub mod transport;

@@ -10,11 +10,14 @@
 //! ```
 
 use crate::config::Config;
-use crate::error::{Rejection, Reply};
+use crate::error::{Reason, Rejection, Reply};
 use crate::identity::attestation::AttestationCache;
 use crate::identity::metadata::ClaimSource;
 use crate::identity::{authenticate, Identity};
+use crate::jsonrpc::Message;
 use crate::jsonrpc::{parse_payload, ParseRules, Payload};
+use crate::policy::{Decision, Facts, Purpose};
+use crate::registry::LiveDefinitions;
 use crate::transport::{batch_allowed, check_body_agrees, check_head, HttpMethod, RequestHead};
 
 /// What the adapter must do after a header or trailer callback.
@@ -86,6 +89,9 @@ pub struct RequestFlow {
     identity: Option<Identity>,
     edits: Vec<HeaderEdit>,
     resource_metadata: Option<String>,
+    now: u64,
+    server: String,
+    decisions: Vec<Decision>,
 }
 
 impl Default for RequestFlow {
@@ -103,7 +109,20 @@ impl RequestFlow {
             identity: None,
             edits: Vec::new(),
             resource_metadata: None,
+            now: 0,
+            server: String::new(),
+            decisions: Vec::new(),
         }
+    }
+
+    /// The policy decisions taken for this request's messages (for audit).
+    pub fn decisions(&self) -> &[Decision] {
+        &self.decisions
+    }
+
+    /// The server the request is for (`""` when no policy names servers).
+    pub fn server(&self) -> &str {
+        &self.server
     }
 
     /// The verified caller, once the headers passed.
@@ -143,6 +162,7 @@ impl RequestFlow {
             Ok(h) => h,
             Err(r) => return self.reject(r),
         };
+        self.now = ctx.now;
         if let Some(id_cfg) = &cfg.identity {
             self.resource_metadata = Some(id_cfg.resource_metadata_url.clone());
             if head.method == HttpMethod::Get
@@ -198,7 +218,7 @@ impl RequestFlow {
         };
         if end_of_stream {
             // A POST without a body: judge the empty body now.
-            return self.on_body(cfg, &[]);
+            return self.on_body(cfg, &[], &crate::registry::MemoryDefinitions::default());
         }
         Step::Pause
     }
@@ -218,7 +238,7 @@ impl RequestFlow {
         }
         if buffered as u64 > cfg.max_body_bytes {
             return BodyStep::Step(self.reject(Rejection::new(
-                crate::error::Reason::BodyTooLarge,
+                Reason::BodyTooLarge,
                 format!("body exceeds max_body_bytes ({})", cfg.max_body_bytes),
             )));
         }
@@ -239,8 +259,8 @@ impl RequestFlow {
         }
     }
 
-    /// The complete request body.
-    pub fn on_body(&mut self, cfg: &Config, body: &[u8]) -> Step {
+    /// The complete request body; `live` holds the tool definitions seen in list answers.
+    pub fn on_body(&mut self, cfg: &Config, body: &[u8], live: &dyn LiveDefinitions) -> Step {
         let State::AwaitingBody {
             head,
             protocol_version,
@@ -250,7 +270,7 @@ impl RequestFlow {
         };
         if body.len() as u64 > cfg.max_body_bytes {
             return self.reject(Rejection::new(
-                crate::error::Reason::BodyTooLarge,
+                Reason::BodyTooLarge,
                 format!("body exceeds max_body_bytes ({})", cfg.max_body_bytes),
             ));
         }
@@ -266,6 +286,41 @@ impl RequestFlow {
         if let Err(r) = check_body_agrees(&head, &protocol_version, &payload) {
             return self.reject(r);
         }
+        if let Some(policy) = &cfg.policy {
+            for msg in payload.messages() {
+                // Responses answer the server's own requests (sampling, elicitation): no decision.
+                let (
+                    Some(method),
+                    Message::Request { params, .. } | Message::Notification { params, .. },
+                ) = (msg.method(), msg)
+                else {
+                    continue;
+                };
+                let live_hash = match msg.target() {
+                    crate::jsonrpc::Target::Tool(t) => live.get(&self.server, t),
+                    _ => None,
+                };
+                let decision = policy.decide(&Facts {
+                    identity: self.identity.as_ref(),
+                    server: &self.server,
+                    method,
+                    target: msg.target(),
+                    arguments: params.get("arguments"),
+                    live_hash: live_hash.as_deref(),
+                    now: self.now,
+                    purpose: Purpose::Call,
+                });
+                let denied = (!decision.allowed()).then(|| {
+                    Rejection::new(Reason::PolicyDenied, decision.reason.clone())
+                        .with_rule(&decision.rule)
+                        .with_id(msg.id().cloned())
+                });
+                self.decisions.push(decision);
+                if let Some(r) = denied {
+                    return self.reject(r);
+                }
+            }
+        }
         self.outcome = Outcome::Forwarded(Some(payload));
         Step::Continue
     }
@@ -274,7 +329,7 @@ impl RequestFlow {
         self.edits.clear();
         // Fail closed on a callback order we do not expect.
         self.reject(Rejection::new(
-            crate::error::Reason::InvalidRequest,
+            Reason::InvalidRequest,
             format!("unexpected {what} callback"),
         ))
     }
@@ -313,6 +368,7 @@ mod tests {
     use super::*;
     use crate::error::Reason;
     use crate::identity::claims::JsonClaims;
+    use crate::registry::MemoryDefinitions;
     use serde_json::{json, Value};
 
     #[cfg(target_arch = "wasm32")]
@@ -368,7 +424,9 @@ mod tests {
         for (i, c) in chunks.iter().enumerate() {
             buf.extend_from_slice(c);
             match flow.on_request_body(cfg, buf.len(), i + 1 == chunks.len()) {
-                BodyStep::ReadBody(n) => return flow.on_body(cfg, &buf[..n]),
+                BodyStep::ReadBody(n) => {
+                    return flow.on_body(cfg, &buf[..n], &MemoryDefinitions::default())
+                }
                 BodyStep::Step(Step::Pause) => {}
                 BodyStep::Step(other) => return other,
             }
@@ -429,7 +487,7 @@ mod tests {
         );
         assert_eq!(flow.on_request_trailers(&cfg, 5), BodyStep::ReadBody(5));
         assert_eq!(
-            reply_reason(&flow.on_body(&cfg, b"{nope")),
+            reply_reason(&flow.on_body(&cfg, b"{nope", &MemoryDefinitions::default())),
             (400, "parse_error".into())
         );
     }

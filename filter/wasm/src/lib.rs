@@ -10,6 +10,7 @@ use mcp_warden_core::error::{Reason, Rejection, Reply};
 use mcp_warden_core::identity::attestation::AttestationCache;
 use mcp_warden_core::identity::metadata::{ClaimSource, HostError};
 use mcp_warden_core::pipeline::{BodyStep, HeaderEdit, Outcome, RequestContext, RequestFlow, Step};
+use mcp_warden_core::registry::LiveDefinitions;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
@@ -147,9 +148,36 @@ impl WardenHttp {
                     Ok(b) => b.unwrap_or_default(),
                     Err(_) => return self.host_failure("get request body"),
                 };
-                let step = self.flow.on_body(&self.config, &body);
+                let step = self.flow.on_body(&self.config, &body, &SharedDefinitions);
                 self.apply(step)
             }
+        }
+    }
+}
+
+/// Live tool definition hashes in Envoy's shared data (visible to every worker of this VM id).
+struct SharedDefinitions;
+
+impl SharedDefinitions {
+    fn key(server: &str, tool: &str) -> String {
+        // Length-prefixed server name: unambiguous whatever characters the names hold.
+        format!("mcp-warden/tool-def/{}:{server}/{tool}", server.len())
+    }
+}
+
+impl LiveDefinitions for SharedDefinitions {
+    fn get(&self, server: &str, tool: &str) -> Option<String> {
+        match hostcalls::get_shared_data(&Self::key(server, tool)) {
+            Ok((Some(bytes), _)) => String::from_utf8(bytes).ok(),
+            _ => None,
+        }
+    }
+
+    fn put(&self, server: &str, tool: &str, hash: &str) {
+        if hostcalls::set_shared_data(&Self::key(server, tool), Some(hash.as_bytes()), None)
+            .is_err()
+        {
+            warn!("mcp-warden: cannot record the definition of tool {tool} on {server}");
         }
     }
 }

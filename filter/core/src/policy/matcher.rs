@@ -1,0 +1,311 @@
+//! The building blocks of rule conditions: globs, argument conditions and time windows.
+
+use serde_json::Value;
+
+/// A glob over names: `*` matches any run of characters (also `/`), `?` exactly one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Glob {
+    pattern: String,
+    literal: bool,
+}
+
+impl Glob {
+    /// Compiles a pattern; an empty pattern is an error.
+    pub fn new(pattern: &str) -> Result<Glob, String> {
+        if pattern.is_empty() {
+            return Err("pattern must not be empty".into());
+        }
+        Ok(Glob {
+            pattern: pattern.to_string(),
+            literal: !pattern.contains(['*', '?']),
+        })
+    }
+
+    /// The pattern itself when it has no wildcard (used to index rules by tool name).
+    pub fn literal(&self) -> Option<&str> {
+        self.literal.then_some(self.pattern.as_str())
+    }
+
+    /// The pattern text.
+    pub fn as_str(&self) -> &str {
+        &self.pattern
+    }
+
+    /// Whether `text` matches.
+    pub fn matches(&self, text: &str) -> bool {
+        if self.literal {
+            return self.pattern == text;
+        }
+        glob_match(self.pattern.as_bytes(), text.as_bytes())
+    }
+}
+
+/// Iterative glob matching with single-star backtracking: O(len(p) × len(t)) worst case.
+fn glob_match(p: &[u8], t: &[u8]) -> bool {
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        match p.get(pi) {
+            Some(b'*') => {
+                star = Some((pi, ti));
+                pi += 1;
+            }
+            Some(b'?') => {
+                pi += 1;
+                ti += 1;
+            }
+            Some(c) if *c == t[ti] => {
+                pi += 1;
+                ti += 1;
+            }
+            _ => match star {
+                Some((sp, st)) => {
+                    pi = sp + 1;
+                    ti = st + 1;
+                    star = Some((sp, st + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    p[pi..].iter().all(|c| *c == b'*')
+}
+
+/// What an argument condition tests.
+#[derive(Debug, Clone)]
+pub enum ArgOp {
+    /// Equal to this JSON value.
+    Equals(Value),
+    /// Equal to one of these.
+    OneOf(Vec<Value>),
+    /// A string with this prefix.
+    Prefix(String),
+    /// A string matching this regex.
+    Regex(Box<regex_lite::Regex>),
+    /// A number within [min, max] (either bound optional).
+    Range(Option<f64>, Option<f64>),
+    /// Absent (`true`) or present (`false`).
+    Absent(bool),
+}
+
+/// A condition on one argument.
+#[derive(Debug, Clone)]
+pub struct ArgCondition {
+    /// JSON Pointer into the call's arguments.
+    pub path: String,
+    /// The test.
+    pub op: ArgOp,
+}
+
+impl ArgCondition {
+    /// Whether the condition holds for these arguments (absent arguments = empty object).
+    pub fn holds(&self, arguments: Option<&Value>) -> bool {
+        let value = arguments.and_then(|a| a.pointer(&self.path));
+        match (&self.op, value) {
+            (ArgOp::Absent(absent), v) => v.is_none() == *absent,
+            (_, None) => false,
+            (ArgOp::Equals(want), Some(v)) => json_eq(want, v),
+            (ArgOp::OneOf(list), Some(v)) => list.iter().any(|w| json_eq(w, v)),
+            (ArgOp::Prefix(p), Some(Value::String(s))) => s.starts_with(p.as_str()),
+            (ArgOp::Regex(re), Some(Value::String(s))) => re.is_match(s),
+            (ArgOp::Range(lo, hi), Some(Value::Number(n))) => n
+                .as_f64()
+                .is_some_and(|x| lo.is_none_or(|lo| x >= lo) && hi.is_none_or(|hi| x <= hi)),
+            _ => false,
+        }
+    }
+}
+
+/// JSON equality where numbers compare by value (1 == 1.0).
+fn json_eq(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        _ => a == b,
+    }
+}
+
+/// A weekly time window in a named time zone.
+#[derive(Debug, Clone)]
+pub struct TimeWindow {
+    days: u8,
+    minutes: Option<(u16, u16)>,
+    tz: jiff::tz::TimeZone,
+    tz_name: String,
+}
+
+const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+fn parse_hhmm(s: &str) -> Option<u16> {
+    let (h, m) = s.trim().split_once(':')?;
+    let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
+    (h <= 24 && m < 60 && h * 60 + m <= 24 * 60).then_some(h * 60 + m)
+}
+
+impl TimeWindow {
+    /// Builds a window; errors name the sub-field (`weekdays`, `hours`, `timezone`).
+    pub fn new(
+        weekdays: &[String],
+        hours: Option<&str>,
+        tz: &str,
+    ) -> Result<TimeWindow, (&'static str, String)> {
+        let mut days = 0u8;
+        for d in weekdays {
+            let i = DAYS.iter().position(|x| x.eq_ignore_ascii_case(d)).ok_or((
+                "weekdays",
+                format!("`{d}` is not one of mon, tue, wed, thu, fri, sat, sun"),
+            ))?;
+            days |= 1 << i;
+        }
+        if weekdays.is_empty() {
+            days = 0x7f;
+        }
+        let minutes = match hours {
+            None => None,
+            Some(h) => {
+                let parsed = h
+                    .split_once('-')
+                    .and_then(|(a, b)| Some((parse_hhmm(a)?, parse_hhmm(b)?)));
+                match parsed {
+                    Some((a, b)) if a != b => Some((a, b)),
+                    _ => {
+                        return Err((
+                            "hours",
+                            format!("`{h}` is not HH:MM-HH:MM with different ends"),
+                        ))
+                    }
+                }
+            }
+        };
+        let zone = jiff::tz::TimeZone::get(tz)
+            .map_err(|_| ("timezone", format!("unknown time zone `{tz}`")))?;
+        Ok(TimeWindow {
+            days,
+            minutes,
+            tz: zone,
+            tz_name: tz.to_string(),
+        })
+    }
+
+    /// The zone's name.
+    pub fn timezone(&self) -> &str {
+        &self.tz_name
+    }
+
+    /// Whether `now` (seconds since the epoch) lies in the window.
+    pub fn contains(&self, now: u64) -> bool {
+        let Ok(ts) = jiff::Timestamp::from_second(i64::try_from(now).unwrap_or(i64::MAX)) else {
+            return false;
+        };
+        let local = ts.to_zoned(self.tz.clone());
+        let day = local.weekday().to_monday_zero_offset();
+        let minute =
+            u16::from(local.hour().unsigned_abs()) * 60 + u16::from(local.minute().unsigned_abs());
+        match self.minutes {
+            None => self.days & (1 << day) != 0,
+            Some((start, end)) if start < end => {
+                self.days & (1 << day) != 0 && minute >= start && minute < end
+            }
+            Some((start, end)) => {
+                // Wraps midnight: the part after midnight belongs to the previous day's window.
+                if minute >= start {
+                    self.days & (1 << day) != 0
+                } else if minute < end {
+                    let prev = (day + 6) % 7;
+                    self.days & (1 << prev) != 0
+                } else {
+                    false
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn globs() {
+        let g = |p: &str| Glob::new(p).unwrap();
+        assert!(g("delete_file").matches("delete_file"));
+        assert!(!g("delete_file").matches("delete_files"));
+        assert!(g("files/*").matches("files/a/b"));
+        assert!(g("*_file").matches("delete_file"));
+        assert!(g("a*b*c").matches("axxbyyc"));
+        assert!(!g("a*b*c").matches("axxbyy"));
+        assert!(g("?at").matches("cat"));
+        assert!(g("*").matches(""));
+        assert_eq!(g("x").literal(), Some("x"));
+        assert_eq!(g("x*").literal(), None);
+        assert!(Glob::new("").is_err());
+        // Pathological patterns stay fast.
+        let long = "a".repeat(5000);
+        assert!(!g("*a*a*a*a*a*b").matches(&long));
+    }
+
+    #[test]
+    fn argument_conditions() {
+        let args = json!({"query": "SELECT * FROM customers", "limit": 10, "opts": {"dry": true}});
+        let c = |path: &str, op: ArgOp| {
+            ArgCondition {
+                path: path.into(),
+                op,
+            }
+            .holds(Some(&args))
+        };
+        assert!(c("/limit", ArgOp::Equals(json!(10.0))));
+        assert!(c("/opts/dry", ArgOp::Equals(json!(true))));
+        assert!(c("/limit", ArgOp::OneOf(vec![json!(5), json!(10)])));
+        assert!(c("/query", ArgOp::Prefix("SELECT".into())));
+        let re = regex_lite::Regex::new(r"(?i)^\s*select\b[^;]*$").unwrap();
+        assert!(c("/query", ArgOp::Regex(Box::new(re.clone()))));
+        assert!(c("/limit", ArgOp::Range(Some(1.0), Some(10.0))));
+        assert!(!c("/limit", ArgOp::Range(None, Some(9.0))));
+        assert!(c("/missing", ArgOp::Absent(true)));
+        assert!(!c("/limit", ArgOp::Absent(true)));
+        assert!(c("/limit", ArgOp::Absent(false)));
+        // Type mismatches never hold.
+        assert!(!c("/limit", ArgOp::Prefix("1".into())));
+        assert!(!c("/query", ArgOp::Range(None, None)));
+        assert!(!c("/missing", ArgOp::Equals(json!(null))));
+        let evil = json!({"query": "SELECT 1; DROP TABLE customers"});
+        assert!(!ArgCondition {
+            path: "/query".into(),
+            op: ArgOp::Regex(Box::new(re))
+        }
+        .holds(Some(&evil)));
+        assert!(!ArgCondition {
+            path: "/query".into(),
+            op: ArgOp::Prefix("S".into())
+        }
+        .holds(None));
+    }
+
+    #[test]
+    fn time_windows_follow_the_zone_and_dst() {
+        let days: Vec<String> = ["mon", "tue", "wed", "thu", "fri"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let w = TimeWindow::new(&days, Some("09:00-17:00"), "Europe/Berlin").unwrap();
+        // 2026-01-05 is a Monday. 08:30 UTC = 09:30 CET.
+        assert!(w.contains(1_767_601_800));
+        // 16:30 UTC = 17:30 CET: closed.
+        assert!(!w.contains(1_767_630_600));
+        // 2026-07-06 (Monday) 07:30 UTC = 09:30 CEST (summer time).
+        assert!(w.contains(1_783_323_000));
+        // Saturday 2026-01-10 10:00 UTC.
+        assert!(!w.contains(1_768_039_200));
+        let night = TimeWindow::new(&["fri".to_string()], Some("22:00-06:00"), "UTC").unwrap();
+        // Saturday 2026-01-10 02:00 UTC belongs to Friday night.
+        assert!(night.contains(1_768_010_400));
+        assert!(TimeWindow::new(&["funday".into()], None, "UTC").is_err());
+        assert!(TimeWindow::new(&[], Some("9-17"), "UTC").is_err());
+        assert!(TimeWindow::new(&[], Some("09:00-09:00"), "UTC").is_err());
+        assert!(TimeWindow::new(&[], None, "Mars/Olympus").is_err());
+    }
+}

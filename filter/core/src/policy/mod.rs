@@ -1,0 +1,372 @@
+//! The decision: may this caller make this MCP request?
+//!
+//! Semantics (also in the README): a request is allowed when at least one `allow` rule matches
+//! it and no `deny` rule does; anything else is denied (default deny). A rule matches when
+//! every condition it states holds: lists of targets, users, groups, roles, agent types,
+//! providers and models match if *any* entry matches; `scopes` and `agent_capabilities` need
+//! *all* entries; argument conditions must *all* hold; the time window must contain now. For
+//! `tools/call`, the tool registry is checked first: unknown, unapproved, retired, changed or
+//! shadowing tools are refused whatever the rules say.
+//!
+//! One function, [`Policy::decide`], serves every enforcement point: calls, and (with
+//! [`Purpose::Listing`]) which tools/prompts/resources a `…/list` answer may show. Rules are
+//! indexed by literal tool name, so rules about other tools cost nothing.
+
+pub mod config;
+pub mod matcher;
+
+use crate::identity::Identity;
+use crate::jsonrpc::Target;
+use crate::registry::Registry;
+use matcher::{ArgCondition, Glob, TimeWindow};
+use serde_json::Value;
+use std::collections::HashMap;
+
+/// Allow or deny.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// Let the request through.
+    Allow,
+    /// Refuse it.
+    Deny,
+}
+
+/// A compiled rule (see [`config::RawRule`] for the meaning of each field).
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// Unique id.
+    pub id: String,
+    /// Description.
+    pub description: String,
+    /// Effect.
+    pub effect: Effect,
+    /// Server globs.
+    pub servers: Vec<Glob>,
+    /// Method globs (after implication from the target fields).
+    pub methods: Vec<Glob>,
+    /// Tool globs.
+    pub tools: Vec<Glob>,
+    /// Resource URI globs.
+    pub resources: Vec<Glob>,
+    /// Prompt globs.
+    pub prompts: Vec<Glob>,
+    /// User subs.
+    pub users: Vec<String>,
+    /// Groups (any).
+    pub groups: Vec<String>,
+    /// Roles (any).
+    pub roles: Vec<String>,
+    /// Scopes (all).
+    pub scopes: Vec<String>,
+    /// Agent types (any).
+    pub agent_types: Vec<String>,
+    /// Agent providers (any).
+    pub agent_providers: Vec<String>,
+    /// Agent model globs (any).
+    pub agent_models: Vec<Glob>,
+    /// Agent capabilities (all).
+    pub agent_capabilities: Vec<String>,
+    /// Minimum trust rank.
+    pub min_trust_rank: Option<usize>,
+    /// Maximum delegation depth.
+    pub max_delegation_depth: Option<usize>,
+    /// Argument conditions (all).
+    pub arguments: Vec<ArgCondition>,
+    /// Time window.
+    pub when: Option<TimeWindow>,
+}
+
+/// Why the decision is asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// A real request: every condition must hold.
+    Call,
+    /// May this item be shown in a list? Argument conditions are unknown: an allow rule's may
+    /// hold, a deny rule's is not assumed to.
+    Listing,
+}
+
+/// What is asked.
+#[derive(Debug, Clone)]
+pub struct Facts<'a> {
+    /// The verified caller (`None` when identity is not configured).
+    pub identity: Option<&'a Identity>,
+    /// The server the request goes to (`""` when none is configured).
+    pub server: &'a str,
+    /// The JSON-RPC method.
+    pub method: &'a str,
+    /// The tool / resource / prompt named.
+    pub target: &'a Target,
+    /// The call's `arguments` (tools/call, prompts/get).
+    pub arguments: Option<&'a Value>,
+    /// Live definition hash of the tool, when the gateway has seen one.
+    pub live_hash: Option<&'a str>,
+    /// Seconds since the epoch.
+    pub now: u64,
+    /// Call or listing.
+    pub purpose: Purpose,
+}
+
+/// The outcome, with the rule that decided it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// Allow or deny.
+    pub effect: Effect,
+    /// Rule id (`default.deny` when nothing allowed; `registry.*` for registry refusals).
+    pub rule: String,
+    /// Human-readable reason.
+    pub reason: String,
+}
+
+impl Decision {
+    /// Whether the request may go on.
+    pub fn allowed(&self) -> bool {
+        self.effect == Effect::Allow
+    }
+}
+
+/// The compiled policy: rules, their index and the registry.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    rules: Vec<Rule>,
+    by_tool: HashMap<String, Vec<usize>>,
+    wildcard_tool_rules: Vec<usize>,
+    general_rules: Vec<usize>,
+    registry: Registry,
+    trust_levels: Vec<String>,
+}
+
+impl Policy {
+    /// Builds the index.
+    pub fn new(rules: Vec<Rule>, registry: Registry, trust_levels: Vec<String>) -> Policy {
+        let mut by_tool: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut wildcard_tool_rules = Vec::new();
+        let mut general_rules = Vec::new();
+        for (i, r) in rules.iter().enumerate() {
+            if r.tools.is_empty() {
+                general_rules.push(i);
+            } else if r.tools.iter().all(|g| g.literal().is_some()) {
+                for g in &r.tools {
+                    if let Some(name) = g.literal() {
+                        by_tool.entry(name.to_string()).or_default().push(i);
+                    }
+                }
+            } else {
+                wildcard_tool_rules.push(i);
+            }
+        }
+        Policy {
+            rules,
+            by_tool,
+            wildcard_tool_rules,
+            general_rules,
+            registry,
+            trust_levels,
+        }
+    }
+
+    /// The registry.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Number of rules.
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// Whether there are no rules.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Decides.
+    pub fn decide(&self, f: &Facts<'_>) -> Decision {
+        if let Target::Tool(tool) = f.target {
+            if !self.registry.is_empty() {
+                let groups = f
+                    .identity
+                    .map(|i| i.user.groups.as_slice())
+                    .unwrap_or_default();
+                if let Err(u) = self.registry.check(f.server, tool, groups, f.live_hash) {
+                    return Decision {
+                        effect: Effect::Deny,
+                        rule: u.rule.to_string(),
+                        reason: u.detail,
+                    };
+                }
+            }
+        }
+        let mut first_allow: Option<usize> = None;
+        let mut first_deny: Option<usize> = None;
+        let mut consider = |i: usize| {
+            let Some(rule) = self.rules.get(i) else {
+                return;
+            };
+            let slot = match rule.effect {
+                Effect::Allow => &mut first_allow,
+                Effect::Deny => &mut first_deny,
+            };
+            if slot.is_some_and(|j| j < i) {
+                return;
+            }
+            if self.matches(rule, f) {
+                *slot = Some(i);
+            }
+        };
+        if let Target::Tool(tool) = f.target {
+            for &i in self
+                .by_tool
+                .get(tool)
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+            {
+                consider(i);
+            }
+            for &i in &self.wildcard_tool_rules {
+                consider(i);
+            }
+        }
+        for &i in &self.general_rules {
+            consider(i);
+        }
+        let what = describe(f);
+        if let Some(rule) = first_deny.and_then(|i| self.rules.get(i)) {
+            return Decision {
+                effect: Effect::Deny,
+                rule: rule.id.clone(),
+                reason: format!("{what} is denied: {}", rule.description),
+            };
+        }
+        if let Some(rule) = first_allow.and_then(|i| self.rules.get(i)) {
+            return Decision {
+                effect: Effect::Allow,
+                rule: rule.id.clone(),
+                reason: format!("{what} is allowed: {}", rule.description),
+            };
+        }
+        Decision {
+            effect: Effect::Deny,
+            rule: "default.deny".into(),
+            reason: format!("no rule allows {what}"),
+        }
+    }
+
+    fn matches(&self, r: &Rule, f: &Facts<'_>) -> bool {
+        let any_glob =
+            |globs: &[Glob], v: &str| globs.is_empty() || globs.iter().any(|g| g.matches(v));
+        if !any_glob(&r.servers, f.server) || !any_glob(&r.methods, f.method) {
+            return false;
+        }
+        let target_ok = match f.target {
+            Target::Tool(t) => {
+                any_glob(&r.tools, t) && r.prompts.is_empty() && r.resources.is_empty()
+            }
+            Target::Prompt(p) => {
+                any_glob(&r.prompts, p) && r.tools.is_empty() && r.resources.is_empty()
+            }
+            Target::Resource(u) => {
+                any_glob(&r.resources, u) && r.tools.is_empty() && r.prompts.is_empty()
+            }
+            Target::None => r.tools.is_empty() && r.prompts.is_empty() && r.resources.is_empty(),
+        };
+        if !target_ok {
+            return false;
+        }
+        if !self.identity_matches(r, f.identity) {
+            return false;
+        }
+        if let Some(w) = &r.when {
+            if !w.contains(f.now) {
+                return false;
+            }
+        }
+        if !r.arguments.is_empty() {
+            match f.purpose {
+                Purpose::Listing => return r.effect == Effect::Allow,
+                Purpose::Call => {
+                    if !r.arguments.iter().all(|c| c.holds(f.arguments)) {
+                        return false;
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    fn identity_matches(&self, r: &Rule, identity: Option<&Identity>) -> bool {
+        let needs_user = !(r.users.is_empty()
+            && r.groups.is_empty()
+            && r.roles.is_empty()
+            && r.scopes.is_empty());
+        let needs_agent = !(r.agent_types.is_empty()
+            && r.agent_providers.is_empty()
+            && r.agent_models.is_empty()
+            && r.agent_capabilities.is_empty()
+            && r.min_trust_rank.is_none()
+            && r.max_delegation_depth.is_none());
+        let Some(id) = identity else {
+            return !needs_user && !needs_agent;
+        };
+        let any = |want: &[String], have: &[String]| {
+            want.is_empty() || want.iter().any(|w| have.contains(w))
+        };
+        let all = |want: &[String], have: &[String]| want.iter().all(|w| have.contains(w));
+        let u = &id.user;
+        if !(r.users.is_empty() || r.users.contains(&u.token.sub))
+            || !any(&r.groups, &u.groups)
+            || !any(&r.roles, &u.roles)
+            || !all(&r.scopes, &u.token.scopes)
+        {
+            return false;
+        }
+        if !needs_agent {
+            return true;
+        }
+        let Some(a) = &id.agent else { return false };
+        let one = |want: &[String], have: &Option<String>| {
+            want.is_empty() || have.as_ref().is_some_and(|h| want.contains(h))
+        };
+        if !one(&r.agent_types, &a.agent_type) || !one(&r.agent_providers, &a.agent_provider) {
+            return false;
+        }
+        if !r.agent_models.is_empty()
+            && !a
+                .agent_model
+                .as_ref()
+                .is_some_and(|m| r.agent_models.iter().any(|g| g.matches(m)))
+        {
+            return false;
+        }
+        if !all(&r.agent_capabilities, &a.capabilities) {
+            return false;
+        }
+        if let Some(min) = r.min_trust_rank {
+            let rank = a
+                .trust_level
+                .as_ref()
+                .and_then(|t| self.trust_levels.iter().position(|l| l == t));
+            if rank.is_none_or(|x| x < min) {
+                return false;
+            }
+        }
+        if let Some(max) = r.max_delegation_depth {
+            if a.delegation_chain.len() > max {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+fn describe(f: &Facts<'_>) -> String {
+    match f.target {
+        Target::Tool(t) => format!("{} of tool `{t}` on `{}`", f.method, f.server),
+        Target::Prompt(p) => format!("{} of prompt `{p}`", f.method),
+        Target::Resource(u) => format!("{} of resource `{u}`", f.method),
+        Target::None => format!("`{}` on `{}`", f.method, f.server),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,313 @@
+//! The tool registry: which tools each MCP server may offer, to whom, and in which exact
+//! definition (pinned hash).
+//!
+//! A tool is usable only when it is listed for its server, `approved`, approved for one of the
+//! caller's groups (or `*`), and — when a hash is pinned — its live definition still has that
+//! hash. Everything else is invisible in `tools/list` and refused in `tools/call`.
+
+use std::collections::HashMap;
+
+/// Lifecycle of a registered tool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToolStatus {
+    /// Known but not yet approved.
+    Registered,
+    /// Usable by the groups it is approved for.
+    Approved,
+    /// No longer usable.
+    Retired,
+}
+
+/// One registered tool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryTool {
+    /// Name as published by the server.
+    pub name: String,
+    /// Lifecycle status.
+    pub status: ToolStatus,
+    /// Groups it is approved for (`*`: everyone authenticated).
+    pub approved_for: Vec<String>,
+    /// Version label.
+    pub version: Option<String>,
+    /// Pinned definition hash (`sha256:…`).
+    pub hash: Option<String>,
+}
+
+/// One server and its tools.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerEntry {
+    /// Server name.
+    pub name: String,
+    /// Path prefix routed to it.
+    pub path: String,
+    /// Tools by name.
+    pub tools: HashMap<String, RegistryTool>,
+}
+
+/// Why a tool is not usable, with a stable rule id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unusable {
+    /// Rule id, e.g. `registry.unknown_tool`.
+    pub rule: &'static str,
+    /// Detail.
+    pub detail: String,
+}
+
+/// Live tool definition hashes as last seen in a server's `tools/list` answers, shared by all
+/// workers (the adapter stores them in Envoy's shared data). A tool whose live hash differs
+/// from its pinned hash is refused until the definition is approved again.
+pub trait LiveDefinitions {
+    /// The last seen hash of `tool` on `server`.
+    fn get(&self, server: &str, tool: &str) -> Option<String>;
+    /// Records the hash seen now.
+    fn put(&self, server: &str, tool: &str, hash: &str);
+}
+
+/// An in-memory [`LiveDefinitions`] (tests, and hosts without shared data).
+#[derive(Debug, Default)]
+pub struct MemoryDefinitions(pub std::cell::RefCell<HashMap<(String, String), String>>);
+
+impl LiveDefinitions for MemoryDefinitions {
+    fn get(&self, server: &str, tool: &str) -> Option<String> {
+        self.0
+            .borrow()
+            .get(&(server.to_string(), tool.to_string()))
+            .cloned()
+    }
+    fn put(&self, server: &str, tool: &str, hash: &str) {
+        self.0
+            .borrow_mut()
+            .insert((server.to_string(), tool.to_string()), hash.to_string());
+    }
+}
+
+/// All servers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Registry {
+    servers: Vec<ServerEntry>,
+}
+
+impl Registry {
+    /// A registry over these servers.
+    pub fn new(servers: Vec<ServerEntry>) -> Registry {
+        Registry { servers }
+    }
+
+    /// Whether any server is configured.
+    pub fn is_empty(&self) -> bool {
+        self.servers.is_empty()
+    }
+
+    /// The server by name.
+    pub fn server(&self, name: &str) -> Option<&ServerEntry> {
+        self.servers.iter().find(|s| s.name == name)
+    }
+
+    /// The server whose path is the longest prefix of `path` (on a `/` boundary).
+    pub fn server_for_path(&self, path: &str) -> Option<&ServerEntry> {
+        let path = path.split(['?', '#']).next().unwrap_or_default();
+        self.servers
+            .iter()
+            .filter(|s| {
+                let p = s.path.trim_end_matches('/');
+                path == p || path.starts_with(&format!("{p}/")) || p.is_empty()
+            })
+            .max_by_key(|s| s.path.len())
+    }
+
+    /// The other servers that also register a tool of this name (shadowing candidates).
+    pub fn other_owners<'a>(
+        &'a self,
+        server: &'a str,
+        tool: &'a str,
+    ) -> impl Iterator<Item = &'a str> + 'a {
+        self.servers
+            .iter()
+            .filter(move |s| {
+                s.name != server
+                    && s.tools
+                        .get(tool)
+                        .is_some_and(|t| t.status == ToolStatus::Approved)
+            })
+            .map(|s| s.name.as_str())
+    }
+
+    /// Whether `server` may offer `tool` to a caller in `groups`, given the live definition hash
+    /// when known.
+    pub fn check(
+        &self,
+        server: &str,
+        tool: &str,
+        groups: &[String],
+        live_hash: Option<&str>,
+    ) -> Result<&RegistryTool, Unusable> {
+        let Some(entry) = self.server(server) else {
+            return Err(Unusable {
+                rule: "registry.unknown_server",
+                detail: format!("server `{server}` is not registered"),
+            });
+        };
+        let Some(t) = entry.tools.get(tool) else {
+            let shadow = self.other_owners(server, tool).next().is_some();
+            return Err(Unusable {
+                rule: if shadow {
+                    "registry.shadowed_tool"
+                } else {
+                    "registry.unknown_tool"
+                },
+                detail: if shadow {
+                    format!("tool `{tool}` on `{server}` shadows a tool approved on another server")
+                } else {
+                    format!("tool `{tool}` is not registered for server `{server}`")
+                },
+            });
+        };
+        match t.status {
+            ToolStatus::Approved => {}
+            ToolStatus::Registered => {
+                return Err(Unusable {
+                    rule: "registry.not_approved",
+                    detail: format!("tool `{tool}` is registered but not approved"),
+                })
+            }
+            ToolStatus::Retired => {
+                return Err(Unusable {
+                    rule: "registry.retired",
+                    detail: format!("tool `{tool}` is retired"),
+                })
+            }
+        }
+        if !t
+            .approved_for
+            .iter()
+            .any(|g| g == "*" || groups.contains(g))
+        {
+            return Err(Unusable {
+                rule: "registry.not_approved_for_group",
+                detail: format!("tool `{tool}` is not approved for the caller's groups"),
+            });
+        }
+        if let (Some(pinned), Some(live)) = (&t.hash, live_hash) {
+            if pinned != live {
+                return Err(Unusable {
+                    rule: "registry.definition_changed",
+                    detail: format!(
+                        "tool `{tool}` changed since approval (pinned {pinned}, live {live})"
+                    ),
+                });
+            }
+        }
+        Ok(t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    fn tool(
+        name: &str,
+        status: ToolStatus,
+        groups: &[&str],
+        hash: Option<&str>,
+    ) -> (String, RegistryTool) {
+        (
+            name.to_string(),
+            RegistryTool {
+                name: name.into(),
+                status,
+                approved_for: groups.iter().map(|g| g.to_string()).collect(),
+                version: None,
+                hash: hash.map(str::to_string),
+            },
+        )
+    }
+
+    fn registry() -> Registry {
+        Registry::new(vec![
+            ServerEntry {
+                name: "files".into(),
+                path: "/mcp".into(),
+                tools: [
+                    tool(
+                        "delete_file",
+                        ToolStatus::Approved,
+                        &["it-admins"],
+                        Some("sha256:aa"),
+                    ),
+                    tool("read_file", ToolStatus::Approved, &["*"], None),
+                    tool("new_tool", ToolStatus::Registered, &[], None),
+                    tool("old_tool", ToolStatus::Retired, &["*"], None),
+                ]
+                .into_iter()
+                .collect(),
+            },
+            ServerEntry {
+                name: "other".into(),
+                path: "/mcp/other".into(),
+                tools: HashMap::new(),
+            },
+        ])
+    }
+
+    #[test]
+    fn usable_only_when_approved_for_the_group_and_unchanged() {
+        let r = registry();
+        let it = vec!["it-admins".to_string()];
+        let rule = |s: &str, t: &str, g: &[String], h: Option<&str>| {
+            r.check(s, t, g, h).map(|_| ()).map_err(|e| e.rule)
+        };
+        assert_eq!(rule("files", "delete_file", &it, Some("sha256:aa")), Ok(()));
+        assert_eq!(rule("files", "delete_file", &it, None), Ok(()));
+        assert_eq!(rule("files", "read_file", &[], None), Ok(()));
+        assert_eq!(
+            rule("files", "delete_file", &[], None),
+            Err("registry.not_approved_for_group")
+        );
+        assert_eq!(
+            rule("files", "delete_file", &it, Some("sha256:bb")),
+            Err("registry.definition_changed")
+        );
+        assert_eq!(
+            rule("files", "new_tool", &it, None),
+            Err("registry.not_approved")
+        );
+        assert_eq!(
+            rule("files", "old_tool", &it, None),
+            Err("registry.retired")
+        );
+        assert_eq!(
+            rule("files", "nope", &it, None),
+            Err("registry.unknown_tool")
+        );
+        assert_eq!(
+            rule("other", "read_file", &it, None),
+            Err("registry.shadowed_tool")
+        );
+        assert_eq!(
+            rule("ghost", "read_file", &it, None),
+            Err("registry.unknown_server")
+        );
+    }
+
+    #[test]
+    fn longest_path_prefix_picks_the_server() {
+        let r = registry();
+        assert_eq!(
+            r.server_for_path("/mcp").map(|s| s.name.as_str()),
+            Some("files")
+        );
+        assert_eq!(
+            r.server_for_path("/mcp/other?x").map(|s| s.name.as_str()),
+            Some("other")
+        );
+        assert_eq!(
+            r.server_for_path("/mcp/otherwise").map(|s| s.name.as_str()),
+            Some("files")
+        );
+        assert_eq!(r.server_for_path("/mcpx"), None);
+    }
+}
