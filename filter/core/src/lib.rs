@@ -4,6 +4,7 @@
 //! and carries out the returned [`pipeline::Step`]. Every module here is unit-tested natively
 //! and under `wasm32` (wasm-bindgen-test).
 
+pub mod audit;
 pub mod config;
 pub mod error;
 pub mod identity;
@@ -12,4 +13,5 @@ pub mod jsonrpc;
 pub mod pipeline;
 pub mod policy;
 pub mod registry;
+pub mod response;
 pub mod transport;

@@ -5,11 +5,14 @@
 //! step it returns. A host call that fails ends the request with a local 500: fail closed.
 
 use log::{error, info, warn};
+use mcp_warden_core::audit;
 use mcp_warden_core::config::Config;
 use mcp_warden_core::error::{Reason, Rejection, Reply};
 use mcp_warden_core::identity::attestation::AttestationCache;
 use mcp_warden_core::identity::metadata::{ClaimSource, HostError};
-use mcp_warden_core::pipeline::{BodyStep, HeaderEdit, Outcome, RequestContext, RequestFlow, Step};
+use mcp_warden_core::pipeline::{
+    BodyStep, HeaderEdit, Outcome, RequestContext, RequestFlow, ResponseMode, Step,
+};
 use mcp_warden_core::registry::LiveDefinitions;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -75,6 +78,8 @@ impl RootContext for WardenRoot {
             flow: RequestFlow::new(),
             context_id,
             buffered: 0,
+            response_mode: ResponseMode::Untouched,
+            audited: false,
         }))
     }
 
@@ -91,12 +96,32 @@ struct WardenHttp {
     context_id: u32,
     /// Size of the request body buffered so far.
     buffered: usize,
+    /// What the response body needs.
+    response_mode: ResponseMode,
+    /// Whether the audit record was written.
+    audited: bool,
 }
 
 impl Context for WardenHttp {}
 
 impl WardenHttp {
+    fn audit(&mut self) {
+        if !self.audited && !matches!(self.flow.outcome(), Outcome::Pending) {
+            self.audited = true;
+            info!("mcp-warden audit {}", audit::record(&self.flow));
+        }
+    }
+
+    fn log_notices(&mut self) {
+        for notice in self.flow.take_notices() {
+            warn!("mcp-warden: request {}: {notice}", self.context_id);
+        }
+    }
+
     fn apply(&mut self, step: Step) -> Action {
+        if step != Step::Pause {
+            self.audit();
+        }
         match step {
             Step::Continue => Action::Continue,
             Step::Pause => Action::Pause,
@@ -244,6 +269,76 @@ impl HttpContext for WardenHttp {
             .flow
             .on_request_body(&self.config, body_size, end_of_stream);
         self.body_step(step)
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let headers = match hostcalls::get_map_bytes(MapType::HttpResponseHeaders) {
+            Ok(h) => h,
+            Err(_) => return self.host_failure("get response headers"),
+        };
+        self.response_mode = self.flow.on_response_headers(&self.config, &headers);
+        if self.response_mode != ResponseMode::Untouched
+            && hostcalls::set_map_value(MapType::HttpResponseHeaders, "content-length", None)
+                .is_err()
+        {
+            error!(
+                "mcp-warden: request {}: cannot drop content-length",
+                self.context_id
+            );
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        match self.response_mode {
+            ResponseMode::Untouched => Action::Continue,
+            ResponseMode::BufferJson if !end_of_stream => Action::Pause,
+            ResponseMode::BufferJson => {
+                let body = match hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size) {
+                    Ok(b) => b.unwrap_or_default(),
+                    Err(_) => return self.host_failure("get response body"),
+                };
+                let replacement =
+                    self.flow
+                        .on_response_json(&self.config, &body, &SharedDefinitions);
+                self.log_notices();
+                if let Some(new) = replacement {
+                    if hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &new)
+                        .is_err()
+                    {
+                        error!(
+                            "mcp-warden: request {}: cannot rewrite the list answer",
+                            self.context_id
+                        );
+                    }
+                }
+                Action::Continue
+            }
+            ResponseMode::StreamSse => {
+                let chunk = match hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size)
+                {
+                    Ok(b) => b.unwrap_or_default(),
+                    Err(_) => return self.host_failure("get response body"),
+                };
+                let out = self.flow.on_response_chunk(
+                    &self.config,
+                    &chunk,
+                    end_of_stream,
+                    &SharedDefinitions,
+                );
+                self.log_notices();
+                if out != chunk
+                    && hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &out)
+                        .is_err()
+                {
+                    error!(
+                        "mcp-warden: request {}: cannot rewrite the event stream",
+                        self.context_id
+                    );
+                }
+                Action::Continue
+            }
+        }
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {

@@ -230,7 +230,14 @@ fn js_number(v: &Value) -> Option<f64> {
             if s.is_empty() {
                 return Some(0.0);
             }
-            for (prefix, radix) in [("0x", 16), ("0X", 16), ("0o", 8), ("0O", 8), ("0b", 2), ("0B", 2)] {
+            for (prefix, radix) in [
+                ("0x", 16),
+                ("0X", 16),
+                ("0o", 8),
+                ("0O", 8),
+                ("0b", 2),
+                ("0B", 2),
+            ] {
                 if let Some(digits) = s.strip_prefix(prefix) {
                     return radix_value(digits, radix);
                 }
@@ -262,9 +269,9 @@ fn radix_value(digits: &str, radix: u32) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
-    use serde_json::json;
 
     fn keep_names<'a>(names: &'a [&'a str]) -> impl FnMut(&str, &Value) -> bool + 'a {
         move |name, _| names.contains(&name)
@@ -304,8 +311,19 @@ mod tests {
             "nextCursor": "abc",
             "_meta": {"x": 1}
         });
-        let stats = filter_result(ListKind::Tools, &mut result, &mut keep_names(&["read", "delete"])).unwrap();
-        assert_eq!(stats, FilterStats { kept: 2, removed: 1 });
+        let stats = filter_result(
+            ListKind::Tools,
+            &mut result,
+            &mut keep_names(&["read", "delete"]),
+        )
+        .unwrap();
+        assert_eq!(
+            stats,
+            FilterStats {
+                kept: 2,
+                removed: 1
+            }
+        );
         assert_eq!(
             result,
             json!({
@@ -332,7 +350,13 @@ mod tests {
         })
         .unwrap();
         assert_eq!(seen, ["file:///a", "file:///b"]);
-        assert_eq!(stats, FilterStats { kept: 1, removed: 1 });
+        assert_eq!(
+            stats,
+            FilterStats {
+                kept: 1,
+                removed: 1
+            }
+        );
         assert_eq!(result["resources"][0]["uri"], "file:///a");
     }
 
@@ -348,7 +372,13 @@ mod tests {
         })
         .unwrap();
         assert_eq!(calls, 1);
-        assert_eq!(stats, FilterStats { kept: 1, removed: 5 });
+        assert_eq!(
+            stats,
+            FilterStats {
+                kept: 1,
+                removed: 5
+            }
+        );
         assert_eq!(result, json!({"prompts": [{"name": "ok"}]}));
     }
 
@@ -358,8 +388,17 @@ mod tests {
             {"uriTemplate": "db://{table}", "name": "t"},
             {"uri": "db://x", "name": "u"}
         ]});
-        let stats = filter_result(ListKind::ResourceTemplates, &mut result, &mut |k, _| k == "db://{table}").unwrap();
-        assert_eq!(stats, FilterStats { kept: 1, removed: 1 });
+        let stats = filter_result(ListKind::ResourceTemplates, &mut result, &mut |k, _| {
+            k == "db://{table}"
+        })
+        .unwrap();
+        assert_eq!(
+            stats,
+            FilterStats {
+                kept: 1,
+                removed: 1
+            }
+        );
     }
 
     #[test]
@@ -370,7 +409,11 @@ mod tests {
             Err(ListError::MissingList { key: "tools" })
         );
         assert_eq!(
-            filter_result(ListKind::Tools, &mut json!({"tools": {"name": "x"}}), &mut keep),
+            filter_result(
+                ListKind::Tools,
+                &mut json!({"tools": {"name": "x"}}),
+                &mut keep
+            ),
             Err(ListError::NotAnArray { key: "tools" })
         );
         assert_eq!(
@@ -436,15 +479,30 @@ mod tests {
             Err(ListError::Json(JsonError::Syntax(_)))
         ));
         assert_eq!(
-            filter_message(ListKind::Tools, br#"{"id":2,"id":1,"result":{"tools":[]}}"#, &id, &mut keep),
+            filter_message(
+                ListKind::Tools,
+                br#"{"id":2,"id":1,"result":{"tools":[]}}"#,
+                &id,
+                &mut keep
+            ),
             Err(ListError::DuplicateKeys(vec!["/id".into()]))
         );
         assert_eq!(
-            filter_message(ListKind::Tools, br#"{"id":1,"result":{"prompts":[]}}"#, &id, &mut keep),
+            filter_message(
+                ListKind::Tools,
+                br#"{"id":1,"result":{"prompts":[]}}"#,
+                &id,
+                &mut keep
+            ),
             Err(ListError::MissingList { key: "tools" })
         );
         assert_eq!(
-            filter_message(ListKind::Tools, br#"{"id":1,"result":"x","error":{}}"#, &id, &mut keep),
+            filter_message(
+                ListKind::Tools,
+                br#"{"id":1,"result":"x","error":{}}"#,
+                &id,
+                &mut keep
+            ),
             Err(ListError::ResultNotObject)
         );
         let deep = format!("{}{}", "[".repeat(130), "]".repeat(130));
@@ -467,8 +525,19 @@ mod tests {
 
     #[test]
     fn loosely_equal_ids_are_filtered_too() {
-        for response_id in [json!(1), json!(1.0), json!("1"), json!(" 1 "), json!("1e0"), json!("0x1"), json!("+1")] {
-            let body = serde_json::to_vec(&json!({"id": response_id, "result": {"tools": [{"name": "a"}]}})).unwrap();
+        for response_id in [
+            json!(1),
+            json!(1.0),
+            json!("1"),
+            json!(" 1 "),
+            json!("1e0"),
+            json!("0x1"),
+            json!("+1"),
+        ] {
+            let body = serde_json::to_vec(
+                &json!({"id": response_id, "result": {"tools": [{"name": "a"}]}}),
+            )
+            .unwrap();
             let out = filter_message(ListKind::Tools, &body, &json!(1), &mut |_, _| false).unwrap();
             let v: Value = serde_json::from_slice(&out.unwrap()).unwrap();
             assert_eq!(v["result"]["tools"], json!([]), "{response_id}");

@@ -403,9 +403,24 @@ mod tests {
         (events, s.finish())
     }
 
+    /// Lines, event type, id, data, retry.
+    type Meaning<'a> = (
+        Vec<SseLine>,
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<u64>,
+    );
+
     /// What a client would see: everything but the raw bytes.
-    fn meaning(e: &SseEvent) -> (Vec<SseLine>, Option<&str>, Option<&str>, Option<&str>, Option<u64>) {
-        (e.lines().to_vec(), e.event_type(), e.id(), e.data(), e.retry())
+    fn meaning(e: &SseEvent) -> Meaning<'_> {
+        (
+            e.lines().to_vec(),
+            e.event_type(),
+            e.id(),
+            e.data(),
+            e.retry(),
+        )
     }
 
     fn concat(events: &[SseEvent], leftover: &Option<Vec<u8>>) -> Vec<u8> {
@@ -434,7 +449,10 @@ mod tests {
         assert!(events[1].is_comment_only());
         assert_eq!(events[1].data(), None);
         assert_eq!(events[1].raw(), b": keep-alive\n\n");
-        assert_eq!(events[2].data(), Some(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#));
+        assert_eq!(
+            events[2].data(),
+            Some(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#)
+        );
         assert_eq!(events[2].event_type(), None);
         assert_eq!(concat(&events, &rest), input.to_vec());
     }
@@ -623,7 +641,14 @@ mod tests {
     #[test]
     fn with_data_round_trips_awkward_data() {
         let (events, _) = split_all(b"event: x\n\n", 1024);
-        for data in ["", " leading space", "a\r\nb\rc\nd", "trailing\n", "\n", "ü: colon"] {
+        for data in [
+            "",
+            " leading space",
+            "a\r\nb\rc\nd",
+            "trailing\n",
+            "\n",
+            "ü: colon",
+        ] {
             let out = events[0].with_data(data);
             let (again, rest) = split_all(&out, 1024);
             assert_eq!(again.len(), 1, "{data:?}");
@@ -637,7 +662,10 @@ mod tests {
     #[test]
     fn with_data_keeps_bom_drops_split_lf() {
         let (events, _) = split_all(b"\xEF\xBB\xBFdata: a\n\n", 1024);
-        assert_eq!(events[0].with_data("b"), b"\xEF\xBB\xBFdata: b\n\n".to_vec());
+        assert_eq!(
+            events[0].with_data("b"),
+            b"\xEF\xBB\xBFdata: b\n\n".to_vec()
+        );
         let mut s = SseSplitter::new(1024);
         s.push(b"data: a\r\r").unwrap();
         let e = s.push(b"\ndata: a\r\r").unwrap();
@@ -669,7 +697,9 @@ mod tests {
         s.extend_from_slice(b": keep-alive\n\n");
         s.extend_from_slice(b"\r\n");
         s.extend_from_slice(b"data\nid\n:c\r\n\n");
-        s.extend_from_slice(b"event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"tools\":[]}}\r\r\n");
+        s.extend_from_slice(
+            b"event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"tools\":[]}}\r\r\n",
+        );
         s.extend_from_slice(b"data: unterminated");
         s
     }
