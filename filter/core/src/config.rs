@@ -3,6 +3,7 @@
 //! [`Config::from_json`] is called once, in `on_configure`. Unknown fields and bad values are
 //! errors whose message names the field, so Envoy refuses the plugin with a useful log line.
 
+use crate::exchange::{ExchangeConfig, RawExchange};
 use crate::identity::{IdentityConfig, RawIdentity};
 use crate::jsonrpc::CLIENT_METHODS;
 use crate::policy::config::RawPolicy;
@@ -42,6 +43,10 @@ pub struct RawConfig {
     /// Omit to forward every valid request (no authorization).
     #[serde(default)]
     pub policy: Option<RawPolicy>,
+    /// RFC 8693 token exchange: per server and tool, the token that goes upstream instead of
+    /// the user's (see README "Token exchange"). Needs `identity` and `policy.servers`.
+    #[serde(default)]
+    pub token_exchange: Option<RawExchange>,
 }
 
 fn default_max_body_bytes() -> u64 {
@@ -55,7 +60,7 @@ fn default_max_batch_messages() -> usize {
 }
 
 /// The compiled configuration the filter runs with.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Config {
     /// See [`RawConfig::max_body_bytes`].
     pub max_body_bytes: u64,
@@ -71,6 +76,8 @@ pub struct Config {
     pub identity: Option<IdentityConfig>,
     /// See [`RawConfig::policy`].
     pub policy: Option<Policy>,
+    /// See [`RawConfig::token_exchange`].
+    pub token_exchange: Option<ExchangeConfig>,
 }
 
 impl Default for Config {
@@ -86,6 +93,7 @@ impl Default for Config {
             extra_methods: Vec::new(),
             identity: None,
             policy: None,
+            token_exchange: None,
         }
     }
 }
@@ -207,8 +215,50 @@ impl RawConfig {
             extra_methods: self.extra_methods,
             identity: self.identity.map(|i| i.compile("identity")).transpose()?,
             policy: self.policy.map(|p| p.compile("policy")).transpose()?,
+            token_exchange: self
+                .token_exchange
+                .map(|x| x.compile("token_exchange"))
+                .transpose()?,
         })
+        .and_then(check_cross_fields)
     }
+}
+
+fn check_cross_fields(c: Config) -> Result<Config, ConfigError> {
+    if let Some(x) = &c.token_exchange {
+        if c.identity.is_none() {
+            return Err(err(
+                "token_exchange",
+                "needs `identity`: the exchange trades the verified caller's tokens",
+            ));
+        }
+        let Some(policy) = &c.policy else {
+            return Err(err(
+                "token_exchange",
+                "needs `policy.servers`: tokens are exchanged per server",
+            ));
+        };
+        for name in x.server_names() {
+            if policy.registry().server(name).is_none() {
+                return Err(err(
+                    &format!("token_exchange.servers.{name}"),
+                    "no such server in policy.servers",
+                ));
+            }
+        }
+        for s in policy.registry().servers() {
+            if !x.server_names().any(|n| n == s.name) {
+                return Err(err(
+                    "token_exchange.servers",
+                    format!(
+                        "server `{}` has no exchange settings (add it, or mark it unprotected)",
+                        s.name
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(c)
 }
 
 #[cfg(test)]

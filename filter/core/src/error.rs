@@ -57,6 +57,10 @@ pub enum Reason {
     AgentNotAllowed,
     /// The policy or the tool registry refuses this request.
     PolicyDenied,
+    /// The token service is down, slow or answered garbage (fail closed).
+    ExchangeUnavailable,
+    /// The token service refused the exchange.
+    ExchangeRefused,
 }
 
 impl Reason {
@@ -87,6 +91,8 @@ impl Reason {
             Reason::InsufficientScope => "insufficient_scope",
             Reason::AgentNotAllowed => "agent_not_allowed",
             Reason::PolicyDenied => "policy_denied",
+            Reason::ExchangeUnavailable => "token_service_unavailable",
+            Reason::ExchangeRefused => "token_exchange_refused",
         }
     }
 
@@ -105,9 +111,11 @@ impl Reason {
             | Reason::InvalidToken
             | Reason::DelegationInvalid
             | Reason::AttestationInvalid => (401, -32001),
-            Reason::InsufficientScope | Reason::AgentNotAllowed | Reason::PolicyDenied => {
-                (403, -32003)
-            }
+            Reason::InsufficientScope
+            | Reason::AgentNotAllowed
+            | Reason::PolicyDenied
+            | Reason::ExchangeRefused => (403, -32003),
+            Reason::ExchangeUnavailable => (503, -32004),
             Reason::DuplicateKey
             | Reason::TooDeep
             | Reason::InvalidRequest
@@ -130,9 +138,11 @@ impl Reason {
             | Reason::InvalidToken
             | Reason::DelegationInvalid
             | Reason::AttestationInvalid => "Unauthorized",
-            Reason::InsufficientScope | Reason::AgentNotAllowed | Reason::PolicyDenied => {
-                "Forbidden"
-            }
+            Reason::InsufficientScope
+            | Reason::AgentNotAllowed
+            | Reason::PolicyDenied
+            | Reason::ExchangeRefused => "Forbidden",
+            Reason::ExchangeUnavailable => "Token service unavailable",
             _ => "Invalid Request",
         }
     }

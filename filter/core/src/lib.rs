@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod config;
 pub mod error;
+pub mod exchange;
 pub mod identity;
 pub mod json;
 pub mod jsonrpc;

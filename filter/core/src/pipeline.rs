@@ -11,6 +11,7 @@
 
 use crate::config::Config;
 use crate::error::{Reason, Rejection, Reply};
+use crate::exchange::{build_call, cache_key, parse_answer, Grant, Issued, Params, StsCall};
 use crate::identity::attestation::AttestationCache;
 use crate::identity::metadata::ClaimSource;
 use crate::identity::{authenticate, Identity};
@@ -32,6 +33,29 @@ pub enum Step {
     Pause,
     /// Answer locally with this reply and stop the request.
     Reply(Reply),
+    /// Hold the request until a token for this key is available: from the cache, from an
+    /// exchange in flight, or from an exchange the adapter makes with
+    /// [`RequestFlow::sts_call`]. Then call [`RequestFlow::on_token`].
+    NeedToken([u8; 32]),
+}
+
+/// The caller's raw tokens, kept only for the exchange of this request (never logged).
+#[derive(Clone, Default)]
+struct CallerTokens {
+    subject: Option<String>,
+    actor: Option<String>,
+}
+
+impl std::fmt::Debug for CallerTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CallerTokens(<redacted>)")
+    }
+}
+
+/// A pending token exchange of this request.
+#[derive(Debug, Clone)]
+struct PendingExchange {
+    params: Params,
 }
 
 /// What the adapter must do after a body callback.
@@ -119,6 +143,8 @@ pub struct RequestFlow {
     decisions: Vec<Decision>,
     response: ResponseState,
     notices: Vec<String>,
+    tokens: CallerTokens,
+    exchange: Option<PendingExchange>,
 }
 
 impl Default for RequestFlow {
@@ -141,6 +167,113 @@ impl RequestFlow {
             decisions: Vec::new(),
             response: ResponseState::default(),
             notices: Vec::new(),
+            tokens: CallerTokens::default(),
+            exchange: None,
+        }
+    }
+
+    /// The JSON-RPC id to echo in errors about this request (single messages only).
+    pub fn echo_id(&self) -> Option<crate::error::RpcId> {
+        match &self.outcome {
+            Outcome::Forwarded(Some(p)) => p.echo_id(),
+            _ => None,
+        }
+    }
+
+    /// Decides how this request reaches the upstream: no credential, or an exchanged token.
+    fn plan_credentials(&mut self, cfg: &Config, targets: &[&crate::jsonrpc::Target]) -> Step {
+        let Some(x) = &cfg.token_exchange else {
+            return Step::Continue;
+        };
+        let mut plan: Option<Grant> = None;
+        let none = crate::jsonrpc::Target::None;
+        let targets: Vec<&crate::jsonrpc::Target> = if targets.is_empty() {
+            vec![&none]
+        } else {
+            targets.to_vec()
+        };
+        for t in targets {
+            let g = match x.plan(&self.server, t) {
+                Ok(g) => g,
+                Err(r) => {
+                    let id = self.echo_id();
+                    return self.reject(r.with_id(id));
+                }
+            };
+            match &plan {
+                Some(existing) if existing != &g => return self.reject(Rejection::new(
+                    Reason::InvalidRequest,
+                    "this batch mixes calls that need different credentials; send them separately",
+                )),
+                _ => plan = Some(g),
+            }
+        }
+        match plan {
+            None | Some(Grant::Unprotected) => Step::Continue,
+            Some(Grant::Exchange(params)) => {
+                let Some(subject) = self.tokens.subject.as_deref() else {
+                    return self.reject(
+                        Rejection::new(
+                            Reason::Internal,
+                            "the user token did not reach the filter: jwt_authn must keep it (forward: true)",
+                        )
+                        .with_rule("exchange.no_subject_token"),
+                    );
+                };
+                let key = cache_key(subject, self.tokens.actor.as_deref(), &params);
+                self.exchange = Some(PendingExchange { params });
+                Step::NeedToken(key)
+            }
+        }
+    }
+
+    /// The RFC 8693 call for this request's pending exchange.
+    pub fn sts_call(&mut self, cfg: &Config, nonce: u64) -> Result<StsCall, Step> {
+        let (Some(x), Some(pending), Some(subject)) = (
+            &cfg.token_exchange,
+            &self.exchange,
+            self.tokens.subject.as_deref(),
+        ) else {
+            return Err(self.reject_unexpected("token exchange"));
+        };
+        match build_call(
+            x,
+            subject,
+            self.tokens.actor.as_deref(),
+            &pending.params,
+            self.now,
+            nonce,
+        ) {
+            Ok(call) => Ok(call),
+            Err(r) => Err(self.reject(r)),
+        }
+    }
+
+    /// Reads the STS answer (`status` 0: no answer) for the exchange cache.
+    pub fn read_sts_answer(&self, status: u32, body: &[u8]) -> Result<Issued, Rejection> {
+        let lifetime = self
+            .exchange
+            .as_ref()
+            .map(|p| p.params.lifetime)
+            .unwrap_or(1);
+        parse_answer(status, body, self.now, lifetime)
+    }
+
+    /// The exchange ended: forward with the new token, or refuse (the user's token never goes).
+    pub fn on_token(&mut self, result: Result<String, Rejection>) -> Step {
+        self.exchange = None;
+        match result {
+            Ok(token) => {
+                self.edits.push(HeaderEdit::Set(
+                    "authorization".into(),
+                    format!("Bearer {token}"),
+                ));
+                Step::Continue
+            }
+            Err(r) => {
+                let id = self.echo_id();
+                self.reject(r.with_id(id))
+            }
         }
     }
 
@@ -399,6 +532,37 @@ impl RequestFlow {
             for h in id_cfg.stripped_headers() {
                 self.edits.push(HeaderEdit::Remove(h.to_string()));
             }
+            let mut token_headers = vec![id_cfg.user.token_header.as_str()];
+            if let Some(a) = &id_cfg.agent {
+                token_headers.push(a.token_header.as_str());
+            }
+            for name in &token_headers {
+                if headers
+                    .iter()
+                    .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+                    .count()
+                    > 1
+                {
+                    return self.reject(Rejection::new(
+                        Reason::InvalidHeader,
+                        format!("header `{name}` must appear at most once"),
+                    ));
+                }
+            }
+            if cfg.token_exchange.is_some() {
+                let value = |name: &str| {
+                    headers
+                        .iter()
+                        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                        .and_then(|(_, v)| std::str::from_utf8(v.as_ref()).ok())
+                        .map(|v| v.trim().to_string())
+                };
+                self.tokens.subject = value(&id_cfg.user.token_header).map(|v| match v.get(..7) {
+                    Some(p) if p.eq_ignore_ascii_case("bearer ") => v[7..].trim().to_string(),
+                    _ => v,
+                });
+                self.tokens.actor = id_cfg.agent.as_ref().and_then(|a| value(&a.token_header));
+            }
             let identity = match authenticate(id_cfg, ctx.claims, ctx.attestation_cache, ctx.now) {
                 Ok(i) => i,
                 Err(r) => return self.reject(r),
@@ -448,7 +612,7 @@ impl RequestFlow {
         if !verdict.expects_body {
             self.state = State::Forwarding;
             self.outcome = Outcome::Forwarded(None);
-            return Step::Continue;
+            return self.plan_credentials(cfg, &[]);
         }
         self.state = State::AwaitingBody {
             head: Box::new(head),
@@ -559,8 +723,15 @@ impl RequestFlow {
                 }
             }
         }
+        let targets: Vec<crate::jsonrpc::Target> = payload
+            .messages()
+            .iter()
+            .filter(|m| m.method().is_some())
+            .map(|m| m.target().clone())
+            .collect();
         self.outcome = Outcome::Forwarded(Some(payload));
-        Step::Continue
+        let refs: Vec<&crate::jsonrpc::Target> = targets.iter().collect();
+        self.plan_credentials(cfg, &refs)
     }
 
     fn reject_unexpected(&mut self, what: &str) -> Step {

@@ -98,6 +98,11 @@ impl Registry {
         self.servers.is_empty()
     }
 
+    /// All servers.
+    pub fn servers(&self) -> &[ServerEntry] {
+        &self.servers
+    }
+
     /// The server by name.
     pub fn server(&self, name: &str) -> Option<&ServerEntry> {
         self.servers.iter().find(|s| s.name == name)

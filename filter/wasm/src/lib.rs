@@ -7,7 +7,8 @@
 use log::{error, info, warn};
 use mcp_warden_core::audit;
 use mcp_warden_core::config::Config;
-use mcp_warden_core::error::{Reason, Rejection, Reply};
+use mcp_warden_core::error::{Reason, Rejection, Reply, RpcId};
+use mcp_warden_core::exchange::{Begin, ExchangeState, Issued};
 use mcp_warden_core::identity::attestation::AttestationCache;
 use mcp_warden_core::identity::metadata::{ClaimSource, HostError};
 use mcp_warden_core::pipeline::{
@@ -19,7 +20,20 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    /// The raw host call behind `resume_http_request`, whose SDK wrapper panics on an
+    /// unexpected status (e.g. a stream that went away while it waited).
+    fn proxy_continue_stream(stream_type: u32) -> u32;
+}
+
+/// Resumes the current request; false if the host refused.
+fn continue_request() -> bool {
+    // SAFETY: a plain host call with an integer argument (StreamType::HttpRequest = 0).
+    unsafe { proxy_continue_stream(0) == 0 }
+}
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -27,6 +41,7 @@ proxy_wasm::main! {{
         Box::new(WardenRoot {
             config: Rc::new(Config::default()),
             attestation_cache: Rc::new(RefCell::new(AttestationCache::default())),
+            exchanges: Rc::new(RefCell::new(ExchangeState::default())),
         })
     });
 }}
@@ -35,6 +50,7 @@ proxy_wasm::main! {{
 struct WardenRoot {
     config: Rc<Config>,
     attestation_cache: Rc<RefCell<AttestationCache>>,
+    exchanges: Rc<RefCell<ExchangeState>>,
 }
 
 impl Context for WardenRoot {}
@@ -75,9 +91,12 @@ impl RootContext for WardenRoot {
         Some(Box::new(WardenHttp {
             config: Rc::clone(&self.config),
             attestation_cache: Rc::clone(&self.attestation_cache),
+            exchanges: Rc::clone(&self.exchanges),
             flow: RequestFlow::new(),
             context_id,
             buffered: 0,
+            sts_call: None,
+            now: 0,
             response_mode: ResponseMode::Untouched,
             audited: false,
         }))
@@ -92,6 +111,11 @@ impl RootContext for WardenRoot {
 struct WardenHttp {
     config: Rc<Config>,
     attestation_cache: Rc<RefCell<AttestationCache>>,
+    exchanges: Rc<RefCell<ExchangeState>>,
+    /// The STS call this request made: (callout token, exchange key).
+    sts_call: Option<(u32, [u8; 32])>,
+    /// Seconds since the epoch at the request's start.
+    now: u64,
     flow: RequestFlow,
     context_id: u32,
     /// Size of the request body buffered so far.
@@ -102,7 +126,54 @@ struct WardenHttp {
     audited: bool,
 }
 
-impl Context for WardenHttp {}
+impl Context for WardenHttp {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        let Some((token, key)) = self.sts_call.take() else {
+            error!(
+                "mcp-warden: request {}: unexpected callout answer",
+                self.context_id
+            );
+            return;
+        };
+        if token != token_id {
+            error!(
+                "mcp-warden: request {}: answer for another callout",
+                self.context_id
+            );
+        }
+        let status = match hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status") {
+            Ok(Some(s)) => s.parse::<u32>().unwrap_or(0),
+            _ => 0,
+        };
+        let body = match hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size) {
+            Ok(b) => b.unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        let result = self.flow.read_sts_answer(status, &body);
+        if let Err(r) = &result {
+            warn!(
+                "mcp-warden: request {}: token exchange failed: {} ({})",
+                self.context_id,
+                r.detail,
+                r.rule.as_deref().unwrap_or("-")
+            );
+        }
+        self.finish_exchange(key, result.clone());
+        let step = self.flow.on_token(result.map(|i| i.access_token));
+        if self.apply(step) == Action::Continue && !continue_request() {
+            warn!(
+                "mcp-warden: request {}: could not be resumed",
+                self.context_id
+            );
+        }
+    }
+}
 
 impl WardenHttp {
     fn audit(&mut self) {
@@ -118,11 +189,148 @@ impl WardenHttp {
         }
     }
 
+    fn apply_edits(&mut self) -> bool {
+        for edit in self.flow.take_header_edits() {
+            let result = match &edit {
+                HeaderEdit::Remove(name) => {
+                    hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None)
+                }
+                HeaderEdit::Set(name, value) => {
+                    hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value))
+                }
+            };
+            if result.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn need_token(&mut self, key: [u8; 32]) -> Action {
+        let margin = self
+            .config
+            .token_exchange
+            .as_ref()
+            .map(|x| x.refresh_margin)
+            .unwrap_or(0);
+        let waiter = (self.context_id, self.flow.echo_id().map(|i| i.to_value()));
+        let begin = {
+            let Ok(mut state) = self.exchanges.try_borrow_mut() else {
+                return self.host_failure("exchange state busy");
+            };
+            state.begin(&key, waiter, self.now, margin)
+        };
+        match begin {
+            Begin::Cached(token) => {
+                let step = self.flow.on_token(Ok(token));
+                self.apply(step)
+            }
+            Begin::Wait => Action::Pause,
+            Begin::Dispatch => {
+                let call = match self.flow.sts_call(&self.config, u64::from(self.context_id)) {
+                    Ok(call) => call,
+                    Err(step) => {
+                        self.finish_exchange(
+                            key,
+                            Err(Rejection::new(
+                                Reason::Internal,
+                                "cannot build the exchange",
+                            )),
+                        );
+                        return self.apply(step);
+                    }
+                };
+                let headers: Vec<(&str, &str)> = call
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                match hostcalls::dispatch_http_call(
+                    &call.cluster,
+                    headers,
+                    Some(&call.body),
+                    vec![],
+                    Duration::from_millis(call.timeout_ms),
+                ) {
+                    Ok(token) => {
+                        self.sts_call = Some((token, key));
+                        Action::Pause
+                    }
+                    Err(status) => {
+                        warn!(
+                            "mcp-warden: request {}: cannot call the token service: {status:?}",
+                            self.context_id
+                        );
+                        let result = self.flow.read_sts_answer(0, &[]);
+                        self.finish_exchange(key, result.clone());
+                        let step = self.flow.on_token(result.map(|i| i.access_token));
+                        self.apply(step)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends an exchange: caches it and resumes (or refuses) every request that waited for it.
+    fn finish_exchange(&mut self, key: [u8; 32], result: Result<Issued, Rejection>) {
+        let waiters = match self.exchanges.try_borrow_mut() {
+            Ok(mut state) => state.finish(&key, &result, self.now),
+            Err(_) => Vec::new(),
+        };
+        for (ctx, id) in waiters {
+            if hostcalls::set_effective_context(ctx).is_err() {
+                continue;
+            }
+            match &result {
+                Ok(issued) => {
+                    let bearer = format!("Bearer {}", issued.access_token);
+                    if hostcalls::set_map_value(
+                        MapType::HttpRequestHeaders,
+                        "authorization",
+                        Some(&bearer),
+                    )
+                    .is_err()
+                        || !continue_request()
+                    {
+                        warn!("mcp-warden: request {ctx} could not be resumed after the token exchange");
+                    }
+                }
+                Err(r) => {
+                    let id = id.as_ref().and_then(RpcId::from_value);
+                    let reply = r.clone().with_id(id).to_reply();
+                    let headers: Vec<(&str, &str)> = reply
+                        .headers
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.as_str()))
+                        .collect();
+                    if hostcalls::send_http_response(reply.status, headers, Some(&reply.body))
+                        .is_err()
+                    {
+                        warn!("mcp-warden: request {ctx} could not be refused after the failed exchange");
+                    }
+                }
+            }
+        }
+        if hostcalls::set_effective_context(self.context_id).is_err() {
+            error!(
+                "mcp-warden: request {}: lost its own context",
+                self.context_id
+            );
+        }
+    }
+
     fn apply(&mut self, step: Step) -> Action {
+        if !self.apply_edits() {
+            return self.host_failure("edit request headers");
+        }
+        if let Step::NeedToken(key) = step {
+            return self.need_token(key);
+        }
         if step != Step::Pause {
             self.audit();
         }
         match step {
+            Step::NeedToken(_) => Action::Pause,
             Step::Continue => Action::Continue,
             Step::Pause => Action::Pause,
             Step::Reply(reply) => {
@@ -247,19 +455,6 @@ impl HttpContext for WardenHttp {
             self.flow
                 .on_request_headers(&self.config, &headers, end_of_stream, ctx)
         };
-        for edit in self.flow.take_header_edits() {
-            let result = match &edit {
-                HeaderEdit::Remove(name) => {
-                    hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None)
-                }
-                HeaderEdit::Set(name, value) => {
-                    hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value))
-                }
-            };
-            if result.is_err() {
-                return self.host_failure("edit request headers");
-            }
-        }
         self.apply(step)
     }
 
@@ -338,6 +533,19 @@ impl HttpContext for WardenHttp {
                 }
                 Action::Continue
             }
+        }
+    }
+
+    fn on_log(&mut self) {
+        // The request ends while its exchange is in flight: the requests waiting for it must
+        // not hang — they are refused (fail closed) and will retry.
+        if let Some((_, key)) = self.sts_call.take() {
+            let abandoned = Rejection::new(
+                Reason::ExchangeUnavailable,
+                "the token exchange was abandoned; retry",
+            )
+            .with_rule("exchange.abandoned");
+            self.finish_exchange(key, Err(abandoned));
         }
     }
 

@@ -1,0 +1,154 @@
+//! `warden check`: validates bundles, plugin configurations and Envoy files with the core.
+
+use crate::bundle;
+use crate::envoy;
+use crate::problem::Problem;
+use mcp_warden_core::config::Config;
+
+/// What kind of file a path is, by its extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A policy bundle (`.toml`).
+    Bundle,
+    /// A plugin configuration (`.json`).
+    Plugin,
+    /// An Envoy configuration (`.yaml`, `.yml`).
+    Envoy,
+}
+
+impl Kind {
+    /// The kind of `path`, or `None` for an unknown extension.
+    pub fn of(path: &str) -> Option<Kind> {
+        let ext = std::path::Path::new(path)
+            .extension()
+            .and_then(|e| e.to_str())?
+            .to_ascii_lowercase();
+        match ext.as_str() {
+            "toml" => Some(Kind::Bundle),
+            "json" => Some(Kind::Plugin),
+            "yaml" | "yml" => Some(Kind::Envoy),
+            _ => None,
+        }
+    }
+}
+
+/// Checks one file: a one-line summary when it is valid, else every problem found.
+pub fn check_file(path: &str) -> Result<String, Vec<Problem>> {
+    let kind = Kind::of(path).ok_or_else(|| {
+        vec![Problem::file(
+            path,
+            "unknown kind of file: expected a bundle (.toml), a plugin configuration (.json) or an Envoy configuration (.yaml)",
+        )]
+    })?;
+    if kind == Kind::Bundle {
+        let b = bundle::load(path).map_err(|p| vec![p])?;
+        return Ok(format!(
+            "policy bundle: {} rules, {} servers",
+            b.policy.len(),
+            b.server_names().len()
+        ));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| vec![Problem::file(path, format!("cannot read: {e}"))])?;
+    match kind {
+        Kind::Plugin => check_plugin_text(path, &text).map_err(|p| vec![p]),
+        _ => check_envoy_text(path, &text),
+    }
+}
+
+/// Checks a plugin configuration (JSON).
+pub fn check_plugin_text(file: &str, text: &str) -> Result<String, Problem> {
+    let config = Config::from_json(text.as_bytes())
+        .map_err(|e| Problem::file(file, e.message).with_field(e.field))?;
+    Ok(describe(&config))
+}
+
+/// Checks every plugin configuration of an Envoy file.
+pub fn check_envoy_text(file: &str, text: &str) -> Result<String, Vec<Problem>> {
+    let configs = envoy::plugin_configs(text).map_err(|(line, message)| {
+        vec![Problem {
+            line: Some(line),
+            ..Problem::file(file, message)
+        }]
+    })?;
+    if configs.is_empty() {
+        return Err(vec![Problem::file(
+            file,
+            "no plugin configuration found (a `configuration:` with \"@type\": type.googleapis.com/google.protobuf.StringValue)",
+        )]);
+    }
+    let mut problems = Vec::new();
+    let mut summaries = Vec::new();
+    for c in &configs {
+        match Config::from_json(c.json.as_bytes()) {
+            Ok(config) => summaries.push(format!("line {}: {}", c.line, describe(&config))),
+            Err(e) => problems.push(Problem {
+                line: Some(c.line),
+                column: Some(c.column),
+                field: Some(e.field),
+                ..Problem::file(file, format!("plugin configuration: {}", e.message))
+            }),
+        }
+    }
+    if problems.is_empty() {
+        Ok(format!(
+            "{} plugin configuration(s) ({})",
+            configs.len(),
+            summaries.join("; ")
+        ))
+    } else {
+        Err(problems)
+    }
+}
+
+fn describe(c: &Config) -> String {
+    let identity = if c.identity.is_some() {
+        "identity checks"
+    } else {
+        "no identity checks"
+    };
+    match &c.policy {
+        Some(p) => format!(
+            "plugin configuration: {identity}, policy with {} rules",
+            p.len()
+        ),
+        None => format!("plugin configuration: {identity}, no policy"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_by_extension() {
+        assert_eq!(Kind::of("a/bundle.toml"), Some(Kind::Bundle));
+        assert_eq!(Kind::of("x.JSON"), Some(Kind::Plugin));
+        assert_eq!(Kind::of("envoy/demo.yml"), Some(Kind::Envoy));
+        assert_eq!(Kind::of("README"), None);
+    }
+
+    #[test]
+    fn plugin_errors_name_the_field() {
+        let p = check_plugin_text(
+            "p.json",
+            r#"{"policy":{"rules":[{"id":"a","effect":"maybe"}]}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(p.field.as_deref(), Some("policy.rules[0].effect"));
+        assert_eq!(p.to_string().split(": ").next(), Some("p.json"));
+        assert!(check_plugin_text("p.json", "{}").is_ok());
+    }
+
+    #[test]
+    fn envoy_errors_point_at_the_value_line() {
+        let yaml = "a:\n  \"@type\": type.googleapis.com/google.protobuf.StringValue\n  value: '{\"max_json_depth\":500}'\n";
+        let ps = check_envoy_text("e.yaml", yaml).unwrap_err();
+        assert_eq!(ps.len(), 1);
+        assert_eq!(ps[0].line, Some(3));
+        assert_eq!(ps[0].field.as_deref(), Some("max_json_depth"));
+        assert!(check_envoy_text("e.yaml", "a: 1\n").is_err());
+        let ok = yaml.replace("500", "50");
+        assert!(check_envoy_text("e.yaml", &ok).is_ok());
+    }
+}

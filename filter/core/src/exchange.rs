@@ -1,0 +1,959 @@
+//! RFC 8693 token exchange: the upstream never sees the user's token. For each allowed call the
+//! gateway asks the security token service (STS) for a fresh, short-lived token for exactly that
+//! server (audience) and tool (scopes), with the agent as actor (`act`), and caches it under a
+//! SHA-256 of (subject token, actor token, audience, scopes, lifetime) until shortly before it
+//! expires.
+
+use crate::config::{err, ConfigError};
+use crate::error::{Reason, Rejection};
+use crate::jsonrpc::Target;
+use jwt_simple::prelude::*;
+use serde::Deserialize;
+use std::collections::HashMap;
+
+/// The `token_exchange` section of the plugin configuration.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawExchange {
+    /// Envoy cluster of the STS.
+    pub cluster: String,
+    /// `:authority` of the STS requests (e.g. `sts.example.com`).
+    pub authority: String,
+    /// Token endpoint path (default `/token`).
+    #[serde(default = "default_path")]
+    pub path: String,
+    /// Give up on the STS after this many milliseconds (default 2000, 100..=30000).
+    #[serde(default = "default_timeout")]
+    pub timeout_ms: u64,
+    /// How the gateway authenticates to the STS.
+    pub client_auth: RawClientAuth,
+    /// `requested_token_type` (default `urn:ietf:params:oauth:token-type:access_token`).
+    #[serde(default = "default_token_type")]
+    pub requested_token_type: String,
+    /// A cached token is not reused within this many seconds of its expiry (default 5).
+    #[serde(default = "default_margin")]
+    pub refresh_margin_seconds: u64,
+    /// Per server: audience, scopes, lifetime, or `unprotected`; and per-tool overrides.
+    pub servers: HashMap<String, RawServerExchange>,
+}
+
+fn default_path() -> String {
+    "/token".into()
+}
+fn default_timeout() -> u64 {
+    2000
+}
+fn default_token_type() -> String {
+    "urn:ietf:params:oauth:token-type:access_token".into()
+}
+fn default_margin() -> u64 {
+    5
+}
+
+/// Client authentication to the STS.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, tag = "method", rename_all = "snake_case")]
+pub enum RawClientAuth {
+    /// HTTP Basic with a client secret.
+    ClientSecretBasic {
+        /// Client id.
+        client_id: String,
+        /// Client secret.
+        client_secret: String,
+    },
+    /// A signed JWT assertion (RFC 7523), ES256.
+    PrivateKeyJwt {
+        /// Client id.
+        client_id: String,
+        /// PKCS#8 PEM of the P-256 private key.
+        key_pem: String,
+        /// `kid` header of the assertion.
+        #[serde(default)]
+        key_id: Option<String>,
+        /// `aud` of the assertion: the STS issuer or token endpoint URL.
+        audience: String,
+    },
+}
+
+/// Exchange settings for one server, with per-tool overrides.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServerExchange {
+    /// `true`: no credential at all goes upstream.
+    #[serde(default)]
+    pub unprotected: bool,
+    /// `audience` of the exchanged token (the server's resource id).
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// Scopes for requests that name no tool (initialize, lists, GET stream, …).
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Requested lifetime in seconds (default 60, 1..=3600).
+    #[serde(default = "default_lifetime")]
+    pub lifetime_seconds: u64,
+    /// Per tool: scopes / lifetime / unprotected.
+    #[serde(default)]
+    pub tools: HashMap<String, RawToolExchange>,
+}
+
+fn default_lifetime() -> u64 {
+    60
+}
+
+/// Exchange settings for one tool.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawToolExchange {
+    /// `true`: calls of this tool carry no credential.
+    #[serde(default)]
+    pub unprotected: bool,
+    /// Scopes of the tool's token.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Lifetime override.
+    #[serde(default)]
+    pub lifetime_seconds: Option<u64>,
+}
+
+/// Compiled client authentication.
+#[derive(Debug)]
+pub enum ClientAuth {
+    /// `Authorization: Basic …` (precomputed).
+    Basic(String),
+    /// Assertion signer.
+    Jwt {
+        /// Client id.
+        client_id: String,
+        /// Key.
+        key: Box<ES256KeyPair>,
+        /// Assertion audience.
+        audience: String,
+    },
+}
+
+/// What to ask the STS for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Params {
+    /// Audience.
+    pub audience: String,
+    /// Scopes (sorted, unique).
+    pub scopes: Vec<String>,
+    /// Lifetime in seconds.
+    pub lifetime: u64,
+}
+
+/// The credential plan for one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Grant {
+    /// Nothing goes upstream.
+    Unprotected,
+    /// A token exchanged with these parameters.
+    Exchange(Params),
+}
+
+#[derive(Debug, Clone)]
+struct ToolSetting {
+    unprotected: bool,
+    scopes: Vec<String>,
+    lifetime: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+struct ServerSetting {
+    unprotected: bool,
+    audience: String,
+    scopes: Vec<String>,
+    lifetime: u64,
+    tools: HashMap<String, ToolSetting>,
+}
+
+/// Compiled token exchange configuration.
+#[derive(Debug)]
+pub struct ExchangeConfig {
+    /// STS cluster.
+    pub cluster: String,
+    /// STS authority.
+    pub authority: String,
+    /// Token endpoint path.
+    pub path: String,
+    /// Timeout.
+    pub timeout_ms: u64,
+    /// Client authentication.
+    pub client_auth: ClientAuth,
+    /// Requested token type.
+    pub requested_token_type: String,
+    /// Refresh margin.
+    pub refresh_margin: u64,
+    servers: HashMap<String, ServerSetting>,
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v.dedup();
+    v
+}
+
+impl RawExchange {
+    /// Validates and compiles (`at` is the section's path, for errors).
+    pub fn compile(self, at: &str) -> Result<ExchangeConfig, ConfigError> {
+        let f = |n: &str| format!("{at}.{n}");
+        if self.cluster.trim().is_empty() {
+            return Err(err(&f("cluster"), "must name the STS cluster"));
+        }
+        if self.authority.trim().is_empty() || self.authority.contains(char::is_whitespace) {
+            return Err(err(&f("authority"), "must be a host[:port]"));
+        }
+        if !self.path.starts_with('/') {
+            return Err(err(&f("path"), "must start with `/`"));
+        }
+        if !(100..=30_000).contains(&self.timeout_ms) {
+            return Err(err(&f("timeout_ms"), "must be between 100 and 30000"));
+        }
+        let client_auth = match self.client_auth {
+            RawClientAuth::ClientSecretBasic {
+                client_id,
+                client_secret,
+            } => {
+                use base64::Engine;
+                let pair = format!(
+                    "{}:{}",
+                    form_encode(&client_id),
+                    form_encode(&client_secret)
+                );
+                ClientAuth::Basic(format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(pair)
+                ))
+            }
+            RawClientAuth::PrivateKeyJwt {
+                client_id,
+                key_pem,
+                key_id,
+                audience,
+            } => {
+                let mut key = ES256KeyPair::from_pem(&key_pem).map_err(|e| {
+                    err(
+                        &f("client_auth.key_pem"),
+                        format!("not a P-256 PKCS#8 PEM key: {e}"),
+                    )
+                })?;
+                if let Some(kid) = key_id {
+                    key = key.with_key_id(&kid);
+                }
+                ClientAuth::Jwt {
+                    client_id,
+                    key: Box::new(key),
+                    audience,
+                }
+            }
+        };
+        let mut servers = HashMap::new();
+        for (name, s) in self.servers {
+            let sf = |n: &str| format!("{at}.servers.{name}.{n}");
+            if !(1..=3600).contains(&s.lifetime_seconds) {
+                return Err(err(&sf("lifetime_seconds"), "must be between 1 and 3600"));
+            }
+            let audience = match (&s.audience, s.unprotected) {
+                (Some(a), _) if !a.trim().is_empty() => a.clone(),
+                (_, true) => String::new(),
+                _ => {
+                    return Err(err(
+                        &sf("audience"),
+                        "a protected server needs the audience of its tokens",
+                    ))
+                }
+            };
+            let mut tools = HashMap::new();
+            for (tool, t) in s.tools {
+                if let Some(l) = t.lifetime_seconds {
+                    if !(1..=3600).contains(&l) {
+                        return Err(err(
+                            &sf(&format!("tools.{tool}.lifetime_seconds")),
+                            "must be between 1 and 3600",
+                        ));
+                    }
+                }
+                if !t.unprotected && s.unprotected {
+                    return Err(err(
+                        &sf(&format!("tools.{tool}")),
+                        "an unprotected server cannot have protected tools",
+                    ));
+                }
+                tools.insert(
+                    tool,
+                    ToolSetting {
+                        unprotected: t.unprotected,
+                        scopes: sorted(t.scopes),
+                        lifetime: t.lifetime_seconds,
+                    },
+                );
+            }
+            servers.insert(
+                name,
+                ServerSetting {
+                    unprotected: s.unprotected,
+                    audience,
+                    scopes: sorted(s.scopes),
+                    lifetime: s.lifetime_seconds,
+                    tools,
+                },
+            );
+        }
+        Ok(ExchangeConfig {
+            cluster: self.cluster,
+            authority: self.authority,
+            path: self.path,
+            timeout_ms: self.timeout_ms,
+            client_auth,
+            requested_token_type: self.requested_token_type,
+            refresh_margin: self.refresh_margin_seconds,
+            servers,
+        })
+    }
+}
+
+impl ExchangeConfig {
+    /// Names of the configured servers.
+    pub fn server_names(&self) -> impl Iterator<Item = &str> {
+        self.servers.keys().map(String::as_str)
+    }
+
+    /// The credential plan for a request to `server` naming `target`.
+    pub fn plan(&self, server: &str, target: &Target) -> Result<Grant, Rejection> {
+        let Some(s) = self.servers.get(server) else {
+            return Err(Rejection::new(
+                Reason::ExchangeRefused,
+                format!("no token exchange is configured for server `{server}`"),
+            )
+            .with_rule("exchange.unknown_server"));
+        };
+        if s.unprotected {
+            return Ok(Grant::Unprotected);
+        }
+        let (scopes, lifetime) = match target {
+            Target::Tool(t) => match s.tools.get(t) {
+                Some(ts) if ts.unprotected => return Ok(Grant::Unprotected),
+                Some(ts) => (ts.scopes.clone(), ts.lifetime.unwrap_or(s.lifetime)),
+                None => (s.scopes.clone(), s.lifetime),
+            },
+            _ => (s.scopes.clone(), s.lifetime),
+        };
+        Ok(Grant::Exchange(Params {
+            audience: s.audience.clone(),
+            scopes,
+            lifetime,
+        }))
+    }
+}
+
+/// The cache key: SHA-256 over the inputs, so raw tokens are never kept as keys.
+pub fn cache_key(subject: &str, actor: Option<&str>, p: &Params) -> [u8; 32] {
+    let mut h = hmac_sha256::Hash::new();
+    for part in [
+        subject,
+        actor.unwrap_or_default(),
+        &p.audience,
+        &p.scopes.join(" "),
+    ] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    h.update(p.lifetime.to_le_bytes());
+    h.finalize()
+}
+
+/// `application/x-www-form-urlencoded` encoding of one value.
+pub fn form_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// An HTTP call to make.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StsCall {
+    /// Envoy cluster.
+    pub cluster: String,
+    /// Headers, pseudo-headers included.
+    pub headers: Vec<(String, String)>,
+    /// Form body.
+    pub body: Vec<u8>,
+    /// Timeout.
+    pub timeout_ms: u64,
+}
+
+/// Builds the RFC 8693 request. `nonce` makes the client assertion's `jti` unique.
+pub fn build_call(
+    cfg: &ExchangeConfig,
+    subject: &str,
+    actor: Option<&str>,
+    p: &Params,
+    now: u64,
+    nonce: u64,
+) -> Result<StsCall, Rejection> {
+    let mut form = vec![
+        (
+            "grant_type",
+            "urn:ietf:params:oauth:grant-type:token-exchange".to_string(),
+        ),
+        ("subject_token", subject.to_string()),
+        (
+            "subject_token_type",
+            "urn:ietf:params:oauth:token-type:access_token".to_string(),
+        ),
+        ("audience", p.audience.clone()),
+        ("requested_token_type", cfg.requested_token_type.clone()),
+        ("requested_lifetime", p.lifetime.to_string()),
+    ];
+    if !p.scopes.is_empty() {
+        form.push(("scope", p.scopes.join(" ")));
+    }
+    if let Some(a) = actor {
+        form.push(("actor_token", a.to_string()));
+        form.push((
+            "actor_token_type",
+            "urn:ietf:params:oauth:token-type:access_token".to_string(),
+        ));
+    }
+    let mut headers = vec![
+        (":method".to_string(), "POST".to_string()),
+        (":path".to_string(), cfg.path.clone()),
+        (":authority".to_string(), cfg.authority.clone()),
+        (
+            "content-type".to_string(),
+            "application/x-www-form-urlencoded".to_string(),
+        ),
+        ("accept".to_string(), "application/json".to_string()),
+    ];
+    match &cfg.client_auth {
+        ClientAuth::Basic(h) => headers.push(("authorization".to_string(), h.clone())),
+        ClientAuth::Jwt {
+            client_id,
+            key,
+            audience,
+        } => {
+            let mut jti = hmac_sha256::Hash::new();
+            jti.update(now.to_le_bytes());
+            jti.update(nonce.to_le_bytes());
+            jti.update(subject.as_bytes());
+            let jti: String = jti
+                .finalize()
+                .iter()
+                .take(16)
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            let mut claims = Claims::create(Duration::from_secs(60))
+                .with_issuer(client_id)
+                .with_subject(client_id)
+                .with_audience(audience)
+                .with_jwt_id(jti);
+            claims.issued_at = Some(UnixTimeStamp::from_secs(now));
+            claims.expires_at = Some(UnixTimeStamp::from_secs(now + 60));
+            claims.invalid_before = Some(UnixTimeStamp::from_secs(now));
+            let assertion = key.sign(claims).map_err(|e| {
+                Rejection::new(
+                    Reason::Internal,
+                    format!("cannot sign the client assertion: {e}"),
+                )
+                .with_rule("exchange.client_auth")
+            })?;
+            form.push(("client_id", client_id.clone()));
+            form.push((
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".to_string(),
+            ));
+            form.push(("client_assertion", assertion));
+        }
+    }
+    let body = form
+        .iter()
+        .map(|(k, v)| format!("{k}={}", form_encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+        .into_bytes();
+    Ok(StsCall {
+        cluster: cfg.cluster.clone(),
+        headers,
+        body,
+        timeout_ms: cfg.timeout_ms,
+    })
+}
+
+/// A token issued by the STS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issued {
+    /// The access token.
+    pub access_token: String,
+    /// Seconds since the epoch when it expires.
+    pub expires_at: u64,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    token_type: String,
+    #[serde(default)]
+    expires_in: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct ErrorResponse {
+    error: String,
+    #[serde(default)]
+    error_description: Option<String>,
+}
+
+/// Reads the STS answer: `status` 0 means the call itself failed (no answer).
+pub fn parse_answer(
+    status: u32,
+    body: &[u8],
+    now: u64,
+    requested_lifetime: u64,
+) -> Result<Issued, Rejection> {
+    let unavailable = |detail: String, rule: &str| {
+        Rejection::new(Reason::ExchangeUnavailable, detail).with_rule(rule)
+    };
+    if status == 0 {
+        return Err(unavailable(
+            "the token service did not answer".into(),
+            "exchange.unavailable",
+        ));
+    }
+    if status >= 500 {
+        return Err(unavailable(
+            format!("the token service failed (HTTP {status})"),
+            "exchange.unavailable",
+        ));
+    }
+    if status != 200 {
+        let detail = match serde_json::from_slice::<ErrorResponse>(body) {
+            Ok(e) => format!(
+                "the token service refused the exchange: {}{}",
+                e.error
+                    .chars()
+                    .filter(|c| c.is_ascii_graphic())
+                    .take(64)
+                    .collect::<String>(),
+                e.error_description
+                    .map(|d| format!(" ({})", d.chars().take(200).collect::<String>()))
+                    .unwrap_or_default()
+            ),
+            Err(_) => format!("the token service refused the exchange (HTTP {status})"),
+        };
+        return Err(Rejection::new(Reason::ExchangeRefused, detail).with_rule("exchange.refused"));
+    }
+    let t: TokenResponse = serde_json::from_slice(body).map_err(|_| {
+        unavailable(
+            "the token service answered something that is not a token response".into(),
+            "exchange.invalid_response",
+        )
+    })?;
+    if !t.token_type.eq_ignore_ascii_case("bearer") && !t.token_type.eq_ignore_ascii_case("n_a") {
+        return Err(unavailable(
+            format!(
+                "unexpected token_type `{}`",
+                t.token_type.chars().take(32).collect::<String>()
+            ),
+            "exchange.invalid_response",
+        ));
+    }
+    if t.access_token.is_empty() || !t.access_token.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+        return Err(unavailable(
+            "the issued token is not a valid bearer token".into(),
+            "exchange.invalid_response",
+        ));
+    }
+    let lifetime = t
+        .expires_in
+        .unwrap_or(requested_lifetime)
+        .min(requested_lifetime.max(1) * 2);
+    Ok(Issued {
+        access_token: t.access_token,
+        expires_at: now + lifetime,
+    })
+}
+
+/// Exchanged tokens by cache key, per worker.
+#[derive(Debug, Default)]
+pub struct TokenCache {
+    entries: HashMap<[u8; 32], Issued>,
+}
+
+/// Most cached tokens; when full, expired ones go, then all.
+pub const TOKEN_CACHE_CAPACITY: usize = 10_000;
+
+impl TokenCache {
+    /// A token still valid for more than `margin` seconds.
+    pub fn get(&self, key: &[u8; 32], now: u64, margin: u64) -> Option<&Issued> {
+        self.entries
+            .get(key)
+            .filter(|t| t.expires_at > now + margin)
+    }
+
+    /// Stores a token.
+    pub fn put(&mut self, key: [u8; 32], issued: Issued, now: u64) {
+        if self.entries.len() >= TOKEN_CACHE_CAPACITY {
+            self.entries.retain(|_, t| t.expires_at > now);
+            if self.entries.len() >= TOKEN_CACHE_CAPACITY {
+                self.entries.clear();
+            }
+        }
+        self.entries.insert(key, issued);
+    }
+
+    /// Number of cached tokens.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the cache is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// What a request needs from the STS, as the pipeline hands it to the adapter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRequest {
+    /// Cache / single-flight key.
+    pub key: [u8; 32],
+    /// The call to make if nobody is making it yet.
+    pub call: StsCall,
+    /// Requested lifetime (bounds what the answer may claim).
+    pub lifetime: u64,
+}
+
+/// Whether a request may use a cached token, must wait for an exchange in flight, or must
+/// make the exchange itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Begin {
+    /// A cached token.
+    Cached(String),
+    /// Another request is exchanging the same inputs: wait for it.
+    Wait,
+    /// Make the call.
+    Dispatch,
+}
+
+/// A request waiting for an exchange: its context id and the JSON-RPC id to echo on failure.
+pub type Waiter = (u32, Option<serde_json::Value>);
+
+/// Token cache plus exchanges in flight (per worker): concurrent requests for the same key
+/// cause one exchange.
+#[derive(Debug, Default)]
+pub struct ExchangeState {
+    /// Issued tokens.
+    pub cache: TokenCache,
+    inflight: HashMap<[u8; 32], Vec<Waiter>>,
+}
+
+impl ExchangeState {
+    /// Registers a request for `key`.
+    pub fn begin(&mut self, key: &[u8; 32], waiter: Waiter, now: u64, margin: u64) -> Begin {
+        if let Some(t) = self.cache.get(key, now, margin) {
+            return Begin::Cached(t.access_token.clone());
+        }
+        match self.inflight.get_mut(key) {
+            Some(waiters) => {
+                waiters.push(waiter);
+                Begin::Wait
+            }
+            None => {
+                self.inflight.insert(*key, Vec::new());
+                Begin::Dispatch
+            }
+        }
+    }
+
+    /// The exchange for `key` ended: caches a success and returns the requests that waited.
+    pub fn finish(
+        &mut self,
+        key: &[u8; 32],
+        result: &Result<Issued, Rejection>,
+        now: u64,
+    ) -> Vec<Waiter> {
+        if let Ok(issued) = result {
+            self.cache.put(*key, issued.clone(), now);
+        }
+        self.inflight.remove(key).unwrap_or_default()
+    }
+
+    /// Exchanges in flight.
+    pub fn in_flight(&self) -> usize {
+        self.inflight.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    fn config(auth: serde_json::Value) -> ExchangeConfig {
+        let raw = json!({
+            "cluster": "sts", "authority": "idp:4000", "client_auth": auth,
+            "servers": {
+                "demo": {"audience": "http://up/mcp", "scopes": ["mcp:tools"], "lifetime_seconds": 30,
+                         "tools": {"delete_file": {"scopes": ["files:delete", "mcp:tools"]}, "echo": {"unprotected": true}}},
+                "public": {"unprotected": true}
+            }
+        });
+        serde_json::from_value::<RawExchange>(raw)
+            .unwrap()
+            .compile("token_exchange")
+            .unwrap()
+    }
+
+    fn basic() -> ExchangeConfig {
+        config(
+            json!({"method": "client_secret_basic", "client_id": "mcp-warden", "client_secret": "s3cr:t"}),
+        )
+    }
+
+    #[test]
+    fn plans_follow_server_and_tool_settings() {
+        let c = basic();
+        let p = |s: &str, t: Target| c.plan(s, &t);
+        assert_eq!(
+            p("demo", Target::Tool("delete_file".into())).unwrap(),
+            Grant::Exchange(Params {
+                audience: "http://up/mcp".into(),
+                scopes: vec!["files:delete".into(), "mcp:tools".into()],
+                lifetime: 30
+            })
+        );
+        assert_eq!(
+            p("demo", Target::Tool("echo".into())).unwrap(),
+            Grant::Unprotected
+        );
+        assert_eq!(
+            p("demo", Target::None).unwrap(),
+            Grant::Exchange(Params {
+                audience: "http://up/mcp".into(),
+                scopes: vec!["mcp:tools".into()],
+                lifetime: 30
+            })
+        );
+        assert_eq!(
+            p("public", Target::Tool("x".into())).unwrap(),
+            Grant::Unprotected
+        );
+        assert_eq!(
+            p("ghost", Target::None).unwrap_err().rule.as_deref(),
+            Some("exchange.unknown_server")
+        );
+    }
+
+    #[test]
+    fn request_is_an_rfc_8693_form_post_with_basic_auth() {
+        let c = basic();
+        let params = Params {
+            audience: "http://up/mcp".into(),
+            scopes: vec!["a".into(), "b".into()],
+            lifetime: 30,
+        };
+        let call = build_call(&c, "user.tok", Some("agent.tok"), &params, 1000, 1).unwrap();
+        assert_eq!(call.cluster, "sts");
+        let h = |k: &str| {
+            call.headers
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+                .unwrap()
+        };
+        assert_eq!(h(":authority"), "idp:4000");
+        assert_eq!(h(":path"), "/token");
+        assert_eq!(h("authorization"), "Basic bWNwLXdhcmRlbjpzM2NyJTNBdA==");
+        let body = String::from_utf8(call.body).unwrap();
+        assert!(
+            body.contains("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange")
+        );
+        assert!(body.contains("subject_token=user.tok") && body.contains("actor_token=agent.tok"));
+        assert!(body.contains("audience=http%3A%2F%2Fup%2Fmcp") && body.contains("scope=a+b"));
+    }
+
+    #[test]
+    fn private_key_jwt_signs_an_assertion() {
+        let key = ES256KeyPair::generate();
+        let pem = key.to_pem().unwrap();
+        let c = config(
+            json!({"method": "private_key_jwt", "client_id": "mcp-warden-pkjwt", "key_pem": pem, "key_id": "k1", "audience": "http://idp"}),
+        );
+        let params = Params {
+            audience: "x".into(),
+            scopes: vec![],
+            lifetime: 30,
+        };
+        let call = build_call(&c, "u", None, &params, 1_800_000_000, 7).unwrap();
+        let body = String::from_utf8(call.body).unwrap();
+        let assertion = body
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("client_assertion="))
+            .unwrap();
+        let opts = VerificationOptions {
+            artificial_time: Some(UnixTimeStamp::from_secs(1_800_000_010)),
+            ..VerificationOptions::default()
+        };
+        let claims = key
+            .public_key()
+            .verify_token::<NoCustomClaims>(assertion, Some(opts))
+            .unwrap();
+        assert_eq!(claims.subject.as_deref(), Some("mcp-warden-pkjwt"));
+        assert!(!call.headers.iter().any(|(k, _)| k == "authorization"));
+        let other = build_call(&c, "u", None, &params, 1_800_000_000, 8).unwrap();
+        assert_ne!(
+            other.body,
+            String::from_utf8(body.into_bytes()).unwrap().into_bytes()
+        );
+    }
+
+    #[test]
+    fn answers_map_to_the_right_errors() {
+        let ok = parse_answer(200, br#"{"access_token":"abc.def","token_type":"Bearer","expires_in":30,"issued_token_type":"x"}"#, 100, 30).unwrap();
+        assert_eq!(
+            ok,
+            Issued {
+                access_token: "abc.def".into(),
+                expires_at: 130
+            }
+        );
+        let reason = |s, b: &[u8]| parse_answer(s, b, 0, 30).unwrap_err();
+        assert_eq!(reason(0, b"").reason, Reason::ExchangeUnavailable);
+        assert_eq!(reason(503, b"down").reason, Reason::ExchangeUnavailable);
+        let refused = reason(
+            400,
+            br#"{"error":"invalid_scope","error_description":"too wide"}"#,
+        );
+        assert_eq!(
+            (refused.reason, refused.detail.contains("invalid_scope")),
+            (Reason::ExchangeRefused, true)
+        );
+        assert_eq!(
+            reason(200, b"<html>").rule.as_deref(),
+            Some("exchange.invalid_response")
+        );
+        assert_eq!(
+            reason(200, br#"{"access_token":"a b","token_type":"Bearer"}"#).reason,
+            Reason::ExchangeUnavailable
+        );
+        assert_eq!(
+            reason(200, br#"{"access_token":"a","token_type":"mac"}"#).reason,
+            Reason::ExchangeUnavailable
+        );
+    }
+
+    #[test]
+    fn cache_keys_hash_all_inputs_and_tokens_expire_early() {
+        let p = Params {
+            audience: "a".into(),
+            scopes: vec!["s".into()],
+            lifetime: 30,
+        };
+        let k = cache_key("u", Some("g"), &p);
+        assert_ne!(k, cache_key("u", None, &p));
+        assert_ne!(k, cache_key("u2", Some("g"), &p));
+        assert_ne!(
+            k,
+            cache_key(
+                "u",
+                Some("g"),
+                &Params {
+                    scopes: vec!["t".into()],
+                    ..p.clone()
+                }
+            )
+        );
+        assert_ne!(
+            cache_key("ab", Some("c"), &p),
+            cache_key("a", Some("bc"), &p)
+        );
+        let mut cache = TokenCache::default();
+        cache.put(
+            k,
+            Issued {
+                access_token: "t".into(),
+                expires_at: 100,
+            },
+            0,
+        );
+        assert!(cache.get(&k, 90, 5).is_some());
+        assert!(cache.get(&k, 96, 5).is_none());
+    }
+
+    #[test]
+    fn concurrent_requests_share_one_exchange() {
+        let mut s = ExchangeState::default();
+        let k = [7u8; 32];
+        assert_eq!(s.begin(&k, (1, None), 0, 5), Begin::Dispatch);
+        for ctx in 2..=50 {
+            assert_eq!(s.begin(&k, (ctx, None), 0, 5), Begin::Wait);
+        }
+        let waiters = s.finish(
+            &k,
+            &Ok(Issued {
+                access_token: "t".into(),
+                expires_at: 60,
+            }),
+            0,
+        );
+        assert_eq!(waiters.len(), 49);
+        assert_eq!(s.begin(&k, (51, None), 10, 5), Begin::Cached("t".into()));
+        assert_eq!(s.in_flight(), 0);
+        // A failure is not cached: the next request tries again.
+        let k2 = [8u8; 32];
+        assert_eq!(s.begin(&k2, (1, None), 0, 5), Begin::Dispatch);
+        s.finish(
+            &k2,
+            &Err(Rejection::new(Reason::ExchangeUnavailable, "down")),
+            0,
+        );
+        assert_eq!(s.begin(&k2, (2, None), 0, 5), Begin::Dispatch);
+    }
+
+    #[test]
+    fn config_errors_name_the_field() {
+        let field = |raw: serde_json::Value| {
+            serde_json::from_value::<RawExchange>(raw)
+                .unwrap()
+                .compile("token_exchange")
+                .unwrap_err()
+                .field
+        };
+        let auth = json!({"method": "client_secret_basic", "client_id": "a", "client_secret": "b"});
+        assert_eq!(
+            field(
+                json!({"cluster": "sts", "authority": "a", "client_auth": auth, "servers": {"s": {}}})
+            ),
+            "token_exchange.servers.s.audience"
+        );
+        assert_eq!(
+            field(
+                json!({"cluster": "sts", "authority": "a", "client_auth": auth, "timeout_ms": 5, "servers": {}})
+            ),
+            "token_exchange.timeout_ms"
+        );
+        assert_eq!(
+            field(
+                json!({"cluster": "sts", "authority": "a", "client_auth": {"method": "private_key_jwt", "client_id": "a", "key_pem": "x", "audience": "b"}, "servers": {}})
+            ),
+            "token_exchange.client_auth.key_pem"
+        );
+        assert_eq!(
+            field(
+                json!({"cluster": "sts", "authority": "a", "client_auth": auth, "servers": {"s": {"unprotected": true, "tools": {"t": {}}}}})
+            ),
+            "token_exchange.servers.s.tools.t"
+        );
+    }
+}
