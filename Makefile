@@ -12,12 +12,12 @@ WASM_BINDGEN_VERSION := 0.2.130
 
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: help setup build test lint unit wasm-unit e2e demo bench clean
+.PHONY: help setup build test lint unit wasm-unit policies e2e demo bench clean
 
 help:
 	@echo "make setup  - install toolchain targets, the pinned Envoy, npm and pip packages (idempotent)"
 	@echo "make build  - build $(WASM)"
-	@echo "make test   - fmt, clippy (host+wasm), core unit tests (native + wasm32), end-to-end suite"
+	@echo "make test   - fmt, clippy (host+wasm), unit tests (native + wasm32), policy bundles, end-to-end suite"
 	@echo "make demo   - run Envoy + mcp-warden + demo MCP server on 127.0.0.1:10000 (Ctrl-C stops all)"
 
 setup:
@@ -33,16 +33,20 @@ lint: setup
 	cargo clippy -p mcp-warden-core -p mcp-warden --target $(WASM_TARGET) -- -D warnings
 
 unit: setup
-	cargo test -p mcp-warden-core -p mcp-warden
+	cargo test -p mcp-warden-core -p mcp-warden -p mcp-warden-cli
+
+policies: setup
+	cargo run -q -p mcp-warden-cli -- check policies/*/bundle.toml envoy/*.yaml
+	cargo run -q -p mcp-warden-cli -- test policies/*/
 
 wasm-unit: setup
 	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
 	  cargo test -p mcp-warden-core --target wasm32-unknown-unknown
 
 e2e: build
-	cargo test -p mcp-warden-integration-tests -- --test-threads=2
+	cargo test --no-fail-fast -p mcp-warden-integration-tests -- --test-threads=2
 
-test: lint unit wasm-unit e2e
+test: lint unit wasm-unit policies e2e
 	@echo "make test: all green"
 
 demo: build

@@ -30,8 +30,22 @@ use std::time::{Duration, Instant};
 /// Where `cargo build --release -p mcp-warden --target wasm32-wasip1` puts the filter,
 /// relative to the repository root. `envoy/demo.yaml` names the same relative path.
 pub const WASM_REL_PATH: &str = "target/wasm32-wasip1/release/mcp_warden.wasm";
-/// The plugin configuration in `envoy/demo.yaml`.
+/// The plugin configuration of `envoy/demo.yaml` without its `identity` section (see
+/// [`EnvoyConfig::demo_without_identity`]); [`demo_plugin_config`] reads the full one.
 pub const DEMO_PLUGIN_CONFIG: &str = r#"{"max_body_bytes": 1048576, "max_json_depth": 64}"#;
+/// The issuer the demo IdP is started with and `envoy/demo.yaml` trusts. The IdP listens on any
+/// free port; only the `idp` cluster's `port_value: 4000` is substituted.
+pub const IDP_ISSUER: &str = "http://127.0.0.1:4000";
+/// The `idp` cluster's port in `envoy/demo.yaml`.
+pub const IDP_TEMPLATE_PORT: u16 = 4000;
+/// The resource identifier of the demo gateway (the tokens' audience). A logical name: it
+/// stays `…:10000/mcp` whatever port the test's listener has.
+pub const MCP_RESOURCE: &str = "http://127.0.0.1:10000/mcp";
+/// The RFC 9728 metadata URL the filter's `WWW-Authenticate` challenges point to.
+pub const RESOURCE_METADATA_URL: &str =
+    "http://127.0.0.1:10000/.well-known/oauth-protected-resource/mcp";
+/// The scopes the SDK scenario needs (tools, resources and prompts).
+pub const ALL_MCP_SCOPES: &str = "mcp:tools mcp:resources mcp:prompts";
 
 const BUILD_WASM: &str = "cd <repo> && cargo build --release -p mcp-warden --target wasm32-wasip1";
 const INSTALL_ENVOY: &str =
@@ -386,6 +400,295 @@ impl McpServer {
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}/mcp", self.port)
     }
+
+    /// Every HTTP request to `/mcp` the server has logged so far (one JSON object each, with
+    /// `method`, `rpc`, the identity headers it received — `x-mcp-user`, `x-mcp-agent`,
+    /// `x-mcp-delegation` — and `saw_authorization` / `saw_agent_token`). The server writes the
+    /// line when the request arrives, before answering, so a request that got a response from
+    /// the server is always in it.
+    pub fn mcp_requests(&self) -> Vec<serde_json::Value> {
+        self.proc
+            .log()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["ev"] == "req" && v["path"] == "/mcp")
+            .collect()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// demo IdP (Node, oidc-provider) and tokens
+
+/// `node integration-tests/stack/idp/idp.mjs --port P --issuer http://127.0.0.1:4000
+/// --attestation-key idp/demo-keys/attestation-key.pem --test-mode`: the demo IdP on a free
+/// port, with the issuer `envoy/demo.yaml` trusts and the attester key whose public half is in
+/// its plugin config.
+pub struct Idp {
+    pub port: u16,
+    pub proc: Proc,
+}
+
+/// A user token and the token of an agent acting for that user.
+#[derive(Clone, Debug)]
+pub struct Tokens {
+    pub user: String,
+    pub agent: String,
+}
+
+impl Tokens {
+    /// The headers that carry them: `Authorization: Bearer <user>`, `x-agent-token: <agent>`.
+    pub fn headers(&self) -> Vec<(String, String)> {
+        vec![
+            ("Authorization".into(), format!("Bearer {}", self.user)),
+            ("x-agent-token".into(), self.agent.clone()),
+        ]
+    }
+}
+
+impl Idp {
+    pub fn start(ctx: &TestCtx) -> Idp {
+        require_node_stack();
+        let script = stack_dir().join("idp/idp.mjs");
+        require_file(&script, "the demo IdP script", INSTALL_NODE);
+        let key = stack_dir().join("idp/demo-keys/attestation-key.pem");
+        require_file(
+            &key,
+            "the demo attestation key",
+            "git checkout integration-tests/stack/idp/demo-keys",
+        );
+        require_file(
+            &stack_dir().join("node_modules/oidc-provider/package.json"),
+            "oidc-provider (integration-tests/stack/node_modules)",
+            INSTALL_NODE,
+        );
+        let port = free_port();
+        let mut cmd = Command::new("node");
+        cmd.current_dir(stack_dir())
+            .arg(&script)
+            .args(["--port", &port.to_string(), "--issuer", IDP_ISSUER])
+            .arg("--attestation-key")
+            .arg(&key)
+            .arg("--test-mode");
+        let mut proc = Proc::spawn(ctx, "idp", cmd);
+        let healthy = wait_for(Duration::from_secs(30), Duration::from_millis(100), || {
+            if let Some(st) = proc.try_wait() {
+                panic!("IdP exited early ({st}):\n{}", tail(&proc.log(), 50));
+            }
+            match HttpRequest::get("/healthz")
+                .timeout(Duration::from_secs(2))
+                .send(port)
+            {
+                Ok(r) if r.status == 200 => Some(()),
+                _ => None,
+            }
+        });
+        if healthy.is_none() {
+            panic!(
+                "IdP not healthy on port {port} after 30 s:\n{}",
+                tail(&proc.log(), 50)
+            );
+        }
+        Idp { port, proc }
+    }
+
+    fn expect_ok(&self, what: &str, resp: io::Result<HttpResponse>) -> serde_json::Value {
+        let resp = resp.unwrap_or_else(|e| panic!("IdP {what}: {e}"));
+        assert_eq!(resp.status, 200, "IdP {what}:\n{resp}");
+        resp.json()
+            .unwrap_or_else(|e| panic!("IdP {what}: not JSON ({e}):\n{resp}"))
+    }
+
+    /// POSTs a JSON body to a test-mode endpoint and returns the JSON answer (panics unless 200).
+    pub fn post_json(&self, path: &str, body: &serde_json::Value) -> serde_json::Value {
+        let resp = HttpRequest::new("POST", path)
+            .header("Content-Type", "application/json")
+            .body(body.to_string())
+            .send(self.port);
+        self.expect_ok(&format!("POST {path} {body}"), resp)
+    }
+
+    /// POSTs a form to `/token` (optionally with HTTP Basic client authentication).
+    pub fn token_request(
+        &self,
+        fields: &[(&str, &str)],
+        basic: Option<(&str, &str)>,
+    ) -> io::Result<HttpResponse> {
+        let form: Vec<String> = fields
+            .iter()
+            .map(|(k, v)| format!("{}={}", form_encode(k), form_encode(v)))
+            .collect();
+        let mut req = HttpRequest::new("POST", "/token")
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(form.join("&"));
+        if let Some((id, secret)) = basic {
+            let cred = b64_encode(format!("{id}:{secret}").as_bytes(), B64_STD);
+            req = req.header("Authorization", &format!("Basic {cred}"));
+        }
+        req.send(self.port)
+    }
+
+    fn access_token(&self, what: &str, resp: io::Result<HttpResponse>) -> String {
+        let v = self.expect_ok(what, resp);
+        v["access_token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("IdP {what}: no access_token in {v}"))
+            .to_string()
+    }
+
+    /// A user token (the demo password grant of client `demo-cli`) for `user` (alice, bob,
+    /// carol, dave) with the requested scopes (granted = requested ∩ the user's), audience
+    /// [`MCP_RESOURCE`].
+    pub fn user_token(&self, user: &str, scope: &str) -> String {
+        let password = format!("{user}-pw");
+        let resp = self.token_request(
+            &[
+                ("grant_type", "urn:mcp-warden:grant-type:demo-password"),
+                ("client_id", "demo-cli"),
+                ("username", user),
+                ("password", &password),
+                ("resource", MCP_RESOURCE),
+                ("scope", scope),
+            ],
+            None,
+        );
+        self.access_token(&format!("user token for {user} ({scope})"), resp)
+    }
+
+    /// An agent token (the agent-delegation grant) for `agent` (`agent-claude`,
+    /// `agent-scraper`) acting for the owner of `user_token`, with the requested scopes.
+    pub fn agent_token(&self, agent: &str, user_token: &str, scope: &str) -> String {
+        let secret = format!("{agent}-secret");
+        let resp = self.token_request(
+            &[
+                ("grant_type", "urn:mcp-warden:grant-type:agent-delegation"),
+                ("subject_token", user_token),
+                ("resource", MCP_RESOURCE),
+                ("scope", scope),
+                ("purpose", "mcp-warden end-to-end test"),
+            ],
+            Some((agent, &secret)),
+        );
+        self.access_token(&format!("agent token for {agent}"), resp)
+    }
+
+    /// A user token for `user` and a token of `agent` acting for that user, same scopes.
+    pub fn tokens(&self, user: &str, agent: &str, scope: &str) -> Tokens {
+        let user = self.user_token(user, scope);
+        let agent = self.agent_token(agent, &user, scope);
+        Tokens { user, agent }
+    }
+
+    /// `POST /test/mint` (see `integration-tests/stack/idp/README.md`): `{"token","header","claims"}`.
+    pub fn mint(&self, spec: serde_json::Value) -> serde_json::Value {
+        self.post_json("/test/mint", &spec)
+    }
+
+    /// The token of [`Idp::mint`].
+    pub fn mint_token(&self, spec: serde_json::Value) -> String {
+        let v = self.mint(spec);
+        v["token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no token in mint answer {v}"))
+            .to_string()
+    }
+
+    /// `POST /test/rotate`: a new signing key; `{"kid": new, "kids": [new, …old]}`.
+    pub fn rotate(&self) -> serde_json::Value {
+        self.post_json("/test/rotate", &serde_json::json!({}))
+    }
+
+    /// `GET /stats`.
+    pub fn stats(&self) -> serde_json::Value {
+        let resp = HttpRequest::get("/stats").send(self.port);
+        self.expect_ok("GET /stats", resp)
+    }
+}
+
+/// `application/x-www-form-urlencoded` encoding of one name or value.
+pub fn form_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            _ => {
+                let _ = write!(out, "%{b:02X}");
+            }
+        }
+    }
+    out
+}
+
+/// The standard base64 alphabet (with `=` padding).
+pub const B64_STD: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+/// The base64url alphabet (JWTs: no padding).
+pub const B64_URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// Base64 with the given alphabet; padded for [`B64_STD`], unpadded for [`B64_URL`].
+pub fn b64_encode(data: &[u8], alphabet: &[u8; 64]) -> String {
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, b)| acc | u32::from(*b) << (16 - 8 * i));
+        let chars = chunk.len() + 1;
+        for i in 0..4 {
+            if i < chars {
+                out.push(alphabet[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else if alphabet == B64_STD {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Decodes base64 or base64url, padded or not; `None` on a character of neither alphabet.
+pub fn b64_decode(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in text.trim_end_matches('=').bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => return None,
+        };
+        acc = acc << 6 | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits & 0xff) as u8);
+        }
+    }
+    Some(out)
+}
+
+/// The decoded payload (claims) of a JWT.
+pub fn jwt_payload(token: &str) -> serde_json::Value {
+    let part = token
+        .split('.')
+        .nth(1)
+        .unwrap_or_else(|| panic!("not a JWT: {token:.40}…"));
+    let bytes = b64_decode(part).unwrap_or_else(|| panic!("JWT payload is not base64url"));
+    serde_json::from_slice(&bytes).expect("JWT payload is JSON")
+}
+
+/// The same JWT with its payload replaced (the signature is kept, so it no longer matches).
+pub fn jwt_with_payload(token: &str, payload: &serde_json::Value) -> String {
+    let parts: Vec<&str> = token.split('.').collect();
+    assert_eq!(parts.len(), 3, "not a JWS compact token");
+    format!(
+        "{}.{}.{}",
+        parts[0],
+        b64_encode(payload.to_string().as_bytes(), B64_URL),
+        parts[2]
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -404,18 +707,33 @@ pub struct EnvoyConfig {
     pub plugin_config: Option<String>,
     pub with_filter: bool,
     pub replacements: Vec<(String, String)>,
+    /// Other http filters removed (every item of that name).
+    pub removed_filters: Vec<String>,
 }
 
 impl EnvoyConfig {
-    /// `envoy/demo.yaml` with its upstream (8101) pointed at `upstream_port`.
-    pub fn demo(upstream_port: u16) -> Self {
+    /// `envoy/demo.yaml` with its upstream (8101) pointed at `upstream_port` and its `idp`
+    /// cluster (4000) at `idp_port` (an [`Idp`] started before Envoy: the listener waits for the
+    /// first JWKS fetch).
+    pub fn demo(upstream_port: u16, idp_port: u16) -> Self {
         EnvoyConfig {
             template: repo_root().join("envoy/demo.yaml"),
-            upstreams: vec![(8101, upstream_port)],
+            upstreams: vec![(8101, upstream_port), (IDP_TEMPLATE_PORT, idp_port)],
             plugin_config: None,
             with_filter: true,
             replacements: Vec::new(),
+            removed_filters: Vec::new(),
         }
+    }
+
+    /// `envoy/demo.yaml` without identity: no `jwt_authn` filter and the plugin config without
+    /// its `identity` section ([`DEMO_PLUGIN_CONFIG`]), so no IdP is needed. For tests of what
+    /// does not depend on the caller (config refusal, controls).
+    pub fn demo_without_identity(upstream_port: u16) -> Self {
+        let mut c = EnvoyConfig::demo(upstream_port, 1).plugin_config(DEMO_PLUGIN_CONFIG);
+        c.removed_filters
+            .push("envoy.filters.http.jwt_authn".into());
+        c
     }
 
     /// Another template (path relative to the repository root).
@@ -488,8 +806,42 @@ impl EnvoyConfig {
         } else {
             y = remove_filter(&y, "envoy.filters.http.wasm", &self.template);
         }
+        for f in &self.removed_filters {
+            // Every item of that name (the demo has one jwt_authn filter per token kind).
+            y = remove_filter(&y, f, &self.template);
+            let marker = format!("- name: {f}");
+            while y.lines().any(|l| l.trim_start() == marker) {
+                y = remove_filter(&y, f, &self.template);
+            }
+        }
         y
     }
+}
+
+/// The plugin JSON configuration of `envoy/demo.yaml` (the single-quoted `value:` after the
+/// StringValue `@type`), so tests can derive variants from it.
+pub fn demo_plugin_config() -> serde_json::Value {
+    let path = repo_root().join("envoy/demo.yaml");
+    let yaml = fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let mut after_type = false;
+    for line in yaml.lines() {
+        let t = line.trim_start();
+        if after_type {
+            if let Some(v) = t.strip_prefix("value:") {
+                let v = v.trim();
+                let inner = v
+                    .strip_prefix('\'')
+                    .and_then(|v| v.strip_suffix('\''))
+                    .unwrap_or_else(|| panic!("plugin value is not single-quoted: {v:.60}"));
+                let json = inner.replace("''", "'");
+                // YAML single-quoted scalars keep backslashes literally; JSON reads `\n`.
+                return serde_json::from_str(&json)
+                    .unwrap_or_else(|e| panic!("plugin config in demo.yaml is not JSON: {e}"));
+            }
+        }
+        after_type = t.contains("type.googleapis.com/google.protobuf.StringValue");
+    }
+    panic!("no plugin `value:` line in {}", path.display());
 }
 
 /// Replaces the `value: '...'` line that follows the plugin's StringValue `@type` line.
@@ -739,6 +1091,17 @@ impl HttpRequest {
     pub fn header(mut self, name: &str, value: &str) -> Self {
         self.headers.push((name.to_string(), value.to_string()));
         self
+    }
+
+    /// Adds these headers.
+    pub fn headers(mut self, headers: &[(String, String)]) -> Self {
+        self.headers.extend(headers.iter().cloned());
+        self
+    }
+
+    /// Adds `Authorization: Bearer <user>` and `x-agent-token: <agent>`.
+    pub fn tokens(self, tokens: &Tokens) -> Self {
+        self.headers(&tokens.headers())
     }
 
     /// Sets (replaces) a header.
@@ -1053,6 +1416,60 @@ impl HttpStream {
     }
 }
 
+/// The JSON-RPC message of a response that is either JSON or an SSE stream (the last event
+/// with JSON data: the response comes after any notifications).
+pub fn rpc_message(resp: &HttpResponse) -> Option<serde_json::Value> {
+    if resp
+        .header("content-type")
+        .is_some_and(|c| c.starts_with("text/event-stream"))
+    {
+        let body = resp.body_str().replace("\r\n", "\n");
+        body.split("\n\n").filter_map(sse_data).last()
+    } else {
+        resp.json().ok()
+    }
+}
+
+/// The MCP protocol version the raw-HTTP tests speak.
+pub const RAW_PROTOCOL_VERSION: &str = "2025-06-18";
+
+/// Opens an MCP session over raw HTTP at 127.0.0.1:`port` (`initialize`, then
+/// `notifications/initialized`), sending `headers` on both requests; returns the session id.
+pub fn open_session(port: u16, headers: &[(String, String)]) -> Result<String, String> {
+    let init = serde_json::json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{
+        "protocolVersion": RAW_PROTOCOL_VERSION, "capabilities": {},
+        "clientInfo": {"name":"it-raw","version":"1"}}});
+    let resp = HttpRequest::mcp_post(init.to_string())
+        .headers(headers)
+        .send(port)
+        .map_err(|e| format!("initialize: {e}"))?;
+    if resp.status != 200 {
+        return Err(format!("initialize:\n{resp}"));
+    }
+    let session = resp
+        .header("mcp-session-id")
+        .ok_or_else(|| format!("no Mcp-Session-Id:\n{resp}"))?
+        .to_string();
+    let resp = session_post(
+        &session,
+        &serde_json::json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
+    )
+    .headers(headers)
+    .send(port)
+    .map_err(|e| format!("notifications/initialized: {e}"))?;
+    if resp.status != 202 {
+        return Err(format!("notifications/initialized:\n{resp}"));
+    }
+    Ok(session)
+}
+
+/// A POST of `body` on an MCP session (with `Mcp-Session-Id` and `MCP-Protocol-Version`).
+pub fn session_post(session: &str, body: &serde_json::Value) -> HttpRequest {
+    HttpRequest::mcp_post(body.to_string())
+        .header("Mcp-Session-Id", session)
+        .header("MCP-Protocol-Version", RAW_PROTOCOL_VERSION)
+}
+
 /// The JSON of an SSE event's `data:` lines (joined), if it has any.
 pub fn sse_data(event: &str) -> Option<serde_json::Value> {
     let data: Vec<&str> = event
@@ -1242,7 +1659,15 @@ impl Client {
         }
     }
 
-    fn command(self, url: &str) -> Command {
+    fn command(self, url: &str, headers: &[(String, String)]) -> Command {
+        let mut c = self.base_command(url);
+        for (k, v) in headers {
+            c.arg("--header").arg(format!("{k}: {v}"));
+        }
+        c
+    }
+
+    fn base_command(self, url: &str) -> Command {
         let root = repo_root();
         match self {
             Client::Ts => {
@@ -1268,11 +1693,23 @@ impl Client {
 /// Runs an SDK client against `url` (bounded: 60 s) and returns its stdout; panics with its
 /// stderr if it fails. Output goes to `<label>.out` / `<label>.log` in the test's log dir.
 pub fn run_client(ctx: &TestCtx, client: Client, label: &str, url: &str) -> String {
+    run_client_with_headers(ctx, client, label, url, &[])
+}
+
+/// [`run_client`] with headers the client sends on every request (`--header "Name: value"`),
+/// e.g. [`Tokens::headers`]. Header values are not written to the `.cmd`/log files.
+pub fn run_client_with_headers(
+    ctx: &TestCtx,
+    client: Client,
+    label: &str,
+    url: &str,
+    headers: &[(String, String)],
+) -> String {
     let out_path = ctx.path(&format!("{}-{label}.out", client.label()));
     let err_path = ctx.path(&format!("{}-{label}.log", client.label()));
     let out = File::create(&out_path).expect("create client stdout file");
     let err = File::create(&err_path).expect("create client stderr file");
-    let mut cmd = client.command(url);
+    let mut cmd = client.command(url, headers);
     cmd.stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
@@ -1328,6 +1765,44 @@ mod tests {
             out,
             "  http_filters:\n  - name: envoy.filters.http.router\n    typed_config: {}\n"
         );
+    }
+
+    #[test]
+    fn demo_template_matches_the_harness() {
+        let plugin = demo_plugin_config();
+        let id = &plugin["identity"];
+        assert_eq!(id["protected_resource"]["resource"], MCP_RESOURCE);
+        assert_eq!(id["user"]["issuers"], serde_json::json!([IDP_ISSUER]));
+        assert_eq!(id["agent"]["issuers"], serde_json::json!([IDP_ISSUER]));
+        let y = EnvoyConfig::demo(8, 9).without_filter().render(1, 2);
+        assert!(y.contains("port_value: 9 }"), "{y}");
+        assert!(!y.contains("port_value: 4000"), "{y}");
+        assert!(y.contains(&format!("issuer: {IDP_ISSUER}")), "{y}");
+        assert!(y.contains("envoy.filters.http.jwt_authn"), "{y}");
+        let y = EnvoyConfig::demo_without_identity(8)
+            .without_filter()
+            .render(1, 2);
+        assert!(!y.contains("- name: envoy.filters.http.jwt_authn"), "{y}");
+    }
+
+    #[test]
+    fn base64_and_jwt_helpers() {
+        assert_eq!(b64_encode(b"agent:secret", B64_STD), "YWdlbnQ6c2VjcmV0");
+        assert_eq!(b64_encode(b"ab", B64_STD), "YWI=");
+        assert_eq!(b64_encode(b"\xfb\xff", B64_URL), "-_8");
+        assert_eq!(b64_decode("-_8").unwrap(), b"\xfb\xff");
+        assert_eq!(b64_decode("YWI=").unwrap(), b"ab");
+        let payload = serde_json::json!({"sub": "alice"});
+        let token = format!(
+            "h.{}.s",
+            b64_encode(payload.to_string().as_bytes(), B64_URL)
+        );
+        assert_eq!(jwt_payload(&token), payload);
+        let other = serde_json::json!({"sub": "admin"});
+        let forged = jwt_with_payload(&token, &other);
+        assert!(forged.starts_with("h.") && forged.ends_with(".s"));
+        assert_eq!(jwt_payload(&forged), other);
+        assert_eq!(form_encode("mcp:tools a/b"), "mcp%3Atools+a%2Fb");
     }
 
     #[test]

@@ -4,10 +4,15 @@
 //! The upstream is a recording stub (`RecordingUpstream`), so "never reached the upstream" is
 //! an exact count, and a valid request sent first proves the path to the upstream works.
 //! `IT_VERBOSE=1 cargo test ... -- --nocapture` prints every response.
+//!
+//! The demo config requires a verified user and agent before anything else is checked, so every
+//! request here carries a valid token pair: these are authenticated callers sending bad MCP,
+//! and the refusals come from the validation stage (`tests/identity.rs` covers the tokens).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use mcp_warden_integration_tests::{
-    Envoy, EnvoyConfig, HttpRequest, HttpResponse, RecordingUpstream, TestCtx,
+    demo_plugin_config, Envoy, EnvoyConfig, HttpRequest, HttpResponse, Idp, RecordingUpstream,
+    TestCtx, Tokens,
 };
 use serde_json::{json, Value};
 use std::fmt::Write as _;
@@ -228,13 +233,19 @@ fn check(c: &Case, resp: &HttpResponse) -> Vec<String> {
     bad
 }
 
-/// Sends every case in order; returns a report of the failures (empty when all passed).
-fn run_cases(envoy: &Envoy, upstream: &RecordingUpstream, cases: &[Case]) -> String {
+/// Sends every case in order, each with the caller's tokens; returns a report of the failures
+/// (empty when all passed).
+fn run_cases(
+    envoy: &Envoy,
+    upstream: &RecordingUpstream,
+    tokens: &Tokens,
+    cases: &[Case],
+) -> String {
     let mut report = String::new();
     for c in cases {
         let before = upstream.count();
         let mut problems = Vec::new();
-        let resp = match c.req.send(envoy.listener_port) {
+        let resp = match c.req.clone().tokens(tokens).send(envoy.listener_port) {
             Ok(r) => {
                 problems.extend(check(c, &r));
                 Some(r)
@@ -263,10 +274,12 @@ fn run_cases(envoy: &Envoy, upstream: &RecordingUpstream, cases: &[Case]) -> Str
     report
 }
 
-/// A valid request gets through (so "did not reach the upstream" means something).
-fn assert_valid_ping_passes(envoy: &Envoy, upstream: &RecordingUpstream) {
+/// A valid request gets through (so "did not reach the upstream" means something), and the
+/// upstream sees the verified identity, not the credentials.
+fn assert_valid_ping_passes(envoy: &Envoy, upstream: &RecordingUpstream, tokens: &Tokens) {
     let before = upstream.count();
     let resp = HttpRequest::mcp_post(r#"{"jsonrpc":"2.0","id":99,"method":"ping"}"#)
+        .tokens(tokens)
         .send(envoy.listener_port)
         .expect("valid ping through Envoy");
     assert_eq!(resp.status, 200, "valid ping was not forwarded:\n{resp}");
@@ -280,15 +293,38 @@ fn assert_valid_ping_passes(envoy: &Envoy, upstream: &RecordingUpstream) {
         before + 1,
         "valid ping did not reach the upstream exactly once"
     );
+    let seen = upstream.requests().pop().unwrap();
+    let header = |name: &str| {
+        seen.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(header("x-mcp-user"), Some("alice"), "{seen:?}");
+    assert_eq!(header("authorization"), None, "{seen:?}");
+    assert_eq!(header("x-agent-token"), None, "{seen:?}");
+}
+
+/// An IdP, the recording upstream, Envoy with the demo config (or the given plugin config)
+/// and alice's tokens for agent-claude.
+fn stack(ctx: &TestCtx, plugin_config: Option<&Value>) -> (Idp, RecordingUpstream, Envoy, Tokens) {
+    let idp = Idp::start(ctx);
+    let upstream = RecordingUpstream::start();
+    let mut config = EnvoyConfig::demo(upstream.port, idp.port);
+    if let Some(p) = plugin_config {
+        config = config.plugin_config(&p.to_string());
+    }
+    let envoy = Envoy::start(ctx, "envoy", &config);
+    let tokens = idp.tokens("alice", "agent-claude", "mcp:tools");
+    (idp, upstream, envoy, tokens)
 }
 
 #[test]
 fn malformed_requests_are_rejected_before_the_upstream() {
     let ctx = TestCtx::new("bad_input_malformed");
-    let upstream = RecordingUpstream::start();
-    let envoy = Envoy::start(&ctx, "envoy", &EnvoyConfig::demo(upstream.port));
-    assert_valid_ping_passes(&envoy, &upstream);
-    let report = run_cases(&envoy, &upstream, &cases());
+    let (_idp, upstream, envoy, tokens) = stack(&ctx, None);
+    assert_valid_ping_passes(&envoy, &upstream, &tokens);
+    let report = run_cases(&envoy, &upstream, &tokens, &cases());
     assert!(
         report.is_empty(),
         "cases that did not behave as specified:\n{report}"
@@ -298,14 +334,10 @@ fn malformed_requests_are_rejected_before_the_upstream() {
 #[test]
 fn oversized_bodies_get_413() {
     let ctx = TestCtx::new("bad_input_too_large");
-    let upstream = RecordingUpstream::start();
-    let envoy = Envoy::start(
-        &ctx,
-        "envoy",
-        &EnvoyConfig::demo(upstream.port)
-            .plugin_config(r#"{"max_body_bytes": 4096, "max_json_depth": 64}"#),
-    );
-    assert_valid_ping_passes(&envoy, &upstream);
+    let mut plugin = demo_plugin_config();
+    plugin["max_body_bytes"] = json!(4096);
+    let (_idp, upstream, envoy, tokens) = stack(&ctx, Some(&plugin));
+    assert_valid_ping_passes(&envoy, &upstream, &tokens);
     let big = |n: usize| {
         format!(
             r#"{{"jsonrpc":"2.0","id":8,"method":"ping","params":{{"pad":"{}"}}}}"#,
@@ -351,7 +383,7 @@ fn oversized_bodies_get_413() {
             Id::Any,
         ),
     ];
-    let report = run_cases(&envoy, &upstream, &cases);
+    let report = run_cases(&envoy, &upstream, &tokens, &cases);
     assert!(
         report.is_empty(),
         "cases that did not behave as specified:\n{report}"
@@ -363,8 +395,7 @@ fn default_cap_rejects_a_body_just_over_one_mib() {
     // max_body_bytes in envoy/demo.yaml is 1 MiB, which is also Envoy's default buffer limit:
     // the filter's JSON-RPC 413 must win over Envoy's own text/plain one.
     let ctx = TestCtx::new("bad_input_default_cap");
-    let upstream = RecordingUpstream::start();
-    let envoy = Envoy::start(&ctx, "envoy", &EnvoyConfig::demo(upstream.port));
+    let (_idp, upstream, envoy, tokens) = stack(&ctx, None);
     let body = format!(
         r#"{{"jsonrpc":"2.0","id":9,"method":"ping","params":{{"pad":"{}"}}}}"#,
         "y".repeat(1024 * 1024)
@@ -392,15 +423,15 @@ fn default_cap_rejects_a_body_just_over_one_mib() {
             Id::Any,
         ),
     ];
-    let report = run_cases(&envoy, &upstream, &cases);
+    let report = run_cases(&envoy, &upstream, &tokens, &cases);
     assert!(
         report.is_empty(),
         "cases that did not behave as specified:\n{report}"
     );
 }
 
-/// Control: without the filter the same inputs do reach the upstream, so the tests above can
-/// fail.
+/// Control: without the filter (and without jwt_authn: plain Envoy) the same inputs do reach
+/// the upstream, so the tests above can fail.
 #[test]
 fn control_without_filter_malformed_requests_reach_the_upstream() {
     let ctx = TestCtx::new("bad_input_control");
@@ -408,12 +439,12 @@ fn control_without_filter_malformed_requests_reach_the_upstream() {
     let envoy = Envoy::start(
         &ctx,
         "envoy",
-        &EnvoyConfig::demo(upstream.port).without_filter(),
+        &EnvoyConfig::demo_without_identity(upstream.port).without_filter(),
     );
     let yaml = std::fs::read_to_string(&envoy.config_path).unwrap();
     assert!(
-        !yaml.contains("envoy.filters.http.wasm"),
-        "control config still has the wasm filter"
+        !yaml.contains("envoy.filters.http.wasm") && !yaml.contains("envoy.filters.http.jwt_authn"),
+        "control config still has the wasm or jwt_authn filter"
     );
     let posts: Vec<Case> = cases()
         .into_iter()

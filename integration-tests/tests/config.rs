@@ -2,8 +2,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use mcp_warden_integration_tests::{
-    envoy_bin, repo_root, tail, wasm_path, Envoy, EnvoyConfig, Proc, TestCtx,
+    demo_plugin_config, envoy_bin, repo_root, tail, wasm_path, Envoy, EnvoyConfig, Proc, TestCtx,
 };
+use serde_json::json;
 use std::process::Command;
 use std::time::Duration;
 
@@ -11,8 +12,8 @@ use std::time::Duration;
 /// warning/error/critical log line naming `field`.
 fn assert_refused(test: &str, plugin_json: &str, field: &str) {
     let ctx = TestCtx::new(test);
-    // Nothing listens on the upstream port: Envoy must not get that far anyway.
-    let config = EnvoyConfig::demo(1).plugin_config(plugin_json);
+    // Nothing listens on the upstream or IdP port: Envoy must not get that far anyway.
+    let config = EnvoyConfig::demo(1, 1).plugin_config(plugin_json);
     let failure = match Envoy::try_start(&ctx, "envoy", &config, Duration::from_secs(30)) {
         Ok(envoy) => panic!(
             "Envoy started with plugin config {plugin_json}; it must refuse.\n{}",
@@ -84,6 +85,28 @@ fn zero_body_cap_is_refused() {
 fn config_that_is_not_json_is_refused() {
     // No field to name: an error line must at least say it is not JSON.
     assert_refused("config_not_json", r#"{"max_body_bytes": "#, "JSON");
+}
+
+#[test]
+fn identity_without_user_issuers_is_refused() {
+    let mut plugin = demo_plugin_config();
+    plugin["identity"]["user"]["issuers"] = json!([]);
+    assert_refused(
+        "config_identity_no_issuers",
+        &plugin.to_string(),
+        "identity.user.issuers",
+    );
+}
+
+#[test]
+fn identity_with_a_bad_attestation_key_is_refused() {
+    let mut plugin = demo_plugin_config();
+    plugin["identity"]["agent"]["attestation"]["keys"] = json!([{"alg": "ES256", "pem": "-----BEGIN PUBLIC KEY-----\nnot a key\n-----END PUBLIC KEY-----\n"}]);
+    assert_refused(
+        "config_identity_bad_attestation_key",
+        &plugin.to_string(),
+        "attestation.keys[0]",
+    );
 }
 
 /// The shipped `envoy/demo.yaml`, unchanged, passes `envoy --mode validate` (which also loads

@@ -87,3 +87,20 @@ fn every_shipped_envoy_config_fails_closed() {
         assert!(!text.contains("FAIL_OPEN"), "{rel} must not fail open");
     }
 }
+
+/// The attester key `envoy/demo.yaml` trusts is the public half of the key the demo IdP (and
+/// the tests) sign attestations with.
+#[test]
+fn demo_attestation_key_is_the_demo_attesters() {
+    let demo = read("envoy/demo.yaml");
+    let public = read("integration-tests/stack/idp/demo-keys/attestation-pub.pem");
+    let body: String = public.lines().filter(|l| !l.starts_with("-----")).collect();
+    assert!(!body.is_empty(), "attestation-pub.pem is empty");
+    // In the plugin JSON the PEM lines are joined with a literal `\n`.
+    let joined = public.trim_end().replace('\n', "\\n");
+    assert!(
+        demo.contains(&joined),
+        "envoy/demo.yaml does not carry integration-tests/stack/idp/demo-keys/attestation-pub.pem \
+         as its attestation key"
+    );
+}

@@ -1,8 +1,17 @@
 //! The official SDK clients see exactly the same thing with and without Envoy + mcp-warden in
 //! between (the clients print deterministic, port- and session-independent output).
+//!
+//! Both runs send the same credentials (`Authorization: Bearer <alice>`, `x-agent-token:
+//! <agent-claude for alice>`) and a forged `x-mcp-user: mallory`; the server ignores them. The
+//! one part that must differ is what the server saw of the caller (`whoami_headers`): directly
+//! it sees the client's own headers, through the filter only the verified identity. That part
+//! is compared separately; everything else must be identical.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use mcp_warden_integration_tests::{run_client, Client, Envoy, EnvoyConfig, McpServer, TestCtx};
+use mcp_warden_integration_tests::{
+    run_client_with_headers, Client, Envoy, EnvoyConfig, Idp, McpServer, TestCtx, ALL_MCP_SCOPES,
+};
+use serde_json::{json, Value};
 
 fn first_difference(a: &str, b: &str) -> String {
     let (al, bl): (Vec<&str>, Vec<&str>) = (a.lines().collect(), b.lines().collect());
@@ -18,23 +27,87 @@ fn first_difference(a: &str, b: &str) -> String {
     "no line differs (line endings?)".into()
 }
 
+/// Splits a client's output into (everything but `whoami_headers`, `whoami_headers`).
+fn split_identity(client: Client, label: &str, out: &str) -> (String, Value) {
+    let mut doc: Value = serde_json::from_str(out).unwrap_or_else(|e| {
+        panic!(
+            "{} {label} output is not JSON ({e}):\n{out}",
+            client.label()
+        )
+    });
+    let seen = doc
+        .as_object_mut()
+        .and_then(|o| o.remove("whoami_headers"))
+        .unwrap_or_else(|| panic!("{} {label} output has no whoami_headers", client.label()));
+    (serde_json::to_string_pretty(&doc).unwrap(), seen)
+}
+
 fn same_output_through_the_filter(test: &str, client: Client) {
     let ctx = TestCtx::new(test);
+    let idp = Idp::start(&ctx);
     let server = McpServer::start(&ctx, "demo");
-    let envoy = Envoy::start(&ctx, "envoy", &EnvoyConfig::demo(server.port));
-    let direct = run_client(&ctx, client, "direct", &server.url());
+    let envoy = Envoy::start(&ctx, "envoy", &EnvoyConfig::demo(server.port, idp.port));
+    let tokens = idp.tokens("alice", "agent-claude", ALL_MCP_SCOPES);
+    let mut headers = tokens.headers();
+    headers.push(("x-mcp-user".into(), "mallory".into()));
+
+    let direct = run_client_with_headers(&ctx, client, "direct", &server.url(), &headers);
     assert!(
         !direct.trim().is_empty(),
         "{} printed nothing talking to the server directly",
         client.label()
     );
-    let through = run_client(&ctx, client, "envoy", &envoy.mcp_url());
+    let direct_requests = server.mcp_requests().len();
+    let through = run_client_with_headers(&ctx, client, "envoy", &envoy.mcp_url(), &headers);
+    let (direct_rest, direct_seen) = split_identity(client, "direct", &direct);
+    let (through_rest, through_seen) = split_identity(client, "through Envoy", &through);
     assert!(
-        direct == through,
+        direct_rest == through_rest,
         "{} output differs through Envoy+mcp-warden; {}\n--- direct ---\n{direct}\n--- through envoy ---\n{through}",
         client.label(),
-        first_difference(&direct, &through)
+        first_difference(&direct_rest, &through_rest)
     );
+
+    // Directly, the server sees what the client sent (so the comparison below can fail) ...
+    let sent = json!({
+        "x-mcp-user": "mallory", "x-mcp-agent": null, "x-mcp-delegation": null,
+        "saw_authorization": true, "saw_agent_token": true,
+    });
+    assert_eq!(
+        direct_seen,
+        json!([sent, sent]),
+        "{}: whoami directly",
+        client.label()
+    );
+    // ... through the filter only the verified identity, and never the credentials.
+    let verified = json!({
+        "x-mcp-user": "alice", "x-mcp-agent": "agent:agent-claude",
+        "x-mcp-delegation": "alice>agent:agent-claude",
+        "saw_authorization": false, "saw_agent_token": false,
+    });
+    assert_eq!(
+        through_seen,
+        json!([verified, verified]),
+        "{}: whoami through Envoy+mcp-warden",
+        client.label()
+    );
+    // Every request the filter forwarded (POST, GET stream, DELETE) carried the verified
+    // identity and none of the client's credentials.
+    let forwarded = &server.mcp_requests()[direct_requests..];
+    assert!(
+        !forwarded.is_empty(),
+        "nothing reached the server through Envoy"
+    );
+    for r in forwarded {
+        assert!(
+            r["x-mcp-user"] == "alice"
+                && r["x-mcp-agent"] == "agent:agent-claude"
+                && r["saw_authorization"] == false
+                && r["saw_agent_token"] == false,
+            "{}: a request reached the server with other identity headers: {r}",
+            client.label()
+        );
+    }
 }
 
 #[test]

@@ -1,10 +1,11 @@
 //! Streamable HTTP through Envoy + mcp-warden at the wire level: SSE responses are passed on
 //! event by event as the server writes them (not buffered until the stream ends), and a
-//! standalone GET stream opens at once and stays open.
+//! standalone GET stream opens at once and stays open. Every request carries a valid user +
+//! agent token pair (the demo config requires both).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use mcp_warden_integration_tests::{
-    sse_data, Envoy, EnvoyConfig, HttpRequest, HttpResponse, McpServer, TestCtx,
+    sse_data, Envoy, EnvoyConfig, HttpRequest, HttpResponse, Idp, McpServer, TestCtx, Tokens,
 };
 use serde_json::{json, Value};
 use std::io;
@@ -28,8 +29,9 @@ fn message(resp: &HttpResponse) -> Value {
     }
 }
 
-fn session_post(session: &str, body: &Value) -> HttpRequest {
+fn session_post(tokens: &Tokens, session: &str, body: &Value) -> HttpRequest {
     HttpRequest::mcp_post(body.to_string())
+        .tokens(tokens)
         .header("Mcp-Session-Id", session)
         .header("MCP-Protocol-Version", VERSION)
 }
@@ -37,13 +39,16 @@ fn session_post(session: &str, body: &Value) -> HttpRequest {
 #[test]
 fn sse_events_stream_through_without_buffering() {
     let ctx = TestCtx::new("streaming_sse");
+    let idp = Idp::start(&ctx);
     let server = McpServer::start(&ctx, "demo");
-    let envoy = Envoy::start(&ctx, "envoy", &EnvoyConfig::demo(server.port));
+    let envoy = Envoy::start(&ctx, "envoy", &EnvoyConfig::demo(server.port, idp.port));
     let port = envoy.listener_port;
+    let tokens = idp.tokens("alice", "agent-claude", "mcp:tools");
 
     let init = json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{
         "protocolVersion": VERSION, "capabilities": {}, "clientInfo": {"name":"it-raw","version":"1"}}});
     let resp = HttpRequest::mcp_post(init.to_string())
+        .tokens(&tokens)
         .send(port)
         .expect("initialize");
     assert_eq!(resp.status, 200, "initialize:\n{resp}");
@@ -58,7 +63,7 @@ fn sse_events_stream_through_without_buffering() {
         .to_string();
 
     let initialized = json!({"jsonrpc":"2.0","method":"notifications/initialized"});
-    let resp = session_post(&session, &initialized)
+    let resp = session_post(&tokens, &session, &initialized)
         .send(port)
         .expect("initialized");
     assert_eq!(resp.status, 202, "notifications/initialized:\n{resp}");
@@ -67,7 +72,7 @@ fn sse_events_stream_through_without_buffering() {
     let call = json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{
         "name":"slow_count","arguments":{"steps":3,"delay_ms":500},"_meta":{"progressToken":"p-1"}}});
     let sent = Instant::now();
-    let mut stream = session_post(&session, &call)
+    let mut stream = session_post(&tokens, &session, &call)
         .open(port)
         .expect("tools/call");
     assert_eq!(stream.status, 200);
@@ -122,6 +127,7 @@ fn sse_events_stream_through_without_buffering() {
     // A standalone GET stream: headers at once, and it stays open.
     let t = Instant::now();
     let mut get = HttpRequest::get("/mcp")
+        .tokens(&tokens)
         .header("Accept", "text/event-stream")
         .header("Mcp-Session-Id", &session)
         .header("MCP-Protocol-Version", VERSION)
@@ -150,6 +156,7 @@ fn sse_events_stream_through_without_buffering() {
     drop(get);
 
     let resp = HttpRequest::new("DELETE", "/mcp")
+        .tokens(&tokens)
         .header("Mcp-Session-Id", &session)
         .header("MCP-Protocol-Version", VERSION)
         .send(port)

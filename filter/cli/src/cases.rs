@@ -678,7 +678,7 @@ pub struct Report {
     pub failed: usize,
 }
 
-/// Tests one bundle directory (`bundle.toml` + `tests.toml`); `label` prefixes its lines.
+/// Tests one bundle directory (`bundle.toml` + `tests.toml`); its name prefixes the lines.
 pub fn test_dir(dir: &str) -> Report {
     let base = std::path::Path::new(dir);
     let base = if base

@@ -43,9 +43,9 @@ pub fn check_file(path: &str) -> Result<String, Vec<Problem>> {
     if kind == Kind::Bundle {
         let b = bundle::load(path).map_err(|p| vec![p])?;
         return Ok(format!(
-            "policy bundle: {} rules, {} servers",
-            b.policy.len(),
-            b.server_names().len()
+            "policy bundle: {}, {}",
+            plural(b.policy.len(), "rule"),
+            plural(b.server_names().len(), "server")
         ));
     }
     let text = std::fs::read_to_string(path)
@@ -60,7 +60,7 @@ pub fn check_file(path: &str) -> Result<String, Vec<Problem>> {
 pub fn check_plugin_text(file: &str, text: &str) -> Result<String, Problem> {
     let config = Config::from_json(text.as_bytes())
         .map_err(|e| Problem::file(file, e.message).with_field(e.field))?;
-    Ok(describe(&config))
+    Ok(format!("plugin configuration: {}", describe(&config)))
 }
 
 /// Checks every plugin configuration of an Envoy file.
@@ -81,23 +81,31 @@ pub fn check_envoy_text(file: &str, text: &str) -> Result<String, Vec<Problem>> 
     let mut summaries = Vec::new();
     for c in &configs {
         match Config::from_json(c.json.as_bytes()) {
-            Ok(config) => summaries.push(format!("line {}: {}", c.line, describe(&config))),
+            Ok(config) => summaries.push(format!("line {} ({})", c.line, describe(&config))),
             Err(e) => problems.push(Problem {
                 line: Some(c.line),
                 column: Some(c.column),
                 field: Some(e.field),
-                ..Problem::file(file, format!("plugin configuration: {}", e.message))
+                ..Problem::file(file, e.message)
             }),
         }
     }
     if problems.is_empty() {
         Ok(format!(
-            "{} plugin configuration(s) ({})",
-            configs.len(),
+            "{}: {}",
+            plural(configs.len(), "plugin configuration"),
             summaries.join("; ")
         ))
     } else {
         Err(problems)
+    }
+}
+
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
     }
 }
 
@@ -108,11 +116,8 @@ fn describe(c: &Config) -> String {
         "no identity checks"
     };
     match &c.policy {
-        Some(p) => format!(
-            "plugin configuration: {identity}, policy with {} rules",
-            p.len()
-        ),
-        None => format!("plugin configuration: {identity}, no policy"),
+        Some(p) => format!("{identity}, policy with {}", plural(p.len(), "rule")),
+        None => format!("{identity}, no policy"),
     }
 }
 

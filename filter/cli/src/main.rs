@@ -86,6 +86,9 @@ definition hash, preceded by its description as a comment. Review them before ap
   --timeout SECONDS      for the whole exchange (default 30)
 ";
 
+/// A subcommand: `Ok(false)` when something failed (exit 1), `Err` for a usage error (exit 2).
+type Command = fn(&[String]) -> Result<bool, String>;
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some((command, rest)) = args.split_first() else {
@@ -93,7 +96,7 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     let wants_help = rest.iter().any(|a| a == "--help" || a == "-h");
-    let (help, run): (&str, fn(&[String]) -> Result<bool, String>) = match command.as_str() {
+    let (help, run): (&str, Command) = match command.as_str() {
         "check" => (CHECK_HELP, run_check),
         "test" => (TEST_HELP, run_test),
         "compile" => (COMPILE_HELP, run_compile),

@@ -2,7 +2,11 @@
 """MCP end-to-end scenario client built only with the official Python SDK (`mcp`).
 
 Usage: python clients/py_client.py --url http://127.0.0.1:PORT/mcp [--mode auto|legacy]
-                                   [--timeout 60]
+                                   [--timeout 60] [--header "Name: value"]...
+
+Every `--header` is sent on every HTTP request (it becomes a default header of the httpx
+client the streamable HTTP transport uses), e.g. the caller's `Authorization: Bearer ...` and
+`x-agent-token: ...` for a gateway; header values are never printed.
 
 Uses `mcp.Client` (the SDK's high-level client, which wraps `ClientSession`) over the
 SDK's `streamable_http_client` transport.  `--mode auto` (the SDK default) first probes
@@ -110,13 +114,19 @@ class HttpRecorder:
         if sid and self.session_id is None:
             self.session_id = sid
 
-    def http_client(self, extra_headers: dict[str, str] | None = None) -> httpx2.AsyncClient:
-        client = create_mcp_http_client(headers=extra_headers)
+    def http_client(self, extra_headers: list[tuple[str, str]] | None = None) -> httpx2.AsyncClient:
+        client = create_mcp_http_client(headers=httpx2.Headers(extra_headers or []))  # type: ignore[arg-type]
         client.event_hooks = {"request": [self.on_request], "response": [self.on_response]}
         return client
 
 
-async def run(url: str, mode: str) -> dict[str, Any]:
+def whoami_headers(body: dict[str, Any]) -> dict[str, Any]:
+    """The identity part of a whoami answer."""
+    keys = ("x-mcp-user", "x-mcp-agent", "x-mcp-delegation", "saw_authorization", "saw_agent_token")
+    return {k: body.get(k) for k in keys}
+
+
+async def run(url: str, mode: str, headers: list[tuple[str, str]]) -> dict[str, Any]:
     out: dict[str, Any] = {"sdk": "mcp (python)", "client": "py", "mode": mode}
     rec = HttpRecorder()
     sampling_seen: list[dict[str, Any]] = []
@@ -138,7 +148,7 @@ async def run(url: str, mode: str) -> dict[str, Any]:
             stop_reason="endTurn",
         )
 
-    async with rec.http_client() as http:
+    async with rec.http_client(headers) as http:
         transport = streamable_http_client(url, http_client=http, terminate_on_close=True)
         client = Client(
             transport,
@@ -180,7 +190,10 @@ async def run(url: str, mode: str) -> dict[str, Any]:
             out["ask_llm"] = dump(await client.call_tool("ask_llm", {"question": "What is the answer?"}))
             out["sampling_requests_seen"] = sampling_seen
 
+            # What the server saw of the identity headers differs with and without a gateway in
+            # between, so it is kept apart (`whoami_headers`) for the comparison to normalise.
             out["whoami"] = []
+            out["whoami_headers"] = []
             for _ in range(2):
                 r = await client.call_tool("whoami", {})
                 body = json.loads(r.content[0].text)
@@ -191,6 +204,7 @@ async def run(url: str, mode: str) -> dict[str, Any]:
                         "sessionIdMatches": body["sessionId"] == rec.session_id,
                     }
                 )
+                out["whoami_headers"].append(whoami_headers(body))
 
             out["resources"] = [dump(r) for r in (await client.list_resources()).resources]
             out["resourceTemplates"] = [dump(t) for t in (await client.list_resource_templates()).resource_templates]
@@ -217,7 +231,7 @@ async def run(url: str, mode: str) -> dict[str, Any]:
     stale_sid = rec.session_id
     stale_rec = HttpRecorder()
     try:
-        async with stale_rec.http_client({"mcp-session-id": stale_sid or ""}) as http:
+        async with stale_rec.http_client([*headers, ("mcp-session-id", stale_sid or "")]) as http:
             async with streamable_http_client(url, http_client=http, terminate_on_close=False) as (read, write):
                 async with ClientSession(read, write, read_timeout_seconds=REQ_TIMEOUT) as stale:
                     r = await stale.send_ping()
@@ -246,11 +260,24 @@ def main() -> int:
     ap.add_argument("--url", required=True)
     ap.add_argument("--mode", choices=["auto", "legacy"], default="auto")
     ap.add_argument("--timeout", type=float, default=60.0, help="hard limit for the whole scenario (s)")
+    ap.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="'Name: value'",
+        help="a header sent on every request (repeatable)",
+    )
     args = ap.parse_args()
+    headers: list[tuple[str, str]] = []
+    for h in args.header:
+        name, sep, value = h.partition(":")
+        if not sep or not name.strip():
+            ap.error(f"--header must look like 'Name: value', got {h!r}")
+        headers.append((name.strip(), value.strip()))
 
     async def bounded() -> dict[str, Any]:
         with anyio.fail_after(args.timeout):
-            return await run(args.url, args.mode)
+            return await run(args.url, args.mode, headers)
 
     try:
         out = anyio.run(bounded)

@@ -3,6 +3,11 @@
 // (Client + StreamableHTTPClientTransport).
 //
 // Usage: node clients/ts-client.mjs --url http://127.0.0.1:PORT/mcp [--timeout-ms 60000]
+//                                   [--header "Name: value"]...
+//
+// Every --header is sent on every HTTP request (POST, GET and DELETE), e.g. the caller's
+// `Authorization: Bearer …` and `x-agent-token: …` for a gateway; header values are never
+// printed.
 //
 // stdout: ONE JSON document describing everything the client observed. It holds no
 // session id, port, URL or timestamp, so a direct run and a run through a proxy can be
@@ -16,12 +21,28 @@ const { values: opts } = parseArgs({
   options: {
     url: { type: 'string' },
     'timeout-ms': { type: 'string', default: '60000' },
+    header: { type: 'string', multiple: true, default: [] },
   },
   strict: true,
 });
 if (!opts.url) {
-  process.stderr.write('usage: ts-client.mjs --url http://127.0.0.1:PORT/mcp [--timeout-ms N]\n');
+  process.stderr.write('usage: ts-client.mjs --url http://127.0.0.1:PORT/mcp [--timeout-ms N] [--header "Name: value"]...\n');
   process.exit(2);
+}
+/** The --header options as [name, value] pairs (a repeated name is sent repeatedly). */
+const EXTRA_HEADERS = opts.header.map((h) => {
+  const i = h.indexOf(':');
+  if (i <= 0) {
+    process.stderr.write(`ts-client: --header must look like "Name: value", got ${JSON.stringify(h)}\n`);
+    process.exit(2);
+  }
+  return [h.slice(0, i).trim(), h.slice(i + 1).trim()];
+});
+/** Transport options that put the extra headers on every request. */
+function transportOptions(more = {}) {
+  const headers = new Headers();
+  for (const [k, v] of EXTRA_HEADERS) headers.append(k, v);
+  return { fetch: recordingFetch, requestInit: { headers }, ...more };
 }
 const URL_ = new URL(opts.url);
 const TIMEOUT_MS = Number(opts['timeout-ms']);
@@ -58,6 +79,18 @@ function describeError(err) {
 }
 
 const sampling = [];
+
+/** The identity part of a whoami answer. */
+function whoamiHeaders(body) {
+  const pick = (k) => (body[k] === undefined ? null : body[k]);
+  return {
+    'x-mcp-user': pick('x-mcp-user'),
+    'x-mcp-agent': pick('x-mcp-agent'),
+    'x-mcp-delegation': pick('x-mcp-delegation'),
+    saw_authorization: pick('saw_authorization'),
+    saw_agent_token: pick('saw_agent_token'),
+  };
+}
 
 // HTTP exchanges as the client saw them (recorded through the transport's `fetch` option).
 // POST/DELETE are recorded in call order (the scenario awaits each step, so the order is
@@ -110,7 +143,7 @@ async function main() {
   const out = { sdk: '@modelcontextprotocol/sdk', client: 'ts' };
   const client = newClient();
   client.onerror = (e) => process.stderr.write(`ts-client: client error: ${e?.stack ?? e}\n`);
-  const transport = new StreamableHTTPClientTransport(URL_, { fetch: recordingFetch });
+  const transport = new StreamableHTTPClientTransport(URL_, transportOptions());
 
   await client.connect(transport, REQ);
   out.initialize = {
@@ -140,12 +173,16 @@ async function main() {
   out.ask_llm = await client.callTool({ name: 'ask_llm', arguments: { question: 'What is the answer?' } }, undefined, REQ);
   out.sampling_requests_seen = sampling;
 
-  // Per-session state: two calls on the same session must count 1, 2.
+  // Per-session state: two calls on the same session must count 1, 2. What the server saw of
+  // the caller's identity headers differs with and without a gateway in between, so it is kept
+  // apart (`whoami_headers`) for the comparison to normalise.
   out.whoami = [];
+  out.whoami_headers = [];
   for (let i = 0; i < 2; i++) {
     const r = await client.callTool({ name: 'whoami', arguments: {} }, undefined, REQ);
     const body = JSON.parse(r.content[0].text);
     out.whoami.push({ name: body.name, counter: body.counter, sessionIdMatches: body.sessionId === sessionId });
+    out.whoami_headers.push(whoamiHeaders(body));
   }
 
   out.resources = (await client.listResources({}, REQ)).resources;
@@ -171,7 +208,7 @@ async function main() {
   // Reuse the terminated session id with a fresh transport: Client.connect() skips the
   // initialize handshake when the transport already has a session id.
   const stale = newClient();
-  const staleTransport = new StreamableHTTPClientTransport(URL_, { sessionId, fetch: recordingFetch });
+  const staleTransport = new StreamableHTTPClientTransport(URL_, transportOptions({ sessionId }));
   try {
     await stale.connect(staleTransport, REQ);
     const r = await stale.ping(REQ);

@@ -45,6 +45,27 @@ function rpcMethods(body) {
   return msgs.map((m) => m?.method ?? (m && 'id' in m ? `response#${m.id}` : '?'));
 }
 
+/**
+ * What a gateway in front of this server told it about the caller: the identity headers
+ * mcp-warden sets (null when absent) and whether the caller's own credentials arrived (they
+ * must not: the gateway strips `authorization` and `x-agent-token`). `headers` is a plain
+ * object with lower-case names (Node's IncomingHttpHeaders or the SDK's requestInfo.headers).
+ */
+function identityHeaders(headers) {
+  const one = (name) => {
+    const v = headers[name];
+    if (v === undefined) return null;
+    return Array.isArray(v) ? v.join(', ') : String(v);
+  };
+  return {
+    'x-mcp-user': one('x-mcp-user'),
+    'x-mcp-agent': one('x-mcp-agent'),
+    'x-mcp-delegation': one('x-mcp-delegation'),
+    saw_authorization: headers.authorization !== undefined,
+    saw_agent_token: headers['x-agent-token'] !== undefined,
+  };
+}
+
 const README_TEXT = `# demo server ${NAME}\nThis is the mcp-warden end-to-end demo server.\n`;
 
 /** Builds one McpServer for one session. `state` is per-session. */
@@ -129,12 +150,18 @@ function buildServer(state) {
   server.registerTool(
     'whoami',
     {
-      description: 'Report server instance name, session id and a per-session call counter',
+      description:
+        'Report server instance name, session id, a per-session call counter and the identity headers of the request',
       inputSchema: {},
     },
     async (_args, extra) => {
       state.counter += 1;
-      const body = { name: NAME, sessionId: extra.sessionId ?? null, counter: state.counter };
+      const body = {
+        name: NAME,
+        sessionId: extra.sessionId ?? null,
+        counter: state.counter,
+        ...identityHeaders(extra.requestInfo?.headers ?? {}),
+      };
       return { content: [{ type: 'text', text: JSON.stringify(body) }] };
     },
   );
@@ -188,7 +215,13 @@ app.use((req, res, next) => {
     session: req.headers['mcp-session-id'] ?? null,
     protocol: req.headers['mcp-protocol-version'] ?? null,
   };
-  log({ ev: 'req', ...base, accept: req.headers.accept ?? null, rpc: rpcMethods(req.body) });
+  log({
+    ev: 'req',
+    ...base,
+    accept: req.headers.accept ?? null,
+    rpc: rpcMethods(req.body),
+    ...identityHeaders(req.headers),
+  });
   res.on('close', () => {
     log({
       ev: 'res',

@@ -67,7 +67,10 @@ fn claim_error(kind: &str, e: ClaimError) -> Rejection {
 /// Maps jwt_authn's failure message to our rule id.
 fn jwt_authn_rule(kind: &str, message: &str) -> String {
     let m = message.to_ascii_lowercase();
-    let what = if m.contains("missing") {
+    let what = if m.contains("kid") || m.contains("jwks doesn't have key") {
+        // An unknown kid: signed by a key the issuer does not publish.
+        "signature"
+    } else if m.contains("missing") {
         "missing"
     } else if m.contains("expired") {
         "expired"

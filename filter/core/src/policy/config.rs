@@ -122,6 +122,11 @@ pub struct RawRule {
     /// Lowest agent trust level (one of `trust_levels`).
     #[serde(default)]
     pub min_trust_level: Option<String>,
+    /// Highest agent trust level (one of `trust_levels`): matches agents at or below it, and
+    /// agents whose trust level is missing or not one of `trust_levels` (for `deny` rules about
+    /// low-trust agents: `max_trust_level = "low"`).
+    #[serde(default)]
+    pub max_trust_level: Option<String>,
     /// Longest delegation chain.
     #[serde(default)]
     pub max_delegation_depth: Option<usize>,
@@ -339,6 +344,23 @@ fn compile_rule(
             )
         })?),
     };
+    let max_trust_rank = match &r.max_trust_level {
+        None => None,
+        Some(l) => Some(trust_levels.iter().position(|t| t == l).ok_or_else(|| {
+            err(
+                &format!("{f}.max_trust_level"),
+                format!("`{l}` is not one of trust_levels"),
+            )
+        })?),
+    };
+    if let (Some(lo), Some(hi)) = (min_trust_rank, max_trust_rank) {
+        if lo > hi {
+            return Err(err(
+                &format!("{f}.min_trust_level"),
+                "min_trust_level is above max_trust_level",
+            ));
+        }
+    }
     let mut arguments = Vec::with_capacity(r.arguments.len());
     for (i, a) in r.arguments.into_iter().enumerate() {
         arguments.push(compile_argument(a, &format!("{f}.arguments[{i}]"))?);
@@ -395,6 +417,7 @@ fn compile_rule(
         agent_models: globs(f, "agent_models", r.agent_models)?,
         agent_capabilities: r.agent_capabilities,
         min_trust_rank,
+        max_trust_rank,
         max_delegation_depth: r.max_delegation_depth,
         arguments,
         when,

@@ -68,6 +68,8 @@ pub struct Rule {
     pub agent_capabilities: Vec<String>,
     /// Minimum trust rank.
     pub min_trust_rank: Option<usize>,
+    /// Maximum trust rank (a missing or unknown level is below every rank).
+    pub max_trust_rank: Option<usize>,
     /// Maximum delegation depth.
     pub max_delegation_depth: Option<usize>,
     /// Argument conditions (all).
@@ -304,6 +306,7 @@ impl Policy {
             && r.agent_models.is_empty()
             && r.agent_capabilities.is_empty()
             && r.min_trust_rank.is_none()
+            && r.max_trust_rank.is_none()
             && r.max_delegation_depth.is_none());
         let Some(id) = identity else {
             return !needs_user && !needs_agent;
@@ -347,6 +350,15 @@ impl Policy {
                 .as_ref()
                 .and_then(|t| self.trust_levels.iter().position(|l| l == t));
             if rank.is_none_or(|x| x < min) {
+                return false;
+            }
+        }
+        if let Some(max) = r.max_trust_rank {
+            let rank = a
+                .trust_level
+                .as_ref()
+                .and_then(|t| self.trust_levels.iter().position(|l| l == t));
+            if rank.is_some_and(|x| x > max) {
                 return false;
             }
         }
