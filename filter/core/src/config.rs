@@ -8,6 +8,7 @@ use crate::identity::{IdentityConfig, RawIdentity};
 use crate::jsonrpc::CLIENT_METHODS;
 use crate::policy::config::RawPolicy;
 use crate::policy::Policy;
+use crate::routing::{RawRouting, RoutingConfig};
 use crate::transport::KNOWN_PROTOCOL_VERSIONS;
 use serde::Deserialize;
 use std::fmt;
@@ -47,6 +48,10 @@ pub struct RawConfig {
     /// the user's (see README "Token exchange"). Needs `identity` and `policy.servers`.
     #[serde(default)]
     pub token_exchange: Option<RawExchange>,
+    /// Routing headers, sealed session ids bound to their instance and owner, version splits
+    /// (see README "Routing"). Needs `identity` and `policy.servers`.
+    #[serde(default)]
+    pub routing: Option<RawRouting>,
 }
 
 fn default_max_body_bytes() -> u64 {
@@ -78,6 +83,8 @@ pub struct Config {
     pub policy: Option<Policy>,
     /// See [`RawConfig::token_exchange`].
     pub token_exchange: Option<ExchangeConfig>,
+    /// See [`RawConfig::routing`].
+    pub routing: Option<RoutingConfig>,
 }
 
 impl Default for Config {
@@ -94,6 +101,7 @@ impl Default for Config {
             identity: None,
             policy: None,
             token_exchange: None,
+            routing: None,
         }
     }
 }
@@ -219,12 +227,35 @@ impl RawConfig {
                 .token_exchange
                 .map(|x| x.compile("token_exchange"))
                 .transpose()?,
+            routing: self.routing.map(|r| r.compile("routing")).transpose()?,
         })
         .and_then(check_cross_fields)
     }
 }
 
 fn check_cross_fields(c: Config) -> Result<Config, ConfigError> {
+    if let Some(r) = &c.routing {
+        if c.identity.is_none() {
+            return Err(err(
+                "routing",
+                "needs `identity`: sessions are bound to their user and agent",
+            ));
+        }
+        let Some(policy) = &c.policy else {
+            return Err(err(
+                "routing",
+                "needs `policy.servers`: requests are routed per server",
+            ));
+        };
+        for name in r.server_names() {
+            if policy.registry().server(name).is_none() {
+                return Err(err(
+                    &format!("routing.servers.{name}"),
+                    "no such server in policy.servers",
+                ));
+            }
+        }
+    }
     if let Some(x) = &c.token_exchange {
         if c.identity.is_none() {
             return Err(err(

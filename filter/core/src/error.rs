@@ -61,6 +61,10 @@ pub enum Reason {
     ExchangeUnavailable,
     /// The token service refused the exchange.
     ExchangeRefused,
+    /// The session id is unknown, tampered with, or its instance is gone: re-initialize.
+    SessionNotFound,
+    /// The session belongs to another user or agent.
+    SessionForbidden,
 }
 
 impl Reason {
@@ -93,6 +97,8 @@ impl Reason {
             Reason::PolicyDenied => "policy_denied",
             Reason::ExchangeUnavailable => "token_service_unavailable",
             Reason::ExchangeRefused => "token_exchange_refused",
+            Reason::SessionNotFound => "session_not_found",
+            Reason::SessionForbidden => "session_forbidden",
         }
     }
 
@@ -114,8 +120,10 @@ impl Reason {
             Reason::InsufficientScope
             | Reason::AgentNotAllowed
             | Reason::PolicyDenied
-            | Reason::ExchangeRefused => (403, -32003),
+            | Reason::ExchangeRefused
+            | Reason::SessionForbidden => (403, -32003),
             Reason::ExchangeUnavailable => (503, -32004),
+            Reason::SessionNotFound => (404, -32001),
             Reason::DuplicateKey
             | Reason::TooDeep
             | Reason::InvalidRequest
@@ -141,8 +149,10 @@ impl Reason {
             Reason::InsufficientScope
             | Reason::AgentNotAllowed
             | Reason::PolicyDenied
-            | Reason::ExchangeRefused => "Forbidden",
+            | Reason::ExchangeRefused
+            | Reason::SessionForbidden => "Forbidden",
             Reason::ExchangeUnavailable => "Token service unavailable",
+            Reason::SessionNotFound => "Session not found",
             _ => "Invalid Request",
         }
     }

@@ -15,4 +15,5 @@ pub mod pipeline;
 pub mod policy;
 pub mod registry;
 pub mod response;
+pub mod routing;
 pub mod transport;

@@ -471,7 +471,35 @@ impl HttpContext for WardenHttp {
             Ok(h) => h,
             Err(_) => return self.host_failure("get response headers"),
         };
-        self.response_mode = self.flow.on_response_headers(&self.config, &headers);
+        let property = |path: Vec<&str>| match hostcalls::get_property(path) {
+            Ok(Some(bytes)) => String::from_utf8(bytes).ok(),
+            _ => None,
+        };
+        let upstream = property(vec!["upstream", "address"]);
+        let details = property(vec!["response", "code_details"]);
+        self.response_mode = self.flow.on_response_headers(
+            &self.config,
+            &headers,
+            upstream.as_deref(),
+            details.as_deref(),
+        );
+        for edit in self.flow.take_response_edits() {
+            let result = match &edit {
+                HeaderEdit::Remove(name) => {
+                    hostcalls::set_map_value(MapType::HttpResponseHeaders, name, None)
+                }
+                HeaderEdit::Set(name, value) => {
+                    hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(value))
+                }
+            };
+            if result.is_err() {
+                error!(
+                    "mcp-warden: request {}: cannot edit response headers",
+                    self.context_id
+                );
+            }
+        }
+        self.log_notices();
         if self.response_mode != ResponseMode::Untouched
             && hostcalls::set_map_value(MapType::HttpResponseHeaders, "content-length", None)
                 .is_err()
@@ -487,6 +515,20 @@ impl HttpContext for WardenHttp {
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         match self.response_mode {
             ResponseMode::Untouched => Action::Continue,
+            ResponseMode::Replace if !end_of_stream => Action::Pause,
+            ResponseMode::Replace => {
+                if let Some(new) = self.flow.replacement_body() {
+                    if hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &new)
+                        .is_err()
+                    {
+                        error!(
+                            "mcp-warden: request {}: cannot replace the response",
+                            self.context_id
+                        );
+                    }
+                }
+                Action::Continue
+            }
             ResponseMode::BufferJson if !end_of_stream => Action::Pause,
             ResponseMode::BufferJson => {
                 let body = match hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size) {
