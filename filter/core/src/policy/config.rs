@@ -442,7 +442,7 @@ fn compile_argument(a: RawArgument, f: &str) -> Result<ArgCondition, ConfigError
         ops.push(ArgOp::Prefix(p));
     }
     if let Some(r) = a.regex {
-        let re = regex_lite::Regex::new(&r)
+        let re = regex::Regex::new(&r)
             .map_err(|e| err(&format!("{f}.regex"), format!("invalid regex: {e}")))?;
         ops.push(ArgOp::Regex(Box::new(re)));
     }

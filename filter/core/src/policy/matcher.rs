@@ -81,7 +81,7 @@ pub enum ArgOp {
     /// A string with this prefix.
     Prefix(String),
     /// A string matching this regex.
-    Regex(Box<regex_lite::Regex>),
+    Regex(Box<regex::Regex>),
     /// A number within [min, max] (either bound optional).
     Range(Option<f64>, Option<f64>),
     /// Absent (`true`) or present (`false`).
@@ -261,7 +261,7 @@ mod tests {
         assert!(c("/opts/dry", ArgOp::Equals(json!(true))));
         assert!(c("/limit", ArgOp::OneOf(vec![json!(5), json!(10)])));
         assert!(c("/query", ArgOp::Prefix("SELECT".into())));
-        let re = regex_lite::Regex::new(r"(?i)^\s*select\b[^;]*$").unwrap();
+        let re = regex::Regex::new(r"(?i)^\s*select\b[^;]*$").unwrap();
         assert!(c("/query", ArgOp::Regex(Box::new(re.clone()))));
         assert!(c("/limit", ArgOp::Range(Some(1.0), Some(10.0))));
         assert!(!c("/limit", ArgOp::Range(None, Some(9.0))));
