@@ -1,3 +1,4 @@
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 //! Decision time per request for 10, 1,000 and 10,000 rules (`cargo bench -p mcp-warden-core`).
 //!
 //! Rules are spread over distinct tools, as in a real registry; the decision for one tool must
