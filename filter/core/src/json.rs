@@ -28,7 +28,8 @@ pub enum JsonError {
 pub struct Parsed {
     /// The value (for a duplicated key, the first occurrence is kept).
     pub value: Value,
-    /// JSON Pointers of keys that appeared more than once in their object.
+    /// Keys that appeared more than once in their object, as `/key` at the top level and
+    /// `…/key` deeper (paths are not tracked, to keep parsing cheap).
     pub duplicate_keys: Vec<String>,
 }
 
@@ -49,11 +50,7 @@ pub fn parse_strict(bytes: &[u8], max_depth: usize) -> Result<Parsed, JsonError>
         duplicates: RefCell::new(Vec::new()),
     };
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let seed = Node {
-        ctx: &ctx,
-        depth: 1,
-        path: String::new(),
-    };
+    let seed = Node { ctx: &ctx, depth: 1 };
     let result = seed.deserialize(&mut de).and_then(|v| de.end().map(|()| v));
     match result {
         Ok(value) => Ok(Parsed {
@@ -68,7 +65,6 @@ pub fn parse_strict(bytes: &[u8], max_depth: usize) -> Result<Parsed, JsonError>
 struct Node<'c> {
     ctx: &'c Ctx,
     depth: usize,
-    path: String,
 }
 
 impl<'de> DeserializeSeed<'de> for Node<'_> {
@@ -80,22 +76,23 @@ impl<'de> DeserializeSeed<'de> for Node<'_> {
 }
 
 impl Node<'_> {
-    fn child(&self, segment: &str) -> Node<'_> {
-        let mut path = String::with_capacity(self.path.len() + segment.len() + 1);
-        path.push_str(&self.path);
-        path.push('/');
-        for c in segment.chars() {
-            match c {
-                '~' => path.push_str("~0"),
-                '/' => path.push_str("~1"),
-                c => path.push(c),
-            }
-        }
+    fn child(&self) -> Node<'_> {
         Node {
             ctx: self.ctx,
             depth: self.depth + 1,
-            path,
         }
+    }
+
+    fn duplicate_name(&self, key: &str) -> String {
+        let mut out = String::from(if self.depth == 1 { "/" } else { "…/" });
+        for c in key.chars() {
+            match c {
+                '~' => out.push_str("~0"),
+                '/' => out.push_str("~1"),
+                c => out.push(c),
+            }
+        }
+        out
     }
 
     fn enter<E: de::Error>(&self) -> Result<(), E> {
@@ -142,8 +139,7 @@ impl<'de> Visitor<'de> for Node<'_> {
         self.enter()?;
         let mut out = Vec::new();
         loop {
-            let child = self.child(&out.len().to_string());
-            match seq.next_element_seed(child)? {
+            match seq.next_element_seed(self.child())? {
                 Some(v) => out.push(v),
                 None => break,
             }
@@ -155,12 +151,11 @@ impl<'de> Visitor<'de> for Node<'_> {
         self.enter()?;
         let mut out = Map::new();
         while let Some(key) = map.next_key::<String>()? {
-            let child = self.child(&key);
-            let value = map.next_value_seed(child)?;
+            let value = map.next_value_seed(self.child())?;
             if out.contains_key(&key) {
                 let mut dups = self.ctx.duplicates.borrow_mut();
                 if dups.len() < MAX_RECORDED_DUPLICATES {
-                    dups.push(self.child(&key).path);
+                    dups.push(self.duplicate_name(&key));
                 }
             } else {
                 out.insert(key, value);
@@ -186,11 +181,11 @@ mod tests {
     }
 
     #[test]
-    fn records_duplicate_keys_with_their_path_and_keeps_first() {
+    fn records_duplicate_keys_and_keeps_first() {
         let p = parse_strict(br#"{"m":"a","p":{"x/y":1,"x/y":2},"m":"b"}"#, 10).unwrap();
         assert_eq!(
             p.duplicate_keys,
-            vec!["/p/x~1y".to_string(), "/m".to_string()]
+            vec!["…/x~1y".to_string(), "/m".to_string()]
         );
         assert_eq!(p.value["m"], json!("a"));
     }

@@ -262,7 +262,9 @@ fn parse_batch(items: Vec<Value>, rules: &ParseRules<'_>) -> Result<Vec<Message>
 
 const MEMBERS: &[&str] = &["jsonrpc", "id", "method", "params", "result", "error"];
 
-fn parse_message(obj: Map<String, Value>, rules: &ParseRules<'_>) -> Result<Message, Rejection> {
+fn parse_message(mut obj: Map<String, Value>, rules: &ParseRules<'_>) -> Result<Message, Rejection> {
+    // Taken out, not cloned: params can be most of a large body.
+    let params_raw = obj.remove("params");
     let raw_id = obj.get("id");
     let id = raw_id.and_then(RpcId::from_value);
     let invalid =
@@ -297,9 +299,9 @@ fn parse_message(obj: Map<String, Value>, rules: &ParseRules<'_>) -> Result<Mess
             )
             .with_id(id));
         }
-        let params = match obj.get("params") {
+        let params = match params_raw {
             None => Map::new(),
-            Some(Value::Object(p)) => p.clone(),
+            Some(Value::Object(p)) => p,
             Some(_) => {
                 return Err(
                     Rejection::new(Reason::InvalidParams, "`params` must be an object").with_id(id),
@@ -328,7 +330,7 @@ fn parse_message(obj: Map<String, Value>, rules: &ParseRules<'_>) -> Result<Mess
         };
     }
 
-    if obj.contains_key("params") {
+    if params_raw.is_some() {
         return Err(invalid("a response cannot carry `params`".into()));
     }
     let is_error = match (obj.get("result"), obj.get("error")) {
