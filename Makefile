@@ -18,7 +18,8 @@ help:
 	@echo "make setup  - install toolchain targets, the pinned Envoy, npm and pip packages (idempotent)"
 	@echo "make build  - build $(WASM)"
 	@echo "make test   - fmt, clippy (host+wasm), unit tests (native + wasm32), policy bundles, end-to-end suite"
-	@echo "make demo   - run Envoy + mcp-warden + demo MCP server on 127.0.0.1:10000 (Ctrl-C stops all)"
+	@echo "make demo   - run Envoy + mcp-warden + IdP + demo MCP server on 127.0.0.1:10000 (Ctrl-C stops all)"
+	@echo "make bench  - speed tables: decision/parse times; plain Envoy, jwt_authn, native mcp+rbac, mcp-warden (~5 min; BENCH_QUICK=1 ~1 min)"
 
 setup:
 	@WASM_BINDGEN_VERSION=$(WASM_BINDGEN_VERSION) bash scripts/setup.sh
@@ -51,6 +52,13 @@ test: lint unit wasm-unit policies e2e
 
 demo: build
 	bash scripts/demo.sh
+
+# Speed: the core's decision and parse times, then Envoy side by side (plain, jwt_authn, native
+# mcp+rbac, mcp-warden); see BENCHMARKS.md. BENCH_QUICK=1 for a ~1 minute smoke run.
+bench: build
+	cargo bench -q -p mcp-warden-core --bench decision
+	cargo bench -q -p mcp-warden-core --bench parse
+	bash bench/run.sh
 
 clean:
 	cargo clean
