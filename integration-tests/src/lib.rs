@@ -14,6 +14,8 @@
 //! The harness panics on purpose: a panic is how a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod routing_support;
+
 use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::fs::{self, File};
@@ -46,6 +48,13 @@ pub const RESOURCE_METADATA_URL: &str =
     "http://127.0.0.1:10000/.well-known/oauth-protected-resource/mcp";
 /// The scopes the SDK scenario needs (tools, resources and prompts).
 pub const ALL_MCP_SCOPES: &str = "mcp:tools mcp:resources mcp:prompts";
+/// Every scope the demo IdP lets alice have: the SDK scenario's and those the enterprise tools'
+/// exchanged tokens carry (the IdP only narrows: an exchange scope must be in both tokens).
+pub const ALICE_ALL_SCOPES: &str =
+    "mcp:tools mcp:resources mcp:prompts files:delete sql:read HR_read email:draft";
+/// The audience of the tokens mcp-warden exchanges for the demo server (`token_exchange` in
+/// `envoy/demo.yaml`); the demo server checks it with `--verify-tokens`.
+pub const SERVER_AUDIENCE: &str = "http://127.0.0.1:8101/mcp";
 
 const BUILD_WASM: &str = "cd <repo> && cargo build --release -p mcp-warden --target wasm32-wasip1";
 const INSTALL_ENVOY: &str =
@@ -323,6 +332,16 @@ impl Proc {
         wait_for(timeout, Duration::from_millis(50), || self.try_wait())
     }
 
+    /// Kills the process group at once (SIGKILL) and reaps the process.
+    pub fn kill(&mut self) {
+        let pgid = self.child.id();
+        if self.try_wait().is_none() {
+            kill_group(pgid, SIGKILL);
+            self.exited = self.child.wait().ok();
+        }
+        kill_group(pgid, SIGKILL);
+    }
+
     /// Kills the process group: TERM, up to 3 s grace, then KILL.
     pub fn stop(&mut self) {
         let pgid = self.child.id();
@@ -354,8 +373,23 @@ pub struct McpServer {
     pub proc: Proc,
 }
 
+/// Options of [`McpServer::start_with`].
+#[derive(Clone, Debug, Default)]
+pub struct ServerOptions {
+    /// `--admin`: `POST /admin/tool-description` changes a tool's description live.
+    pub admin: bool,
+    /// `--verify-tokens` against the IdP on this port (issuer [`IDP_ISSUER`], audience
+    /// [`SERVER_AUDIENCE`]): every request needs an exchanged token with the right scope.
+    pub verify_tokens_with_idp: Option<u16>,
+}
+
 impl McpServer {
     pub fn start(ctx: &TestCtx, name: &str) -> McpServer {
+        McpServer::start_with(ctx, name, &ServerOptions::default())
+    }
+
+    /// The demo server with `--admin` and/or `--verify-tokens`.
+    pub fn start_with(ctx: &TestCtx, name: &str, opts: &ServerOptions) -> McpServer {
         require_node_stack();
         let script = stack_dir().join("servers/demo-server.mjs");
         require_file(&script, "the demo MCP server script", INSTALL_NODE);
@@ -367,6 +401,20 @@ impl McpServer {
             "--name",
             name,
         ]);
+        if opts.admin {
+            cmd.arg("--admin");
+        }
+        if let Some(idp_port) = opts.verify_tokens_with_idp {
+            cmd.args([
+                "--verify-tokens",
+                "--issuer",
+                IDP_ISSUER,
+                "--jwks-url",
+                &format!("http://127.0.0.1:{idp_port}/jwks"),
+                "--audience",
+                SERVER_AUDIENCE,
+            ]);
+        }
         let mut proc = Proc::spawn(ctx, &format!("server-{name}"), cmd);
         let healthy = wait_for(Duration::from_secs(20), Duration::from_millis(100), || {
             if let Some(st) = proc.try_wait() {
@@ -396,16 +444,52 @@ impl McpServer {
         }
     }
 
+    /// `POST /admin/tool-description` (server started with `--admin`): changes the tool's
+    /// description in every session and for new ones. Returns the server's JSON answer.
+    pub fn set_tool_description(&self, tool: &str, description: &str) -> serde_json::Value {
+        let body = serde_json::json!({"name": tool, "description": description});
+        let resp = HttpRequest::new("POST", "/admin/tool-description")
+            .header("Content-Type", "application/json")
+            .body(body.to_string())
+            .send(self.port)
+            .unwrap_or_else(|e| panic!("POST /admin/tool-description: {e}"));
+        assert_eq!(resp.status, 200, "POST /admin/tool-description:\n{resp}");
+        resp.json().expect("admin answer is JSON")
+    }
+
+    /// The server's log events of kind `ev` (`req`, `token`, `token-refused`, …).
+    pub fn events(&self, ev: &str) -> Vec<serde_json::Value> {
+        self.proc
+            .log()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["ev"] == ev)
+            .collect()
+    }
+
+    /// With `--verify-tokens`: every token the server accepted (`jti`, `sub`, `act_sub`, `aud`,
+    /// `scope`, `exp`, and the request's `method`, `rpc`, `tools`), in order.
+    pub fn verified_tokens(&self) -> Vec<serde_json::Value> {
+        self.events("token")
+    }
+
+    /// With `--verify-tokens`: every request the server refused for its token.
+    pub fn refused_tokens(&self) -> Vec<serde_json::Value> {
+        self.events("token-refused")
+    }
+
     /// The server's own MCP endpoint (no Envoy in between).
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}/mcp", self.port)
     }
 
     /// Every HTTP request to `/mcp` the server has logged so far (one JSON object each, with
-    /// `method`, `rpc`, the identity headers it received — `x-mcp-user`, `x-mcp-agent`,
-    /// `x-mcp-delegation` — and `saw_authorization` / `saw_agent_token`). The server writes the
-    /// line when the request arrives, before answering, so a request that got a response from
-    /// the server is always in it.
+    /// `method`, `rpc`, `tools` (the tools/call names), the identity headers it received —
+    /// `x-mcp-user`, `x-mcp-agent`, `x-mcp-delegation` — `saw_authorization` /
+    /// `saw_agent_token`, and the claims of its bearer token, decoded: `token_jti`,
+    /// `token_sub`, `token_act_sub`, `token_aud`, `token_scope`). The server writes the line when
+    /// the request arrives, before answering, so a request that got a response from the server
+    /// is always in it.
     pub fn mcp_requests(&self) -> Vec<serde_json::Value> {
         self.proc
             .log()
@@ -426,6 +510,17 @@ impl McpServer {
 pub struct Idp {
     pub port: u16,
     pub proc: Proc,
+    ctx: TestCtx,
+    signing_key: Option<PathBuf>,
+    starts: u32,
+}
+
+/// Options of [`Idp::start_with`].
+#[derive(Clone, Debug, Default)]
+pub struct IdpOptions {
+    /// `--signing-key FILE`: the IdP signs with the key in FILE (created on first start), so a
+    /// restarted IdP ([`Idp::restart`]) keeps its key and the tokens it issued stay valid.
+    pub signing_key: Option<PathBuf>,
 }
 
 /// A user token and the token of an agent acting for that user.
@@ -447,6 +542,23 @@ impl Tokens {
 
 impl Idp {
     pub fn start(ctx: &TestCtx) -> Idp {
+        Idp::start_with(ctx, &IdpOptions::default())
+    }
+
+    /// The IdP with options (e.g. a persistent signing key).
+    pub fn start_with(ctx: &TestCtx, opts: &IdpOptions) -> Idp {
+        let port = free_port();
+        let proc = Idp::spawn(ctx, port, opts.signing_key.as_deref(), "idp");
+        Idp {
+            port,
+            proc,
+            ctx: ctx.clone(),
+            signing_key: opts.signing_key.clone(),
+            starts: 1,
+        }
+    }
+
+    fn spawn(ctx: &TestCtx, port: u16, signing_key: Option<&Path>, name: &str) -> Proc {
         require_node_stack();
         let script = stack_dir().join("idp/idp.mjs");
         require_file(&script, "the demo IdP script", INSTALL_NODE);
@@ -461,7 +573,6 @@ impl Idp {
             "oidc-provider (integration-tests/stack/node_modules)",
             INSTALL_NODE,
         );
-        let port = free_port();
         let mut cmd = Command::new("node");
         cmd.current_dir(stack_dir())
             .arg(&script)
@@ -469,7 +580,10 @@ impl Idp {
             .arg("--attestation-key")
             .arg(&key)
             .arg("--test-mode");
-        let mut proc = Proc::spawn(ctx, "idp", cmd);
+        if let Some(k) = signing_key {
+            cmd.arg("--signing-key").arg(k);
+        }
+        let mut proc = Proc::spawn(ctx, name, cmd);
         let healthy = wait_for(Duration::from_secs(30), Duration::from_millis(100), || {
             if let Some(st) = proc.try_wait() {
                 panic!("IdP exited early ({st}):\n{}", tail(&proc.log(), 50));
@@ -488,7 +602,37 @@ impl Idp {
                 tail(&proc.log(), 50)
             );
         }
-        Idp { port, proc }
+        proc
+    }
+
+    /// Kills the IdP (SIGKILL, no goodbye): its port refuses connections from now on.
+    pub fn kill(&mut self) {
+        self.proc.kill();
+    }
+
+    /// Starts the IdP again on the same port, with the same issuer and (with
+    /// [`IdpOptions::signing_key`]) the same signing key. Its counters start at zero.
+    pub fn restart(&mut self) {
+        self.proc.kill();
+        self.starts += 1;
+        let name = format!("idp-{}", self.starts);
+        // The port was just released by the killed process; retry briefly if it lingers.
+        let port = self.port;
+        let free = wait_for(Duration::from_secs(10), Duration::from_millis(100), || {
+            TcpListener::bind(("127.0.0.1", port)).ok().map(drop)
+        });
+        assert!(free.is_some(), "IdP port {port} did not become free");
+        self.proc = Idp::spawn(&self.ctx, port, self.signing_key.as_deref(), &name);
+    }
+
+    /// `POST /test/reset-stats`.
+    pub fn reset_stats(&self) {
+        self.post_json("/test/reset-stats", &serde_json::json!({}));
+    }
+
+    /// Token exchanges issued so far (`token_exchange` of `/stats`).
+    pub fn exchanges(&self) -> u64 {
+        self.stats()["token_exchange"].as_u64().unwrap_or(0)
     }
 
     fn expect_ok(&self, what: &str, resp: io::Result<HttpResponse>) -> serde_json::Value {
@@ -709,6 +853,8 @@ pub struct EnvoyConfig {
     pub replacements: Vec<(String, String)>,
     /// Other http filters removed (every item of that name).
     pub removed_filters: Vec<String>,
+    /// Clusters whose (single) endpoint port is set, whatever the template says.
+    pub cluster_ports: Vec<(String, u16)>,
 }
 
 impl EnvoyConfig {
@@ -723,7 +869,27 @@ impl EnvoyConfig {
             with_filter: true,
             replacements: Vec::new(),
             removed_filters: Vec::new(),
+            cluster_ports: Vec::new(),
         }
+    }
+
+    /// [`EnvoyConfig::demo`] with the plugin configuration of `envoy/demo.yaml` minus `policy`
+    /// and `token_exchange`: identity checks only, every valid request of a verified caller is
+    /// forwarded unchanged (no list filtering, no exchanged token; the caller's tokens are
+    /// removed). For comparing what clients see with and without the gateway.
+    pub fn demo_without_policy(upstream_port: u16, idp_port: u16) -> Self {
+        let mut plugin = demo_plugin_config();
+        let o = plugin.as_object_mut().expect("plugin config is an object");
+        o.remove("policy");
+        o.remove("token_exchange");
+        EnvoyConfig::demo(upstream_port, idp_port).plugin_config(&plugin.to_string())
+    }
+
+    /// Points cluster `name` (e.g. `sts`) at 127.0.0.1:`port`, after every other substitution
+    /// (the demo's `sts` and `idp` clusters share the template port 4000).
+    pub fn cluster_port(mut self, name: &str, port: u16) -> Self {
+        self.cluster_ports.push((name.to_string(), port));
+        self
     }
 
     /// `envoy/demo.yaml` without identity: no `jwt_authn` filter and the plugin config without
@@ -779,19 +945,12 @@ impl EnvoyConfig {
             );
             *y = y.replace(from, to);
         };
-        sub(
-            &mut y,
-            "port_value: 10000",
-            &format!("port_value: {listener}"),
-        );
-        sub(&mut y, "port_value: 9901", &format!("port_value: {admin}"));
-        for (from, to) in &self.upstreams {
-            sub(
-                &mut y,
-                &format!("port_value: {from}"),
-                &format!("port_value: {to}"),
-            );
-        }
+        // All ports in one pass, each `port_value: N` as a whole number: replacing them one after
+        // the other would let a port handed out earlier (say 40001) be caught by a later
+        // template port (4000).
+        let mut ports = vec![(10000, listener), (9901, admin)];
+        ports.extend(self.upstreams.iter().copied());
+        y = replace_ports(&y, &ports, &self.template);
         for (from, to) in &self.replacements {
             sub(&mut y, from, to);
         }
@@ -805,6 +964,9 @@ impl EnvoyConfig {
             }
         } else {
             y = remove_filter(&y, "envoy.filters.http.wasm", &self.template);
+        }
+        for (cluster, port) in &self.cluster_ports {
+            y = set_cluster_port(&y, cluster, *port, &self.template);
         }
         for f in &self.removed_filters {
             // Every item of that name (the demo has one jwt_authn filter per token kind).
@@ -867,6 +1029,79 @@ fn replace_plugin_config(yaml: &str, json: &str, template: &Path) -> String {
         template.display()
     );
     out.join("\n") + "\n"
+}
+
+/// Replaces every `port_value: <from>` (the whole number) by `port_value: <to>`, in one pass;
+/// every `from` must occur.
+fn replace_ports(yaml: &str, ports: &[(u16, u16)], template: &Path) -> String {
+    const KEY: &str = "port_value:";
+    let mut out = String::with_capacity(yaml.len());
+    let mut used = vec![false; ports.len()];
+    let mut rest = yaml;
+    while let Some(i) = rest.find(KEY) {
+        let (before, after) = rest.split_at(i + KEY.len());
+        out.push_str(before);
+        let spaces = after.len() - after.trim_start_matches(' ').len();
+        let digits = after[spaces..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .count();
+        let number: Option<u16> = after[spaces..spaces + digits].parse().ok();
+        match number.and_then(|n| ports.iter().position(|(from, _)| *from == n)) {
+            Some(k) => {
+                used[k] = true;
+                out.push_str(&after[..spaces]);
+                out.push_str(&ports[k].1.to_string());
+            }
+            None => out.push_str(&after[..spaces + digits]),
+        }
+        rest = &after[spaces + digits..];
+    }
+    out.push_str(rest);
+    for ((from, _), used) in ports.iter().zip(used) {
+        assert!(
+            used,
+            "Envoy template {} has no `port_value: {from}` to replace",
+            template.display()
+        );
+    }
+    out
+}
+
+/// Sets the first `port_value:` after the line `- name: <cluster>` to `port`.
+fn set_cluster_port(yaml: &str, cluster: &str, port: u16, template: &Path) -> String {
+    let marker = format!("- name: {cluster}");
+    let mut lines: Vec<String> = yaml.lines().map(str::to_string).collect();
+    let start = lines
+        .iter()
+        .position(|l| l.trim_start() == marker)
+        .unwrap_or_else(|| panic!("Envoy template {}: no `{marker}`", template.display()));
+    let (i, line) = lines
+        .iter()
+        .enumerate()
+        .skip(start + 1)
+        .find(|(_, l)| l.contains("port_value:"))
+        .unwrap_or_else(|| {
+            panic!(
+                "Envoy template {}: no port_value after `{marker}`",
+                template.display()
+            )
+        });
+    let at = line.find("port_value:").unwrap_or_default() + "port_value:".len();
+    let rest = &line[at..];
+    let digits_start = rest.len() - rest.trim_start().len();
+    let digits_len = rest[digits_start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .count();
+    let new_line = format!(
+        "{}{}{port}{}",
+        &line[..at],
+        &rest[..digits_start],
+        &rest[digits_start + digits_len..]
+    );
+    lines[i] = new_line;
+    lines.join("\n") + "\n"
 }
 
 /// Removes the http filter list item `- name: <filter>` (through the line before the next
@@ -1493,6 +1728,251 @@ fn read_line(r: &mut impl BufRead) -> io::Result<String> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// MCP requests, filter refusals, list answers
+
+/// A JSON-RPC request `method` with `params` on an MCP session.
+pub fn rpc_call(session: &str, id: u64, method: &str, params: serde_json::Value) -> HttpRequest {
+    session_post(
+        session,
+        &serde_json::json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}),
+    )
+}
+
+/// A `tools/call` of `tool` with `arguments` on an MCP session.
+pub fn tool_call(session: &str, id: u64, tool: &str, arguments: serde_json::Value) -> HttpRequest {
+    rpc_call(
+        session,
+        id,
+        "tools/call",
+        serde_json::json!({"name": tool, "arguments": arguments}),
+    )
+}
+
+/// The names in a list answer (`result.tools[].name`, `result.prompts[].name`,
+/// `result.resources[].uri`, …), sorted; `None` if the message has no such list.
+pub fn list_names(msg: &serde_json::Value, list: &str) -> Option<Vec<String>> {
+    let key = if list.starts_with("resource") {
+        "uri"
+    } else {
+        "name"
+    };
+    let key = if list == "resourceTemplates" {
+        "uriTemplate"
+    } else {
+        key
+    };
+    let mut names: Vec<String> = msg["result"][list]
+        .as_array()?
+        .iter()
+        .filter_map(|t| t[key].as_str().map(str::to_string))
+        .collect();
+    names.sort();
+    Some(names)
+}
+
+/// The problems of a response that should be mcp-warden's refusal: `status`, JSON, JSON-RPC 2.0,
+/// `error.code`, `data.reason`, `data.rule` (a trailing `*` matches a prefix) and the echoed
+/// `id`. Empty when it is exactly that.
+pub fn refusal_problems(
+    resp: &HttpResponse,
+    status: u16,
+    code: i64,
+    reason: &str,
+    rule: &str,
+    id: &serde_json::Value,
+) -> Vec<String> {
+    let mut bad = Vec::new();
+    if resp.status != status {
+        bad.push(format!("status {} (expected {status})", resp.status));
+    }
+    if !resp
+        .header("content-type")
+        .is_some_and(|c| c.starts_with("application/json"))
+    {
+        bad.push(format!(
+            "content-type {:?} (expected application/json)",
+            resp.header("content-type")
+        ));
+    }
+    let Ok(body) = resp.json() else {
+        bad.push("body is not JSON".into());
+        return bad;
+    };
+    if body["jsonrpc"] != "2.0" {
+        bad.push("`jsonrpc` is not \"2.0\"".into());
+    }
+    if body.get("id") != Some(id) {
+        bad.push(format!("id {:?} (expected {id})", body.get("id")));
+    }
+    let err = &body["error"];
+    if err["code"] != code {
+        bad.push(format!("error.code {} (expected {code})", err["code"]));
+    }
+    if err["data"]["reason"] != reason {
+        bad.push(format!(
+            "data.reason {} (expected {reason:?})",
+            err["data"]["reason"]
+        ));
+    }
+    let got = err["data"]["rule"].as_str().unwrap_or("<none>");
+    let rule_ok = match rule.strip_suffix('*') {
+        Some(prefix) => got.starts_with(prefix),
+        None => got == rule,
+    };
+    if !rule_ok {
+        bad.push(format!("data.rule {got:?} (expected {rule:?})"));
+    }
+    bad
+}
+
+/// Seconds since the epoch.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Days since 1970-01-01 of a civil date (proleptic Gregorian).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The year of a day number (days since 1970-01-01).
+fn year_of_day(days: i64) -> i64 {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    yoe + era * 400 + i64::from(m <= 2)
+}
+
+/// Europe/Berlin local time of `now` (seconds since the epoch), computed here independently of
+/// the filter: (weekday, 0 = Monday; minute of the day). CET (UTC+1), and CEST (UTC+2) from the
+/// last Sunday of March 01:00 UTC to the last Sunday of October 01:00 UTC (EU rules).
+pub fn berlin_local_time(now: u64) -> (u32, u32) {
+    let now = i64::try_from(now).unwrap_or(i64::MAX);
+    let year = year_of_day(now.div_euclid(86_400));
+    let last_sunday_0100_utc = |month: i64| {
+        let d31 = days_from_civil(year, month, 31);
+        let weekday = (d31 + 3).rem_euclid(7); // 1970-01-01 was a Thursday (Monday = 0)
+        (d31 - (weekday + 1) % 7) * 86_400 + 3600
+    };
+    let summer = now >= last_sunday_0100_utc(3) && now < last_sunday_0100_utc(10);
+    let local = now + if summer { 7200 } else { 3600 };
+    let day = local.div_euclid(86_400);
+    let weekday = u32::try_from((day + 3).rem_euclid(7)).unwrap_or(0);
+    let minute = u32::try_from(local.rem_euclid(86_400) / 60).unwrap_or(0);
+    (weekday, minute)
+}
+
+/// Whether `now` is inside the enterprise bundle's `sql.select.office-hours` window: Monday to
+/// Friday, 09:00-17:00 Europe/Berlin.
+pub fn in_berlin_office_hours(now: u64) -> bool {
+    let (weekday, minute) = berlin_local_time(now);
+    weekday < 5 && (9 * 60..17 * 60).contains(&minute)
+}
+
+// ---------------------------------------------------------------------------------------------
+// warden CLI and the ECDS file of envoy/hot-reload.yaml
+
+/// The `warden` CLI binary (built once per test process with `cargo build -p mcp-warden-cli`;
+/// the integration tests already depend on its library, so this only links it).
+pub fn warden_bin() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let mut child = Command::new(&cargo)
+                .current_dir(repo_root())
+                .args(["build", "-q", "-p", "mcp-warden-cli", "--bin", "warden"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot run {cargo:?} build -p mcp-warden-cli: {e}"));
+            let status = wait_for(Duration::from_secs(300), Duration::from_millis(100), || {
+                child.try_wait().ok().flatten()
+            });
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            match status {
+                Some(st) if st.success() => {}
+                other => {
+                    let _ = child.kill();
+                    panic!("cargo build -p mcp-warden-cli --bin warden: {other:?}\n{err}");
+                }
+            }
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| repo_root().join("target"));
+            let bin = target.join("debug/warden");
+            require_file(
+                &bin,
+                "the warden CLI",
+                "cd <repo> && cargo build -p mcp-warden-cli",
+            );
+            bin
+        })
+        .clone()
+}
+
+/// What `scripts/render-warden-config.sh` did.
+#[derive(Debug)]
+pub struct RenderOutcome {
+    pub success: bool,
+    pub code: Option<i32>,
+    pub stderr: String,
+}
+
+/// Runs `scripts/render-warden-config.sh ARGS` (with `WARDEN` = [`warden_bin`]), bounded (60 s).
+pub fn render_warden_config(args: &[&str]) -> RenderOutcome {
+    let script = repo_root().join("scripts/render-warden-config.sh");
+    require_file(
+        &script,
+        "scripts/render-warden-config.sh",
+        "git checkout scripts",
+    );
+    let mut child = Command::new("bash")
+        .arg(&script)
+        .args(args)
+        .current_dir(repo_root())
+        .env("WARDEN", warden_bin())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    let status = wait_for(Duration::from_secs(60), Duration::from_millis(20), || {
+        child.try_wait().ok().flatten()
+    });
+    let Some(status) = status else {
+        let _ = child.kill();
+        panic!("render-warden-config.sh {args:?} did not finish within 60 s");
+    };
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut stderr);
+    }
+    RenderOutcome {
+        success: status.success(),
+        code: status.code(),
+        stderr,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // recording upstream
 
 /// One request as an upstream received it.
@@ -1556,6 +2036,106 @@ impl Drop for RecordingUpstream {
     }
 }
 
+/// Reads one HTTP/1.1 request (Content-Length or chunked body); `None` at the end of the
+/// connection or on garbage.
+fn read_request(r: &mut BufReader<TcpStream>) -> Option<RecordedRequest> {
+    let line = read_line(r).ok()?;
+    if line.is_empty() {
+        return None;
+    }
+    let mut parts = line.split(' ');
+    let method = parts.next().unwrap_or("").to_string();
+    let path = parts.next().unwrap_or("").to_string();
+    let mut headers = Vec::new();
+    loop {
+        let h = read_line(r).ok()?;
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+        }
+    }
+    let get = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let mut body = Vec::new();
+    if get("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        loop {
+            let size_line = read_line(r).ok()?;
+            let size =
+                usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16).ok()?;
+            if size == 0 {
+                while matches!(read_line(r), Ok(l) if !l.is_empty()) {}
+                break;
+            }
+            let mut chunk = vec![0; size + 2];
+            r.read_exact(&mut chunk).ok()?;
+            body.extend_from_slice(&chunk[..size]);
+        }
+    } else if let Some(n) = get("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        body.resize(n, 0);
+        r.read_exact(&mut body).ok()?;
+    }
+    Some(RecordedRequest {
+        method,
+        path,
+        headers,
+        body,
+    })
+}
+
+impl RecordedRequest {
+    /// The first header of that name (names are stored lower-case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as `application/x-www-form-urlencoded` fields (decoded).
+    pub fn form(&self) -> Vec<(String, String)> {
+        String::from_utf8_lossy(&self.body)
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                (form_decode(k), form_decode(v))
+            })
+            .collect()
+    }
+}
+
+/// Decodes one `application/x-www-form-urlencoded` name or value.
+pub fn form_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => match s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                Some(b) => {
+                    out.push(b);
+                    i += 2;
+                }
+                None => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn serve_recorded(conn: TcpStream, reqs: &Mutex<Vec<RecordedRequest>>) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
     let mut w = match conn.try_clone() {
@@ -1563,66 +2143,11 @@ fn serve_recorded(conn: TcpStream, reqs: &Mutex<Vec<RecordedRequest>>) {
         Err(_) => return,
     };
     let mut r = BufReader::new(conn);
-    loop {
-        let Ok(line) = read_line(&mut r) else { return };
-        if line.is_empty() {
-            return;
-        }
-        let mut parts = line.split(' ');
-        let method = parts.next().unwrap_or("").to_string();
-        let path = parts.next().unwrap_or("").to_string();
-        let mut headers = Vec::new();
-        loop {
-            let Ok(h) = read_line(&mut r) else { return };
-            if h.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':') {
-                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-            }
-        }
-        let get = |name: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-        };
-        let mut body = Vec::new();
-        if get("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
-            loop {
-                let Ok(size_line) = read_line(&mut r) else {
-                    return;
-                };
-                let Ok(size) =
-                    usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16)
-                else {
-                    return;
-                };
-                if size == 0 {
-                    while matches!(read_line(&mut r), Ok(l) if !l.is_empty()) {}
-                    break;
-                }
-                let mut chunk = vec![0; size + 2];
-                if r.read_exact(&mut chunk).is_err() {
-                    return;
-                }
-                body.extend_from_slice(&chunk[..size]);
-            }
-        } else if let Some(n) = get("content-length").and_then(|v| v.parse::<usize>().ok()) {
-            body.resize(n, 0);
-            if r.read_exact(&mut body).is_err() {
-                return;
-            }
-        }
-        let id = serde_json::from_slice::<serde_json::Value>(&body)
+    while let Some(req) = read_request(&mut r) {
+        let id = serde_json::from_slice::<serde_json::Value>(&req.body)
             .ok()
             .and_then(|v| v.get("id").cloned());
-        reqs.lock().unwrap().push(RecordedRequest {
-            method,
-            path,
-            headers,
-            body,
-        });
+        reqs.lock().unwrap().push(req);
         let resp = match id {
             Some(id) => {
                 let b = serde_json::json!({"jsonrpc": "2.0", "id": id, "result": {}}).to_string();
@@ -1634,6 +2159,138 @@ fn serve_recorded(conn: TcpStream, reqs: &Mutex<Vec<RecordedRequest>>) {
             None => "HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n".to_string(),
         };
         if w.write_all(resp.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// stub HTTP server (a fake token service)
+
+/// What a [`StubServer`] answers.
+#[derive(Clone, Debug)]
+pub struct StubResponse {
+    pub status: u16,
+    pub content_type: String,
+    pub body: String,
+    /// Waits this long before answering.
+    pub delay: Duration,
+    /// Closes the connection without any answer.
+    pub hang_up: bool,
+}
+
+impl StubResponse {
+    /// `status` with a JSON body.
+    pub fn json(status: u16, body: serde_json::Value) -> StubResponse {
+        StubResponse::text(status, "application/json", &body.to_string())
+    }
+
+    /// `status` with any body.
+    pub fn text(status: u16, content_type: &str, body: &str) -> StubResponse {
+        StubResponse {
+            status,
+            content_type: content_type.to_string(),
+            body: body.to_string(),
+            delay: Duration::ZERO,
+            hang_up: false,
+        }
+    }
+
+    pub fn delayed(mut self, delay: Duration) -> StubResponse {
+        self.delay = delay;
+        self
+    }
+
+    /// No answer at all: the connection is closed.
+    pub fn hang_up() -> StubResponse {
+        StubResponse {
+            hang_up: true,
+            ..StubResponse::text(500, "text/plain", "")
+        }
+    }
+}
+
+/// A tiny HTTP/1.1 server that records every request and answers each with the current
+/// [`StubResponse`] (changeable while it runs), e.g. a token service that misbehaves.
+pub struct StubServer {
+    pub port: u16,
+    response: Arc<Mutex<StubResponse>>,
+    requests: Arc<Mutex<Vec<RecordedRequest>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl StubServer {
+    pub fn start(response: StubResponse) -> StubServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind stub server");
+        let port = listener.local_addr().expect("local_addr").port();
+        let response = Arc::new(Mutex::new(response));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (resp2, reqs2, stop2) = (response.clone(), requests.clone(), stop.clone());
+        thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let (resp, reqs) = (resp2.clone(), reqs2.clone());
+                thread::spawn(move || serve_stub(conn, &resp, &reqs));
+            }
+        });
+        StubServer {
+            port,
+            response,
+            requests,
+            stop,
+        }
+    }
+
+    /// Answers from now on with `response`.
+    pub fn set(&self, response: StubResponse) {
+        *self.response.lock().unwrap() = response;
+    }
+
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.requests.lock().unwrap().len()
+    }
+}
+
+impl Drop for StubServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect_timeout(
+            &std::net::SocketAddr::from(([127, 0, 0, 1], self.port)),
+            Duration::from_secs(1),
+        );
+    }
+}
+
+fn serve_stub(conn: TcpStream, response: &Mutex<StubResponse>, reqs: &Mutex<Vec<RecordedRequest>>) {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut w = match conn.try_clone() {
+        Ok(w) => w,
+        Err(_) => return,
+    };
+    let mut r = BufReader::new(conn);
+    while let Some(req) = read_request(&mut r) {
+        reqs.lock().unwrap().push(req);
+        let resp = response.lock().unwrap().clone();
+        thread::sleep(resp.delay);
+        if resp.hang_up {
+            let _ = w.shutdown(Shutdown::Both);
+            return;
+        }
+        let head = format!(
+            "HTTP/1.1 {} Stub\r\ncontent-type: {}\r\ncontent-length: {}\r\n\r\n",
+            resp.status,
+            resp.content_type,
+            resp.body.len()
+        );
+        if w.write_all(head.as_bytes()).is_err() || w.write_all(resp.body.as_bytes()).is_err() {
             return;
         }
     }
@@ -1705,11 +2362,25 @@ pub fn run_client_with_headers(
     url: &str,
     headers: &[(String, String)],
 ) -> String {
+    run_client_with_args(ctx, client, label, url, headers, &[])
+}
+
+/// [`run_client_with_headers`] with more command-line arguments, e.g. `["--scenario", "lists"]`
+/// (ts-client: only the names of the tools, prompts and resources the caller is shown).
+pub fn run_client_with_args(
+    ctx: &TestCtx,
+    client: Client,
+    label: &str,
+    url: &str,
+    headers: &[(String, String)],
+    args: &[&str],
+) -> String {
     let out_path = ctx.path(&format!("{}-{label}.out", client.label()));
     let err_path = ctx.path(&format!("{}-{label}.log", client.label()));
     let out = File::create(&out_path).expect("create client stdout file");
     let err = File::create(&err_path).expect("create client stderr file");
     let mut cmd = client.command(url, headers);
+    cmd.args(args);
     cmd.stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
@@ -1775,6 +2446,18 @@ mod tests {
         assert_eq!(id["user"]["issuers"], serde_json::json!([IDP_ISSUER]));
         assert_eq!(id["agent"]["issuers"], serde_json::json!([IDP_ISSUER]));
         let y = EnvoyConfig::demo(8, 9).without_filter().render(1, 2);
+        // Ports are replaced as whole numbers, in one pass.
+        let y2 = EnvoyConfig::demo(40002, 40001)
+            .without_filter()
+            .render(40000, 10000);
+        assert!(
+            y2.contains("port_value: 40000 }") && y2.contains("port_value: 40001 }"),
+            "{y2}"
+        );
+        assert!(
+            y2.contains("port_value: 40002 }") && y2.contains("port_value: 10000 }"),
+            "{y2}"
+        );
         assert!(y.contains("port_value: 9 }"), "{y}");
         assert!(!y.contains("port_value: 4000"), "{y}");
         assert!(y.contains(&format!("issuer: {IDP_ISSUER}")), "{y}");
@@ -1783,6 +2466,22 @@ mod tests {
             .without_filter()
             .render(1, 2);
         assert!(!y.contains("- name: envoy.filters.http.jwt_authn"), "{y}");
+        // The STS alone can be pointed elsewhere; the idp cluster keeps the IdP's port.
+        let y = EnvoyConfig::demo(8, 9)
+            .cluster_port("sts", 7)
+            .without_filter()
+            .render(1, 2);
+        let sts = y.split("- name: sts").nth(1).unwrap();
+        assert!(sts.contains("port_value: 7 }"), "{y}");
+        let idp = y.split("- name: idp").nth(1).unwrap();
+        assert!(idp.contains("port_value: 9 }"), "{y}");
+        // Without policy: identity only.
+        let plugin = EnvoyConfig::demo_without_policy(8, 9)
+            .plugin_config
+            .unwrap();
+        let plugin: serde_json::Value = serde_json::from_str(&plugin).unwrap();
+        assert!(plugin.get("identity").is_some());
+        assert!(plugin.get("policy").is_none() && plugin.get("token_exchange").is_none());
     }
 
     #[test]
@@ -1803,6 +2502,34 @@ mod tests {
         assert!(forged.starts_with("h.") && forged.ends_with(".s"));
         assert_eq!(jwt_payload(&forged), other);
         assert_eq!(form_encode("mcp:tools a/b"), "mcp%3Atools+a%2Fb");
+        assert_eq!(form_decode("mcp%3Atools+a%2Fb"), "mcp:tools a/b");
+        assert_eq!(form_decode("100%"), "100%");
+    }
+
+    #[test]
+    fn berlin_time() {
+        // 2026-01-05 (Monday) 10:00 CET = 09:00 UTC.
+        let t = u64::try_from(days_from_civil(2026, 1, 5) * 86_400 + 9 * 3600).unwrap();
+        assert_eq!(berlin_local_time(t), (0, 600));
+        assert!(in_berlin_office_hours(t));
+        // 2026-07-03 (Friday) 16:59 CEST = 14:59 UTC; 17:00 is outside.
+        let t = u64::try_from(days_from_civil(2026, 7, 3) * 86_400 + 14 * 3600 + 59 * 60).unwrap();
+        assert_eq!(berlin_local_time(t), (4, 16 * 60 + 59));
+        assert!(in_berlin_office_hours(t));
+        assert!(!in_berlin_office_hours(t + 60));
+        // Summer time starts 2026-03-29 01:00 UTC (02:00 CET -> 03:00 CEST).
+        let t = u64::try_from(days_from_civil(2026, 3, 29) * 86_400 + 3600).unwrap();
+        assert_eq!(berlin_local_time(t - 60), (6, 60 + 59));
+        assert_eq!(berlin_local_time(t), (6, 3 * 60));
+        // and ends 2026-10-25 01:00 UTC (03:00 CEST -> 02:00 CET).
+        let t = u64::try_from(days_from_civil(2026, 10, 25) * 86_400 + 3600).unwrap();
+        assert_eq!(berlin_local_time(t - 60), (6, 2 * 60 + 59));
+        assert_eq!(berlin_local_time(t), (6, 2 * 60));
+        // Saturday 2026-01-10 10:00 CET.
+        let t = u64::try_from(days_from_civil(2026, 1, 10) * 86_400 + 9 * 3600).unwrap();
+        assert!(!in_berlin_office_hours(t));
+        assert_eq!(year_of_day(days_from_civil(2026, 12, 31)), 2026);
+        assert_eq!(year_of_day(days_from_civil(2027, 1, 1)), 2027);
     }
 
     #[test]

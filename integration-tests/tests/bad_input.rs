@@ -11,8 +11,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use mcp_warden_integration_tests::{
-    demo_plugin_config, Envoy, EnvoyConfig, HttpRequest, HttpResponse, Idp, RecordingUpstream,
-    TestCtx, Tokens,
+    demo_plugin_config, jwt_payload, Envoy, EnvoyConfig, HttpRequest, HttpResponse, Idp,
+    RecordingUpstream, TestCtx, Tokens, SERVER_AUDIENCE,
 };
 use serde_json::{json, Value};
 use std::fmt::Write as _;
@@ -301,8 +301,22 @@ fn assert_valid_ping_passes(envoy: &Envoy, upstream: &RecordingUpstream, tokens:
             .map(|(_, v)| v.as_str())
     };
     assert_eq!(header("x-mcp-user"), Some("alice"), "{seen:?}");
-    assert_eq!(header("authorization"), None, "{seen:?}");
     assert_eq!(header("x-agent-token"), None, "{seen:?}");
+    // Not the caller's token: one exchanged for the upstream (token_exchange in demo.yaml).
+    let upstream_token = header("authorization")
+        .and_then(|a| a.strip_prefix("Bearer "))
+        .unwrap_or_else(|| panic!("no exchanged token upstream: {seen:?}"));
+    assert_ne!(
+        upstream_token, tokens.user,
+        "the user's own token reached the upstream"
+    );
+    let claims = jwt_payload(upstream_token);
+    assert!(
+        claims["act"]["sub"] == "agent:agent-claude"
+            && claims["aud"] == SERVER_AUDIENCE
+            && claims["sub"] == "alice",
+        "the upstream token is not an exchanged one: {claims}"
+    );
 }
 
 /// An IdP, the recording upstream, Envoy with the demo config (or the given plugin config)

@@ -14,7 +14,7 @@
 use mcp_warden_integration_tests::{
     jwt_payload, jwt_with_payload, open_session, rpc_message, session_post, Envoy, EnvoyConfig,
     HttpRequest, HttpResponse, Idp, McpServer, TestCtx, Tokens, IDP_ISSUER, MCP_RESOURCE,
-    RESOURCE_METADATA_URL,
+    RESOURCE_METADATA_URL, SERVER_AUDIENCE,
 };
 use serde_json::{json, Value};
 use std::fmt::Write as _;
@@ -259,7 +259,18 @@ fn agent_header(token: &str) -> (String, String) {
     ("x-agent-token".into(), token.to_string())
 }
 
-/// The forwarded request carried alice + agent-claude and none of the credentials.
+/// What the server saw of the caller's credentials: not the caller's tokens, but a token
+/// mcp-warden exchanged for it (audience the server, actor the agent, subject the user).
+fn exchanged_for_alice(r: &Value) -> bool {
+    r["saw_authorization"] == true
+        && r["saw_agent_token"] == false
+        && r["token_sub"] == "alice"
+        && r["token_act_sub"] == "agent:agent-claude"
+        && r["token_aud"] == SERVER_AUDIENCE
+}
+
+/// The forwarded request carried alice + agent-claude and none of the credentials (only the
+/// exchanged token).
 fn upstream_saw_alice(seen: &[Value]) -> Result<(), String> {
     let [r] = seen else {
         return Err(format!("expected one request at the server, saw {seen:?}"));
@@ -267,8 +278,7 @@ fn upstream_saw_alice(seen: &[Value]) -> Result<(), String> {
     let ok = r["x-mcp-user"] == "alice"
         && r["x-mcp-agent"] == "agent:agent-claude"
         && r["x-mcp-delegation"] == "alice>agent:agent-claude"
-        && r["saw_authorization"] == false
-        && r["saw_agent_token"] == false;
+        && exchanged_for_alice(r);
     if ok {
         Ok(())
     } else {
@@ -300,8 +310,7 @@ fn whoami_is_alice(resp: &HttpResponse, seen: &[Value]) -> Result<(), String> {
     let ok = who["x-mcp-user"] == "alice"
         && who["x-mcp-agent"] == "agent:agent-claude"
         && who["x-mcp-delegation"] == "alice>agent:agent-claude"
-        && who["saw_authorization"] == false
-        && who["saw_agent_token"] == false;
+        && exchanged_for_alice(&who);
     if !ok {
         return Err(format!("whoami saw {who}"));
     }

@@ -1,6 +1,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! Shipped files agree with each other: docker-compose runs the same Envoy config and filter
-//! as `make demo`, every shipped Envoy config fails closed, and the pinned Envoy versions match.
+//! as `make demo`, every shipped Envoy config (and the ECDS file `envoy/hot-reload.yaml` loads)
+//! fails closed and carries a plugin configuration the filter accepts (`warden check`), and the
+//! pinned Envoy versions match.
 
 use std::fs;
 use std::path::PathBuf;
@@ -13,13 +15,14 @@ fn read(rel: &str) -> String {
     fs::read_to_string(root().join(rel)).unwrap_or_else(|e| panic!("cannot read {rel}: {e}"))
 }
 
-fn envoy_configs() -> Vec<String> {
+/// The `*.yaml` files of a directory of the repository, as repository paths, sorted.
+fn yaml_files(dir: &str) -> Vec<String> {
     let mut out = Vec::new();
-    for entry in fs::read_dir(root().join("envoy")).expect("envoy/ exists") {
+    for entry in fs::read_dir(root().join(dir)).unwrap_or_else(|e| panic!("{dir}/: {e}")) {
         let path = entry.expect("dir entry").path();
         if path.extension().is_some_and(|e| e == "yaml") {
             out.push(format!(
-                "envoy/{}",
+                "{dir}/{}",
                 path.file_name()
                     .and_then(|n| n.to_str())
                     .unwrap_or_default()
@@ -28,6 +31,42 @@ fn envoy_configs() -> Vec<String> {
     }
     out.sort();
     out
+}
+
+/// Every shipped Envoy configuration: `envoy/*.yaml` and the ECDS resources in `envoy/ecds/`.
+fn envoy_configs() -> Vec<String> {
+    let mut out = yaml_files("envoy");
+    out.extend(yaml_files(ECDS_DIR));
+    out
+}
+
+/// Where `envoy/hot-reload.yaml` gets the mcp-warden filter from (ECDS, a watched file).
+const ECDS_DIR: &str = "envoy/ecds";
+const ECDS_FILE: &str = "envoy/ecds/mcp_warden.yaml";
+const WASM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
+
+/// Lines that configure a wasm filter (inline or as an ECDS resource): its `"@type"`.
+fn wasm_filter_configs(text: &str) -> usize {
+    text.lines()
+        .filter(|l| {
+            let t = l.trim_start().trim_start_matches("- ");
+            t.starts_with("\"@type\":") && t.contains(WASM_TYPE)
+        })
+        .count()
+}
+
+/// The single-quoted plugin JSON after the StringValue `@type` line.
+fn plugin_json(rel: &str) -> serde_json::Value {
+    let text = read(rel);
+    let configs = mcp_warden_cli::envoy::plugin_configs(&text)
+        .unwrap_or_else(|(line, e)| panic!("{rel}:{line}: {e}"));
+    let [c] = configs.as_slice() else {
+        panic!(
+            "{rel}: expected one plugin configuration, found {}",
+            configs.len()
+        );
+    };
+    serde_json::from_str(&c.json).unwrap_or_else(|e| panic!("{rel}: plugin configuration: {e}"))
 }
 
 #[test]
@@ -69,7 +108,7 @@ fn every_shipped_envoy_config_fails_closed() {
     assert!(!configs.is_empty());
     for rel in configs {
         let text = read(&rel);
-        let filters = text.matches("envoy.filters.http.wasm").count();
+        let filters = wasm_filter_configs(&text);
         if filters == 0 {
             continue;
         }
@@ -85,6 +124,123 @@ fn every_shipped_envoy_config_fails_closed() {
             "{rel}: every wasm filter needs allow_on_headers_stop_iteration: true"
         );
         assert!(!text.contains("FAIL_OPEN"), "{rel} must not fail open");
+    }
+}
+
+/// `warden check` (the filter's own configuration code) accepts every plugin configuration in
+/// the shipped files; a file without one gets the filter through ECDS from a shipped file.
+#[test]
+fn every_shipped_plugin_configuration_is_valid() {
+    let mut problems = Vec::new();
+    for rel in envoy_configs() {
+        let text = read(&rel);
+        if wasm_filter_configs(&text) == 0 {
+            if text.contains("config_discovery:") && text.contains(WASM_TYPE) {
+                continue; // checked by hot_reload_config_loads_the_shipped_ecds_file
+            }
+            if text.contains("envoy.filters.http.wasm") || text.contains("mcp_warden") {
+                problems.push(format!(
+                    "{rel}: names mcp-warden but configures no wasm filter"
+                ));
+            }
+            continue;
+        }
+        let path = root().join(&rel).display().to_string();
+        if let Err(ps) = mcp_warden_cli::check::check_file(&path) {
+            for p in ps {
+                problems.push(format!("{rel}: {p}"));
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "invalid shipped configurations:\n{}",
+        problems.join("\n")
+    );
+}
+
+/// `envoy/hot-reload.yaml` loads the mcp-warden filter by ECDS from `envoy/ecds/mcp_warden.yaml`
+/// (watched directory, node identity), and that file is what `scripts/render-warden-config.sh`
+/// renders: the wasm filter with `envoy/demo.yaml`'s plugin configuration.
+#[test]
+fn hot_reload_config_loads_the_shipped_ecds_file() {
+    let hot = read("envoy/hot-reload.yaml");
+    for needle in [
+        "config_discovery:",
+        &format!("path: {ECDS_FILE}"),
+        &format!("watched_directory: {{ path: {ECDS_DIR} }}"),
+        "resource_api_version: V3",
+        &format!("type_urls: [\"{WASM_TYPE}\"]"),
+        "\nnode:\n",
+        "- name: mcp_warden",
+    ] {
+        assert!(
+            hot.contains(needle),
+            "envoy/hot-reload.yaml lacks `{needle}`"
+        );
+    }
+    assert!(
+        !hot.contains("- name: envoy.filters.http.wasm"),
+        "envoy/hot-reload.yaml must not also configure the filter inline"
+    );
+    let ecds = read(ECDS_FILE);
+    for needle in [
+        "\"@type\": type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
+        "name: mcp_warden",
+        &format!("\"@type\": {WASM_TYPE}"),
+        "filename: target/wasm32-wasip1/release/mcp_warden.wasm",
+    ] {
+        assert!(ecds.contains(needle), "{ECDS_FILE} lacks `{needle}`");
+    }
+    assert_eq!(
+        plugin_json(ECDS_FILE),
+        plugin_json("envoy/demo.yaml"),
+        "{ECDS_FILE} is stale: run scripts/render-warden-config.sh"
+    );
+    // Apart from its header and the filter's delivery, hot-reload.yaml is demo.yaml.
+    let body = |text: &str, filter_starts: &str| -> Vec<String> {
+        let mut out = Vec::new();
+        let mut skipping = false;
+        for l in text.lines().skip_while(|l| !l.starts_with("admin:")) {
+            let t = l.trim_start();
+            if t.starts_with(filter_starts) {
+                skipping = true;
+            } else if t == "- name: envoy.filters.http.router" {
+                skipping = false;
+            }
+            if !skipping {
+                out.push(l.to_string());
+            }
+        }
+        out
+    };
+    let (demo_body, hot_body) = (
+        body(&read("envoy/demo.yaml"), "- name: envoy.filters.http.wasm"),
+        body(&hot, "# 3. mcp-warden, configured through ECDS"),
+    );
+    if let Some(i) =
+        (0..demo_body.len().max(hot_body.len())).find(|&i| demo_body.get(i) != hot_body.get(i))
+    {
+        panic!(
+            "envoy/hot-reload.yaml differs from envoy/demo.yaml outside the mcp-warden filter \
+             (keep them in step): first at body line {}:\n  demo.yaml:       {:?}\n  hot-reload.yaml: {:?}",
+            i + 1,
+            demo_body.get(i),
+            hot_body.get(i)
+        );
+    }
+    // The same wasm settings as demo.yaml's filter (name, root_id, vm_id, runtime).
+    let demo = read("envoy/demo.yaml");
+    for key in [
+        "name: mcp_warden",
+        "root_id: mcp_warden",
+        "vm_id: mcp_warden",
+        "runtime: envoy.wasm.runtime.v8",
+    ] {
+        assert!(
+            demo.contains(key) && ecds.contains(key),
+            "`{key}` differs between demo.yaml and {ECDS_FILE}"
+        );
     }
 }
 

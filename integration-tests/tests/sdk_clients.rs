@@ -6,6 +6,10 @@
 //! one part that must differ is what the server saw of the caller (`whoami_headers`): directly
 //! it sees the client's own headers, through the filter only the verified identity. That part
 //! is compared separately; everything else must be identical.
+//!
+//! The gateway runs `envoy/demo.yaml` without `policy` and `token_exchange`
+//! ([`EnvoyConfig::demo_without_policy`]): what the policy hides or refuses, and the exchanged
+//! credential, differ from a direct connection on purpose and are tested on their own.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use mcp_warden_integration_tests::{
@@ -46,7 +50,13 @@ fn same_output_through_the_filter(test: &str, client: Client) {
     let ctx = TestCtx::new(test);
     let idp = Idp::start(&ctx);
     let server = McpServer::start(&ctx, "demo");
-    let envoy = Envoy::start(&ctx, "envoy", &EnvoyConfig::demo(server.port, idp.port));
+    // Identity only: the policy filters lists and refuses unknown tools, and token exchange
+    // changes the credential upstream, both by design (tests/policy.rs, tests/exchange.rs).
+    let envoy = Envoy::start(
+        &ctx,
+        "envoy",
+        &EnvoyConfig::demo_without_policy(server.port, idp.port),
+    );
     let tokens = idp.tokens("alice", "agent-claude", ALL_MCP_SCOPES);
     let mut headers = tokens.headers();
     headers.push(("x-mcp-user".into(), "mallory".into()));

@@ -28,7 +28,10 @@ fn main() {
         max_batch: 32,
         extra_methods: &[],
     };
-    println!("{:>10} {:>14} {:>10} {:>17}", "body", "µs/parse", "MB/s", "vs serde_json");
+    println!(
+        "{:>10} {:>14} {:>10} {:>17}",
+        "body", "µs/parse", "MB/s", "vs serde_json"
+    );
     for size in [1024usize, 64 * 1024, 1024 * 1024] {
         let b = body(size);
         let runs = (20_000_000 / size).clamp(5, 20_000);

@@ -50,7 +50,10 @@ pub fn parse_strict(bytes: &[u8], max_depth: usize) -> Result<Parsed, JsonError>
         duplicates: RefCell::new(Vec::new()),
     };
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let seed = Node { ctx: &ctx, depth: 1 };
+    let seed = Node {
+        ctx: &ctx,
+        depth: 1,
+    };
     let result = seed.deserialize(&mut de).and_then(|v| de.end().map(|()| v));
     match result {
         Ok(value) => Ok(Parsed {
@@ -138,11 +141,8 @@ impl<'de> Visitor<'de> for Node<'_> {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         self.enter()?;
         let mut out = Vec::new();
-        loop {
-            match seq.next_element_seed(self.child())? {
-                Some(v) => out.push(v),
-                None => break,
-            }
+        while let Some(v) = seq.next_element_seed(self.child())? {
+            out.push(v);
         }
         Ok(Value::Array(out))
     }

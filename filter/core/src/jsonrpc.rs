@@ -262,7 +262,10 @@ fn parse_batch(items: Vec<Value>, rules: &ParseRules<'_>) -> Result<Vec<Message>
 
 const MEMBERS: &[&str] = &["jsonrpc", "id", "method", "params", "result", "error"];
 
-fn parse_message(mut obj: Map<String, Value>, rules: &ParseRules<'_>) -> Result<Message, Rejection> {
+fn parse_message(
+    mut obj: Map<String, Value>,
+    rules: &ParseRules<'_>,
+) -> Result<Message, Rejection> {
     // Taken out, not cloned: params can be most of a large body.
     let params_raw = obj.remove("params");
     let raw_id = obj.get("id");

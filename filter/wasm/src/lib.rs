@@ -443,6 +443,7 @@ impl HttpContext for WardenHttp {
                 .unwrap_or(0),
             Err(_) => return self.host_failure("get current time"),
         };
+        self.now = now;
         let step = {
             let Ok(mut cache) = self.attestation_cache.try_borrow_mut() else {
                 return self.host_failure("attestation cache busy");

@@ -3,7 +3,10 @@
 // (Client + StreamableHTTPClientTransport).
 //
 // Usage: node clients/ts-client.mjs --url http://127.0.0.1:PORT/mcp [--timeout-ms 60000]
-//                                   [--header "Name: value"]...
+//                                   [--header "Name: value"]... [--scenario full|lists]
+//
+// --scenario lists: only initialize, list tools / prompts / resources (names), terminate; for
+// checking what a caller is shown (e.g. policy-filtered lists).
 //
 // Every --header is sent on every HTTP request (POST, GET and DELETE), e.g. the caller's
 // `Authorization: Bearer …` and `x-agent-token: …` for a gateway; header values are never
@@ -22,11 +25,12 @@ const { values: opts } = parseArgs({
     url: { type: 'string' },
     'timeout-ms': { type: 'string', default: '60000' },
     header: { type: 'string', multiple: true, default: [] },
+    scenario: { type: 'string', default: 'full' },
   },
   strict: true,
 });
-if (!opts.url) {
-  process.stderr.write('usage: ts-client.mjs --url http://127.0.0.1:PORT/mcp [--timeout-ms N] [--header "Name: value"]...\n');
+if (!opts.url || !['full', 'lists'].includes(opts.scenario)) {
+  process.stderr.write('usage: ts-client.mjs --url http://127.0.0.1:PORT/mcp [--timeout-ms N] [--header "Name: value"]... [--scenario full|lists]\n');
   process.exit(2);
 }
 /** The --header options as [name, value] pairs (a repeated name is sent repeatedly). */
@@ -139,7 +143,24 @@ function newClient() {
   return client;
 }
 
+/** --scenario lists: the names a caller is shown. */
+async function lists() {
+  const client = newClient();
+  const transport = new StreamableHTTPClientTransport(URL_, transportOptions());
+  await client.connect(transport, REQ);
+  const names = (items, key = 'name') => items.map((i) => i[key]).sort();
+  const out = {
+    tools: names((await client.listTools({}, REQ)).tools),
+    prompts: names((await client.listPrompts({}, REQ)).prompts),
+    resources: names((await client.listResources({}, REQ)).resources, 'uri'),
+  };
+  await transport.terminateSession();
+  await client.close();
+  return out;
+}
+
 async function main() {
+  if (opts.scenario === 'lists') return lists();
   const out = { sdk: '@modelcontextprotocol/sdk', client: 'ts' };
   const client = newClient();
   client.onerror = (e) => process.stderr.write(`ts-client: client error: ${e?.stack ?? e}\n`);

@@ -3,7 +3,7 @@
 //
 //   node idp/idp.mjs --port 4000 [--host 127.0.0.1] [--issuer http://127.0.0.1:4000]
 //        [--attestation-key <pkcs8 pem>] [--sts-client-jwks <jwks.json>] [--test-mode]
-//        [--default-resource http://127.0.0.1:10000/mcp]
+//        [--default-resource http://127.0.0.1:10000/mcp] [--signing-key <pkcs8 pem>]
 //
 // Prints `READY <port>` on stdout once listening; everything else goes to stderr as JSON lines.
 // See idp/README.md for endpoints, users, clients and token layouts.
@@ -50,7 +50,7 @@ try {
 }
 if (args.help || args.port === undefined) {
   process.stderr.write('usage: node idp/idp.mjs --port <port> [--host 127.0.0.1] [--issuer <url>] '
-    + '[--attestation-key <pem>] [--sts-client-jwks <file>] [--default-resource <url>] [--test-mode]\n');
+    + '[--attestation-key <pem>] [--sts-client-jwks <file>] [--default-resource <url>] [--signing-key <pem>] [--test-mode]\n');
   process.exit(args.help ? 0 : 2);
 }
 const PORT = Number(args.port);
@@ -140,7 +140,32 @@ function newEcKey(prefix) {
   return keyFromPair(privateKey, prefix);
 }
 
-let signingKeys = [newEcKey('idp')]; // [0] signs; all are published and accepted
+/**
+ * The first signing key: ephemeral, or with --signing-key FILE the P-256 PKCS#8 key in FILE
+ * (created there, mode 0600, when FILE does not exist yet), so a restarted IdP keeps its key and
+ * the tokens it issued before stay valid.
+ */
+function initialSigningKey() {
+  const file = args['signing-key'];
+  if (!file) return newEcKey('idp');
+  try {
+    if (!fs.existsSync(file)) {
+      const { privateKey } = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
+      fs.writeFileSync(file, privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600, flag: 'wx' });
+      log('info', 'created signing key', { file });
+    }
+    const pk = crypto.createPrivateKey(fs.readFileSync(file));
+    if (pk.asymmetricKeyType !== 'ec' || pk.asymmetricKeyDetails?.namedCurve !== 'prime256v1') {
+      throw new Error('signing key must be an EC P-256 private key');
+    }
+    return keyFromPair(pk, 'idp');
+  } catch (e) {
+    log('error', 'cannot load --signing-key', { file, error: e.message });
+    process.exit(2);
+  }
+}
+
+let signingKeys = [initialSigningKey()]; // [0] signs; all are published and accepted
 let verifierJwks = createLocalJWKSet({ keys: signingKeys.map((k) => k.pubJwk) });
 const rogueKey = newEcKey('rogue'); // never published
 
@@ -852,6 +877,7 @@ server.listen(PORT, HOST, () => {
     port,
     test_mode: TEST_MODE,
     kid: signingKeys[0].kid,
+    signing_key: args['signing-key'] ?? 'ephemeral',
     attestation_kid: attestationKey.kid,
     attestation_key: attestationKeyEphemeral ? 'ephemeral' : args['attestation-key'],
     sts_pkjwt_client: Boolean(stsClientJwks),
