@@ -163,6 +163,22 @@ WARDEN_POLICY_CONFIG = {
 }
 
 
+# The same, plus the tool registry and RFC 8693 token exchange for every call. The STS is the
+# upstream Envoy (route /token answers a canned token), so after the first request this row
+# measures the cached exchange: hash the inputs, find the token, swap the Authorization header.
+WARDEN_EXCHANGE_CONFIG = {
+    **WARDEN_POLICY_CONFIG,
+    "policy": {"servers": [{"name": "bench", "path": "/mcp",
+                            "tools": [{"name": t, "status": "approved", "approved_for": ["*"]} for t in ALLOWED_TOOLS]}],
+               "rules": [{"id": "allow.bench-tools", "effect": "allow", "tools": ALLOWED_TOOLS, "users": [SUBJECT]}]},
+    "token_exchange": {"cluster": "sts", "authority": "sts.bench.invalid", "path": "/token",
+                       "client_auth": {"method": "client_secret_basic", "client_id": "mcp-warden", "client_secret": "s"},
+                       "servers": {"bench": {"audience": "http://upstream.bench.invalid/mcp", "scopes": ["mcp:tools"],
+                                             "lifetime_seconds": 3600}}},
+}
+STS_BODY = '{"access_token":"exchanged.bench.token","token_type":"Bearer","expires_in":3600}'
+
+
 def f_floor(ctx: "Ctx", what: str) -> dict:
     """bench/floor-filter: `noop` or `read` (headers + buffered body read, no logic)."""
     return f_wasm("bench_floor", ctx.floor_wasm, what)
@@ -219,6 +235,9 @@ def tested_config(upstream_port: int, filters: list[dict]) -> dict:
             "clusters": [{"name": "mcp_upstream", "type": "STATIC", "connect_timeout": "2s",
                           "per_connection_buffer_limit_bytes": BUFFER_LIMIT,
                           "load_assignment": {"cluster_name": "mcp_upstream", "endpoints": [
+                              {"lb_endpoints": [{"endpoint": {"address": _sa(upstream_port)}}]}]}},
+                         {"name": "sts", "type": "STATIC", "connect_timeout": "2s",
+                          "load_assignment": {"cluster_name": "sts", "endpoints": [
                               {"lb_endpoints": [{"endpoint": {"address": _sa(upstream_port)}}]}]}}]},
     }
 
@@ -231,7 +250,11 @@ def upstream_config() -> dict:
         "stat_prefix": "upstream", "codec_type": "AUTO",
         "route_config": {"name": "upstream", "virtual_hosts": [{
             "name": "mcp", "domains": ["*"],
-            "routes": [{"match": {"prefix": "/"},
+            "routes": [{"match": {"prefix": "/token"},
+                        "direct_response": {"status": 200, "body": {"inline_string": STS_BODY}},
+                        "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"},
+                                                     "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]},
+                       {"match": {"prefix": "/"},
                         "direct_response": {"status": 200, "body": {"inline_string": UPSTREAM_BODY}},
                         "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"},
                                                      "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]}]}]},
@@ -290,6 +313,9 @@ MODES: list[Mode] = [
     Mode("warden_policy", "Envoy + jwt_authn (cache) + mcp-warden identity + policy tool allow-list",
          lambda c: [f_jwt_authn(c, cache=True, for_warden=True), f_warden(c, WARDEN_POLICY_CONFIG)],
          [NO_TOKEN, FORBIDDEN_TOOL, WARDEN_INVALID, NOT_MCP], sizes=True),
+    Mode("warden_exchange", "… + tool registry + cached RFC 8693 token exchange",
+         lambda c: [f_jwt_authn(c, cache=True, for_warden=True), f_warden(c, WARDEN_EXCHANGE_CONFIG)],
+         [NO_TOKEN, FORBIDDEN_TOOL, WARDEN_INVALID, NOT_MCP]),
     Mode("warden_jwt", "Envoy + jwt_authn (cache) + mcp-warden (validation only)",
          lambda c: [f_jwt_authn(c, cache=True), f_warden(c)], [NO_TOKEN, WARDEN_INVALID, NOT_MCP]),
     Mode("warden", "Envoy + mcp-warden alone (validation only, no jwt_authn)", lambda c: [f_warden(c)],

@@ -14,7 +14,7 @@ use crate::error::{Reason, Rejection, Reply};
 use crate::exchange::{build_call, cache_key, parse_answer, Grant, Issued, Params, StsCall};
 use crate::identity::attestation::AttestationCache;
 use crate::identity::metadata::ClaimSource;
-use crate::identity::{authenticate, Identity};
+use crate::identity::{authenticate_cached, identity_key, Identity, IdentityCache};
 use crate::jsonrpc::Message;
 use crate::jsonrpc::{parse_payload, ParseRules, Payload};
 use crate::policy::{Decision, Facts, Purpose};
@@ -108,6 +108,8 @@ pub struct RequestContext<'a> {
     pub claims: &'a dyn ClaimSource,
     /// The attestation verdict cache of this worker.
     pub attestation_cache: &'a mut AttestationCache,
+    /// The verified identity cache of this worker.
+    pub identity_cache: &'a mut IdentityCache,
     /// Seconds since the epoch.
     pub now: u64,
 }
@@ -749,7 +751,7 @@ impl RequestFlow {
                     ));
                 }
             }
-            if cfg.token_exchange.is_some() {
+            {
                 let value = |name: &str| {
                     headers
                         .iter()
@@ -763,7 +765,19 @@ impl RequestFlow {
                 });
                 self.tokens.actor = id_cfg.agent.as_ref().and_then(|a| value(&a.token_header));
             }
-            let identity = match authenticate(id_cfg, ctx.claims, ctx.attestation_cache, ctx.now) {
+            let key = self
+                .tokens
+                .subject
+                .as_deref()
+                .map(|u| identity_key(u, self.tokens.actor.as_deref()));
+            let identity = match authenticate_cached(
+                id_cfg,
+                ctx.claims,
+                ctx.attestation_cache,
+                ctx.identity_cache,
+                key,
+                ctx.now,
+            ) {
                 Ok(i) => i,
                 Err(r) => return self.reject(r),
             };
@@ -1027,9 +1041,11 @@ mod tests {
         claims: &JsonClaims,
     ) -> Step {
         let mut cache = AttestationCache::default();
+        let mut identities = IdentityCache::default();
         let ctx = RequestContext {
             claims,
             attestation_cache: &mut cache,
+            identity_cache: &mut identities,
             now: 1_800_000_000,
         };
         flow.on_request_headers(cfg, h, eos, ctx)

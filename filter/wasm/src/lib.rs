@@ -11,6 +11,7 @@ use mcp_warden_core::error::{Reason, Rejection, Reply, RpcId};
 use mcp_warden_core::exchange::{Begin, ExchangeState, Issued};
 use mcp_warden_core::identity::attestation::AttestationCache;
 use mcp_warden_core::identity::metadata::{ClaimSource, HostError};
+use mcp_warden_core::identity::IdentityCache;
 use mcp_warden_core::pipeline::{
     BodyStep, HeaderEdit, Outcome, RequestContext, RequestFlow, ResponseMode, Step,
 };
@@ -42,6 +43,7 @@ proxy_wasm::main! {{
             config: Rc::new(Config::default()),
             attestation_cache: Rc::new(RefCell::new(AttestationCache::default())),
             exchanges: Rc::new(RefCell::new(ExchangeState::default())),
+            identities: Rc::new(RefCell::new(IdentityCache::default())),
         })
     });
 }}
@@ -51,6 +53,7 @@ struct WardenRoot {
     config: Rc<Config>,
     attestation_cache: Rc<RefCell<AttestationCache>>,
     exchanges: Rc<RefCell<ExchangeState>>,
+    identities: Rc<RefCell<IdentityCache>>,
 }
 
 impl Context for WardenRoot {}
@@ -92,6 +95,7 @@ impl RootContext for WardenRoot {
             config: Rc::clone(&self.config),
             attestation_cache: Rc::clone(&self.attestation_cache),
             exchanges: Rc::clone(&self.exchanges),
+            identities: Rc::clone(&self.identities),
             flow: RequestFlow::new(),
             context_id,
             buffered: 0,
@@ -112,6 +116,7 @@ struct WardenHttp {
     config: Rc<Config>,
     attestation_cache: Rc<RefCell<AttestationCache>>,
     exchanges: Rc<RefCell<ExchangeState>>,
+    identities: Rc<RefCell<IdentityCache>>,
     /// The STS call this request made: (callout token, exchange key).
     sts_call: Option<(u32, [u8; 32])>,
     /// Seconds since the epoch at the request's start.
@@ -444,18 +449,27 @@ impl HttpContext for WardenHttp {
             Err(_) => return self.host_failure("get current time"),
         };
         self.now = now;
+        let (attestations, identities) = (
+            Rc::clone(&self.attestation_cache),
+            Rc::clone(&self.identities),
+        );
+        let (Ok(mut cache), Ok(mut identities)) =
+            (attestations.try_borrow_mut(), identities.try_borrow_mut())
+        else {
+            return self.host_failure("caches busy");
+        };
         let step = {
-            let Ok(mut cache) = self.attestation_cache.try_borrow_mut() else {
-                return self.host_failure("attestation cache busy");
-            };
             let ctx = RequestContext {
                 claims: &JwtAuthnMetadata,
                 attestation_cache: &mut cache,
+                identity_cache: &mut identities,
                 now,
             };
             self.flow
                 .on_request_headers(&self.config, &headers, end_of_stream, ctx)
         };
+        drop(cache);
+        drop(identities);
         self.apply(step)
     }
 

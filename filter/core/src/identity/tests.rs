@@ -433,3 +433,51 @@ fn metadata_document_and_url_follow_rfc_9728() {
         ]
     );
 }
+
+struct Counting<'a>(&'a JsonClaims, std::cell::Cell<usize>);
+
+impl ClaimSource for Counting<'_> {
+    fn get(&self, path: &[&str]) -> Result<Option<Vec<u8>>, metadata::HostError> {
+        self.1.set(self.1.get() + 1);
+        self.0.get(path)
+    }
+}
+
+#[test]
+fn verified_identities_are_reused_only_while_jwt_authn_still_vouches_and_time_allows() {
+    let cfg = config(json!({}));
+    let claims = JsonClaims(vec![("user".into(), user()), ("agent".into(), agent())]);
+    let src = Counting(&claims, std::cell::Cell::new(0));
+    let mut att = AttestationCache::default();
+    let mut ids = IdentityCache::default();
+    let key = Some(identity_key("user.tok", Some("agent.tok")));
+    let first = authenticate_cached(&cfg, &src, &mut att, &mut ids, key, NOW).unwrap();
+    let full_reads = src.1.replace(0);
+    let again = authenticate_cached(&cfg, &src, &mut att, &mut ids, key, NOW + 1).unwrap();
+    assert_eq!(first, again);
+    assert!(
+        src.1.get() <= 2 && full_reads > 10,
+        "cached: {} reads, full: {full_reads}",
+        src.1.get()
+    );
+    // jwt_authn did not verify the tokens on this request: no reuse, the precise refusal.
+    let empty = JsonClaims(vec![]);
+    let r = authenticate_cached(&cfg, &empty, &mut att, &mut ids, key, NOW + 2).unwrap_err();
+    assert_eq!(r.rule.as_deref(), Some("user.missing"));
+    // Past the TTL the claims are checked again.
+    src.1.set(0);
+    authenticate_cached(
+        &cfg,
+        &src,
+        &mut att,
+        &mut ids,
+        key,
+        NOW + IDENTITY_CACHE_TTL + 1,
+    )
+    .unwrap();
+    assert!(src.1.get() > 10);
+    // Never past the token's expiry.
+    let short = set(user(), "/exp", json!(NOW + 5));
+    let id = run(&cfg, vec![("user", short), ("agent", agent())]).unwrap();
+    assert_eq!(valid_until(&cfg, &id, NOW), NOW + 5);
+}
