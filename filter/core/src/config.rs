@@ -233,51 +233,48 @@ impl RawConfig {
     }
 }
 
-fn check_cross_fields(c: Config) -> Result<Config, ConfigError> {
-    if let Some(r) = &c.routing {
-        if c.identity.is_none() {
+/// A section that works per server on verified callers needs `identity`, `policy.servers`, and
+/// only names servers that exist there. Returns the policy's registry.
+fn per_server_section<'a>(
+    c: &'a Config,
+    section: &str,
+    why_identity: &str,
+    names: &mut dyn Iterator<Item = &str>,
+) -> Result<&'a crate::registry::Registry, ConfigError> {
+    if c.identity.is_none() {
+        return Err(err(section, format!("needs `identity`: {why_identity}")));
+    }
+    let Some(policy) = &c.policy else {
+        return Err(err(section, "needs `policy.servers`: it works per server"));
+    };
+    for name in names {
+        if policy.registry().server(name).is_none() {
             return Err(err(
-                "routing",
-                "needs `identity`: sessions are bound to their user and agent",
+                &format!("{section}.servers.{name}"),
+                "no such server in policy.servers",
             ));
-        }
-        let Some(policy) = &c.policy else {
-            return Err(err(
-                "routing",
-                "needs `policy.servers`: requests are routed per server",
-            ));
-        };
-        for name in r.server_names() {
-            if policy.registry().server(name).is_none() {
-                return Err(err(
-                    &format!("routing.servers.{name}"),
-                    "no such server in policy.servers",
-                ));
-            }
         }
     }
+    Ok(policy.registry())
+}
+
+fn check_cross_fields(c: Config) -> Result<Config, ConfigError> {
+    if let Some(r) = &c.routing {
+        per_server_section(
+            &c,
+            "routing",
+            "sessions are bound to their user and agent",
+            &mut r.server_names(),
+        )?;
+    }
     if let Some(x) = &c.token_exchange {
-        if c.identity.is_none() {
-            return Err(err(
-                "token_exchange",
-                "needs `identity`: the exchange trades the verified caller's tokens",
-            ));
-        }
-        let Some(policy) = &c.policy else {
-            return Err(err(
-                "token_exchange",
-                "needs `policy.servers`: tokens are exchanged per server",
-            ));
-        };
-        for name in x.server_names() {
-            if policy.registry().server(name).is_none() {
-                return Err(err(
-                    &format!("token_exchange.servers.{name}"),
-                    "no such server in policy.servers",
-                ));
-            }
-        }
-        for s in policy.registry().servers() {
+        let registry = per_server_section(
+            &c,
+            "token_exchange",
+            "the exchange trades the verified caller's tokens",
+            &mut x.server_names(),
+        )?;
+        for s in registry.servers() {
             if !x.server_names().any(|n| n == s.name) {
                 return Err(err(
                     "token_exchange.servers",
@@ -347,5 +344,53 @@ mod tests {
         assert!(Config::from_json(b"[1]").is_err());
         assert!(Config::from_json(b"{").is_err());
         assert!(Config::from_json(b"\xff").is_err());
+    }
+
+    #[test]
+    fn per_server_sections_need_identity_and_known_servers() {
+        let key = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+        let identity = r#""identity":{"protected_resource":{"resource":"http://gw/mcp","authorization_servers":["i"]},"user":{"issuers":["i"]}}"#;
+        let policy = r#""policy":{"servers":[{"name":"a","path":"/mcp"}]}"#;
+        let routing = |servers: &str| {
+            format!(
+                r#""routing":{{"session_keys":[{{"id":"k","secret":"{key}"}}],"servers":{{{servers}}}}}"#
+            )
+        };
+        let field = |body: String| field_of(&format!("{{{body}}}"));
+        assert_eq!(field(routing("")), "routing");
+        assert_eq!(field(format!("{identity},{}", routing(""))), "routing");
+        assert_eq!(
+            field(format!("{identity},{policy},{}", routing(r#""b":{}"#))),
+            "routing.servers.b"
+        );
+        assert!(Config::from_json(
+            format!("{{{identity},{policy},{}}}", routing(r#""a":{}"#)).as_bytes()
+        )
+        .is_ok());
+        let exchange = |servers: &str| {
+            format!(
+                r#""token_exchange":{{"cluster":"sts","authority":"s","client_auth":{{"method":"client_secret_basic","client_id":"c","client_secret":"s"}},"servers":{{{servers}}}}}"#
+            )
+        };
+        assert_eq!(field(exchange("")), "token_exchange");
+        assert_eq!(
+            field(format!("{identity},{policy},{}", exchange(""))),
+            "token_exchange.servers"
+        );
+        assert_eq!(
+            field(format!(
+                "{identity},{policy},{}",
+                exchange(r#""a":{"unprotected":true},"z":{"unprotected":true}"#)
+            )),
+            "token_exchange.servers.z"
+        );
+        assert!(Config::from_json(
+            format!(
+                "{{{identity},{policy},{}}}",
+                exchange(r#""a":{"unprotected":true}"#)
+            )
+            .as_bytes()
+        )
+        .is_ok());
     }
 }
