@@ -48,6 +48,10 @@ pub struct RawConfig {
     /// the user's (see README "Token exchange"). Needs `identity` and `policy.servers`.
     #[serde(default)]
     pub token_exchange: Option<RawExchange>,
+    /// Write one `mcp-warden audit {json}` line per decided request to Envoy's log
+    /// (default true). Turn off when Envoy's access log carries what you need.
+    #[serde(default = "default_true")]
+    pub audit_log: bool,
     /// Routing headers, sealed session ids bound to their instance and owner, version splits
     /// (see README "Routing"). Needs `identity` and `policy.servers`.
     #[serde(default)]
@@ -59,6 +63,9 @@ fn default_max_body_bytes() -> u64 {
 }
 fn default_max_json_depth() -> usize {
     64
+}
+fn default_true() -> bool {
+    true
 }
 fn default_max_batch_messages() -> usize {
     32
@@ -85,6 +92,8 @@ pub struct Config {
     pub token_exchange: Option<ExchangeConfig>,
     /// See [`RawConfig::routing`].
     pub routing: Option<RoutingConfig>,
+    /// See [`RawConfig::audit_log`].
+    pub audit_log: bool,
 }
 
 impl Default for Config {
@@ -102,6 +111,7 @@ impl Default for Config {
             policy: None,
             token_exchange: None,
             routing: None,
+            audit_log: true,
         }
     }
 }
@@ -228,6 +238,7 @@ impl RawConfig {
                 .map(|x| x.compile("token_exchange"))
                 .transpose()?,
             routing: self.routing.map(|r| r.compile("routing")).transpose()?,
+            audit_log: self.audit_log,
         })
         .and_then(check_cross_fields)
     }

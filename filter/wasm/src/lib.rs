@@ -182,7 +182,10 @@ impl Context for WardenHttp {
 
 impl WardenHttp {
     fn audit(&mut self) {
-        if !self.audited && !matches!(self.flow.outcome(), Outcome::Pending) {
+        if self.config.audit_log
+            && !self.audited
+            && !matches!(self.flow.outcome(), Outcome::Pending)
+        {
             self.audited = true;
             info!("mcp-warden audit {}", audit::record(&self.flow));
         }
@@ -490,8 +493,15 @@ impl HttpContext for WardenHttp {
             Ok(Some(bytes)) => String::from_utf8(bytes).ok(),
             _ => None,
         };
-        let upstream = property(vec!["upstream", "address"]);
-        let details = property(vec!["response", "code_details"]);
+        // Only routing needs to know which instance answered, and why Envoy answered itself.
+        let (upstream, details) = if self.config.routing.is_some() {
+            (
+                property(vec!["upstream", "address"]),
+                property(vec!["response", "code_details"]),
+            )
+        } else {
+            (None, None)
+        };
         self.response_mode = self.flow.on_response_headers(
             &self.config,
             &headers,
