@@ -178,6 +178,25 @@ WARDEN_EXCHANGE_CONFIG = {
 }
 STS_BODY = '{"access_token":"exchanged.bench.token","token_type":"Bearer","expires_in":3600}'
 
+# tools/list workload: the upstream answers a canned list of LIST_TOOLS tools; mcp-warden (with a
+# registry of all of them and a rule allowing every other one) shows the caller half of them.
+LIST_TOOLS = 500
+LIST_PATH = "/mcp/list"
+LIST_BODY = b'{"jsonrpc":"2.0","id":1,"method":"tools/list"}'
+LIST_ANSWER = json.dumps({"jsonrpc": "2.0", "id": 1, "result": {"tools": [
+    {"name": f"tool_{i:03d}", "description": f"Bench tool number {i}: does thing {i}.",
+     "inputSchema": {"type": "object", "properties": {"q": {"type": "string"}, "n": {"type": "integer"}},
+                     "required": ["q"]}} for i in range(LIST_TOOLS)]}}, separators=(",", ":"))
+WARDEN_LIST_CONFIG = {
+    **WARDEN_POLICY_CONFIG,
+    "policy": {"servers": [{"name": "bench", "path": "/mcp",
+                            "tools": [{"name": f"tool_{i:03d}", "status": "approved", "approved_for": ["*"]}
+                                      for i in range(LIST_TOOLS)]}],
+               "rules": [{"id": "discovery", "effect": "allow", "methods": ["tools/list"]},
+                         {"id": "half", "effect": "allow", "tools": [f"tool_{i:03d}" for i in range(0, LIST_TOOLS, 2)],
+                          "users": [SUBJECT]}]},
+}
+
 
 def f_floor(ctx: "Ctx", what: str) -> dict:
     """bench/floor-filter: `noop` or `read` (headers + buffered body read, no logic)."""
@@ -248,9 +267,13 @@ def upstream_config() -> dict:
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "upstream", "codec_type": "AUTO",
-        "route_config": {"name": "upstream", "virtual_hosts": [{
+        "route_config": {"name": "upstream", "max_direct_response_body_size_bytes": 1024 * 1024, "virtual_hosts": [{
             "name": "mcp", "domains": ["*"],
-            "routes": [{"match": {"prefix": "/token"},
+            "routes": [{"match": {"prefix": LIST_PATH},
+                        "direct_response": {"status": 200, "body": {"inline_string": LIST_ANSWER}},
+                        "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"},
+                                                     "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]},
+                       {"match": {"prefix": "/token"},
                         "direct_response": {"status": 200, "body": {"inline_string": STS_BODY}},
                         "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"},
                                                      "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]},
@@ -297,6 +320,7 @@ class Mode:
     filters: Callable[["Ctx"], list[dict]]
     checks: list[Check] = field(default_factory=list)
     sizes: bool = False  # also measured with the larger bodies (the filter buffers the body)
+    list_tools: int | None = None  # tools/list workload: how many tools the answer must show
 
 
 MODES: list[Mode] = [
@@ -319,6 +343,11 @@ MODES: list[Mode] = [
     Mode("warden_exchange", "… + tool registry + cached RFC 8693 token exchange",
          lambda c: [f_jwt_authn(c, cache=True, for_warden=True), f_warden(c, WARDEN_EXCHANGE_CONFIG)],
          [NO_TOKEN, FORBIDDEN_TOOL, WARDEN_INVALID, NOT_MCP]),
+    Mode("plain_list", f"tools/list of {LIST_TOOLS} tools: Envoy, no filter (baseline of the list rows)",
+         lambda c: [], list_tools=LIST_TOOLS),
+    Mode("warden_list", f"tools/list of {LIST_TOOLS} tools: jwt_authn (cache) + mcp-warden registry + policy filtering to half",
+         lambda c: [f_jwt_authn(c, cache=True, for_warden=True), f_warden(c, WARDEN_LIST_CONFIG)],
+         list_tools=LIST_TOOLS // 2),
     Mode("warden_jwt", "Envoy + jwt_authn (cache) + mcp-warden (validation only)",
          lambda c: [f_jwt_authn(c, cache=True), f_warden(c)], [NO_TOKEN, WARDEN_INVALID, NOT_MCP]),
     Mode("warden", "Envoy + mcp-warden alone (validation only, no jwt_authn)", lambda c: [f_warden(c)],
@@ -557,10 +586,10 @@ def write_lua(ctx: Ctx) -> Path:
     return p
 
 
-def request(e: Envoy, body: bytes, headers: dict) -> tuple[int, bytes]:
+def request(e: Envoy, body: bytes, headers: dict, path: str = "/mcp") -> tuple[int, bytes]:
     c = http.client.HTTPConnection("127.0.0.1", e.port, timeout=10)
     try:
-        c.request("POST", "/mcp", body=body, headers=headers)
+        c.request("POST", path, body=body, headers=headers)
         r = c.getresponse()
         return r.status, r.read()
     finally:
@@ -570,6 +599,12 @@ def request(e: Envoy, body: bytes, headers: dict) -> tuple[int, bytes]:
 def run_checks(ctx: Ctx, mode: Mode, e: Envoy, bodies: dict) -> None:
     """The workload gets the upstream's answer (every body size), and each check of the mode
     gets its status: the filters are in the path and do their work."""
+    if mode.list_tools is not None:
+        status, body = request(e, LIST_BODY, ctx.headers, LIST_PATH)
+        shown = len(json.loads(body)["result"]["tools"]) if status == 200 else -1
+        if shown != mode.list_tools:
+            raise RuntimeError(f"{mode.name}: tools/list got {status}, {shown} tools (expected {mode.list_tools})")
+        return
     for size, path in bodies.items():
         status, body = request(e, path.read_bytes(), ctx.headers)
         if status != 200 or body.decode(errors="replace") != UPSTREAM_BODY:
@@ -587,11 +622,11 @@ def run_checks(ctx: Ctx, mode: Mode, e: Envoy, bodies: dict) -> None:
             raise RuntimeError(f"{mode.name}: check '{ch.what}' expected {ch.status}, got {status} {resp[:300]!r}")
 
 
-def measure(ctx: Ctx, e: Envoy, upstream: Envoy, body_file: Path, seconds: int) -> dict:
+def measure(ctx: Ctx, e: Envoy, upstream: Envoy, body_file: Path, seconds: int, path: str = "/mcp") -> dict:
     """One wrk run against `e`; CPU of the Envoy under test over exactly that window."""
     env = dict(os.environ, BENCH_BODY_FILE=str(body_file))
     argv = pinned([ctx.wrk, "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--timeout", "10s", "-s", str(ctx.lua),
-                   f"http://127.0.0.1:{e.port}/mcp"], tested=False)
+                   f"http://127.0.0.1:{e.port}{path}"], tested=False)
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     c0, u0, m0, t0 = cpu_ticks(e.pid), cpu_ticks(upstream.pid), machine_busy_ticks(), time.monotonic()
     p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -742,6 +777,8 @@ def main() -> int:
         p.write_bytes(mcp_body(size))
         bodies[size] = p
     small_len = bodies[None].stat().st_size
+    list_body = run / "body-tools-list.json"
+    list_body.write_bytes(LIST_BODY)
 
     facts = machine_facts()
     load_start = loadavg()
@@ -769,8 +806,11 @@ def main() -> int:
         print(f"bench: {len(modes)} Envoys up and checked (upstream :{upstream.port}); warming up", flush=True)
 
         rss: dict[str, dict[str, dict]] = {m.name: {"idle": memory(envoys[m.name].pid)} for m in modes}
+        def workload(m: Mode) -> tuple[Path, str]:
+            return (list_body, LIST_PATH) if m.list_tools is not None else (bodies[None], "/mcp")
+
         for m in modes:
-            measure(ctx, envoys[m.name], upstream, bodies[None], WARMUP)
+            measure(ctx, envoys[m.name], upstream, workload(m)[0], WARMUP, workload(m)[1])
         for m in modes:
             rss[m.name]["warm"] = memory(envoys[m.name].pid)
 
@@ -778,7 +818,7 @@ def main() -> int:
         for rnd in range(ROUNDS):
             order = modes[rnd % len(modes):] + modes[:rnd % len(modes)]
             for m in order:
-                r = measure(ctx, envoys[m.name], upstream, bodies[None], DURATION)
+                r = measure(ctx, envoys[m.name], upstream, workload(m)[0], DURATION, workload(m)[1])
                 rows.setdefault((m.name, None), []).append(r)
                 print(f"  round {rnd + 1}/{ROUNDS} {m.name:<11} {r['rps']:>8,.0f} req/s  p50 {r['p50_us']:>6,.0f} µs"
                       f"  p99 {r['p99_us']:>7,.0f} µs  {r['cpu_us']:6.1f} CPU µs/req"
