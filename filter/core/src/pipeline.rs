@@ -635,8 +635,10 @@ impl RequestFlow {
                                 "tool `{name}` on `{server}` changed since approval: pinned {pinned}, live {hash}; withheld"
                             ));
                         }
+                        // Only pinned tools can be refused for a changed definition: record
+                        // their live hash (shared by all workers); skip the others' writes.
+                        live.put(&server, name, &hash);
                     }
-                    live.put(&server, name, &hash);
                     (
                         "tools/call",
                         crate::jsonrpc::Target::Tool(name.to_string()),
@@ -1369,7 +1371,8 @@ mod tests {
         assert_eq!(names(&out), vec!["echo"]);
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["result"]["nextCursor"], json!("c2"));
-        assert!(live.get("demo", "admin").is_some());
+        // No pinned hash in this registry: nothing to record for a later call.
+        assert!(live.get("demo", "admin").is_none());
     }
 
     #[test]
