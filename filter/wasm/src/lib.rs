@@ -198,20 +198,7 @@ impl WardenHttp {
     }
 
     fn apply_edits(&mut self) -> bool {
-        for edit in self.flow.take_header_edits() {
-            let result = match &edit {
-                HeaderEdit::Remove(name) => {
-                    hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None)
-                }
-                HeaderEdit::Set(name, value) => {
-                    hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value))
-                }
-            };
-            if result.is_err() {
-                return false;
-            }
-        }
-        true
+        edit_headers(MapType::HttpRequestHeaders, self.flow.take_header_edits())
     }
 
     fn need_token(&mut self, key: [u8; 32]) -> Action {
@@ -396,6 +383,19 @@ impl WardenHttp {
     }
 }
 
+/// Applies header edits to a header map; false if any of them failed (all are attempted).
+fn edit_headers(map: MapType, edits: Vec<HeaderEdit>) -> bool {
+    let mut ok = true;
+    for edit in &edits {
+        let result = match edit {
+            HeaderEdit::Remove(name) => hostcalls::set_map_value(map, name, None),
+            HeaderEdit::Set(name, value) => hostcalls::set_map_value(map, name, Some(value)),
+        };
+        ok &= result.is_ok();
+    }
+    ok
+}
+
 /// Live tool definition hashes in Envoy's shared data (visible to every worker of this VM id).
 struct SharedDefinitions;
 
@@ -508,21 +508,14 @@ impl HttpContext for WardenHttp {
             upstream.as_deref(),
             details.as_deref(),
         );
-        for edit in self.flow.take_response_edits() {
-            let result = match &edit {
-                HeaderEdit::Remove(name) => {
-                    hostcalls::set_map_value(MapType::HttpResponseHeaders, name, None)
-                }
-                HeaderEdit::Set(name, value) => {
-                    hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(value))
-                }
-            };
-            if result.is_err() {
-                error!(
-                    "mcp-warden: request {}: cannot edit response headers",
-                    self.context_id
-                );
-            }
+        if !edit_headers(
+            MapType::HttpResponseHeaders,
+            self.flow.take_response_edits(),
+        ) {
+            error!(
+                "mcp-warden: request {}: cannot edit response headers",
+                self.context_id
+            );
         }
         self.log_notices();
         if self.response_mode != ResponseMode::Untouched
