@@ -11,14 +11,20 @@ and prints one table: requests/s, p50, p99 and CPU microseconds per request of t
 test (utime+stime from /proc/<pid>/stat over the measured window, divided by the completed
 requests), for the same MCP request through each configuration, with ratios to the baseline
 (row 1) from the same round. Rounds are interleaved (every configuration once per round, the
-order rotated each round) and the medians over rounds are reported. Then the same for larger
-request bodies, and the resident memory of every Envoy before and after a long run.
+order rotated each round) and the medians over rounds are reported. Then the same in groups,
+each against its own plain baseline: larger request bodies, a tools/call answered as an event
+stream (SSE), tools/list answers of 10 … 5,000 tools, many distinct callers (JWT subjects) and
+connections; and the resident memory of every Envoy before and after a long run.
 
 Configuration (environment): BENCH_QUICK=1 (a ~1 minute smoke run), BENCH_ROUNDS,
-BENCH_DURATION, BENCH_SIZE_ROUNDS, BENCH_SIZE_DURATION, BENCH_WARMUP, BENCH_SOAK (seconds),
-BENCH_CONNECTIONS, BENCH_SIZES (bytes, comma separated, empty = none),
-BENCH_MODES (comma separated mode names, the baseline is always included), BENCH_PIN=1,
-ENVOY_BIN, WASM, FLOOR_WASM, WRK.
+BENCH_DURATION, BENCH_SIZE_ROUNDS, BENCH_SIZE_DURATION, BENCH_SCALE_ROUNDS,
+BENCH_SCALE_DURATION (the SSE, list-size and callers groups), BENCH_WARMUP, BENCH_SOAK
+(seconds), BENCH_CONNECTIONS, BENCH_SIZES (bytes), BENCH_LIST_SIZES (tools in a tools/list
+answer), BENCH_USERS (distinct callers, at BENCH_CONNECTIONS), BENCH_CALLER_CONNECTIONS
+(connection counts, with the largest BENCH_USERS) — lists are comma separated, empty = none —
+BENCH_MODES (comma separated mode names; each group's baseline is always included), BENCH_PIN=1,
+BENCH_OUT (the run's directory instead of target/bench/<time>; target/bench/last is then left
+alone), ENVOY_BIN, WASM, FLOOR_WASM, WRK.
 
 To add a row, append a Mode to MODES (its http filters; the router is added) and, if the
 filter needs it, a check that proves the filter is really in the path.
@@ -27,6 +33,7 @@ filter needs it, a check that proves the filter is really in the path.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import hashlib
 import http.client
 import json
@@ -40,7 +47,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -61,14 +68,26 @@ ROUNDS = _env_int("BENCH_ROUNDS", 5, 1)
 DURATION = _env_int("BENCH_DURATION", 3, 2)  # seconds per row and round (wrk takes whole seconds)
 SIZE_ROUNDS = _env_int("BENCH_SIZE_ROUNDS", 3, 1)
 SIZE_DURATION = _env_int("BENCH_SIZE_DURATION", 3, 2)
+# The SSE, list-size and callers groups: fewer, shorter rounds (their differences are large).
+SCALE_ROUNDS = _env_int("BENCH_SCALE_ROUNDS", 2, 1)
+SCALE_DURATION = _env_int("BENCH_SCALE_DURATION", 2, 2)
 WARMUP = _env_int("BENCH_WARMUP", 1, 1)
 SOAK = _env_int("BENCH_SOAK", 20, 3)
 CONNECTIONS = _env_int("BENCH_CONNECTIONS", 8, 8)
 # Pinning (BENCH_PIN=1, needs 2+ CPUs): the Envoys under test on the last CPU, the upstream Envoy
 # and wrk on the others, so the measured process never shares its core with the bench's own load.
 PIN = os.environ.get("BENCH_PIN", "0") not in ("", "0") and (os.cpu_count() or 1) >= 2
-_sizes = os.environ.get("BENCH_SIZES")
-SIZES = [int(s) for s in (_sizes if _sizes is not None else f"{KIB},{64 * KIB},{MIB}").split(",") if s.strip()]
+
+
+def _env_ints(name: str, default: str) -> list[int]:
+    v = os.environ.get(name)
+    return [int(s) for s in (v if v is not None else default).split(",") if s.strip()]
+
+
+SIZES = _env_ints("BENCH_SIZES", f"{KIB},{64 * KIB},{MIB}")
+LIST_SIZES = _env_ints("BENCH_LIST_SIZES", "10,100,1000,5000")
+USERS = _env_ints("BENCH_USERS", "1,100,1000")
+CALLER_CONNECTIONS = _env_ints("BENCH_CALLER_CONNECTIONS", "64,256")
 
 # Limits raised for the 1 MiB rows, the same in every configuration (they cost nothing per
 # request). Envoy's own buffer limit stays above the filters' limits (see README, Configuration).
@@ -83,6 +102,16 @@ ALLOWED_TOOLS = ["search_docs", "read_file", "list_dir", "get_weather", "create_
                  "get_issue", "list_issues", "send_message", "get_forecast", "translate"]
 UPSTREAM_BODY = ('{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text",'
                  '"text":"Paris: 18 C, light rain"}],"isError":false}}')
+# The SSE group (POST /mcp/sse): the same tools/call, answered as an event stream (MCP's
+# streamable HTTP): a progress notification, then the result. mcp-warden forwards tools/call
+# answers untouched whatever their content type (only list answers are rewritten).
+SSE_PATH = "/mcp/sse"
+SSE_BODY = ('event: message\ndata: {"jsonrpc":"2.0","method":"notifications/progress","params":'
+            '{"progressToken":1,"progress":1,"total":2,"message":"asking the weather service"}}\n\n'
+            f'event: message\ndata: {UPSTREAM_BODY}\n\n')
+# The callers groups: BENCH_USERS distinct subjects (bench-user-0000 …), all members of one group
+# (`groups` claim); the rows measured there allow the group instead of one subject.
+CALLER_GROUP = "bench-callers"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,17 +179,23 @@ def f_warden(ctx: "Ctx", config: dict | None = None) -> dict:
     return f_wasm("mcp_warden", ctx.wasm, json.dumps(config or WARDEN_CONFIG))
 
 
+def allow_bench_tools(**who: list[str]) -> dict:
+    """The allow-list rule: ALLOWED_TOOLS to `who` (users=[…] or groups=[…])."""
+    return {"id": "allow.bench-tools", "effect": "allow", "tools": ALLOWED_TOOLS, **who}
+
+
 # mcp-warden with identity (the user token's claims from jwt_authn) and one policy rule: the
-# equivalent of row 4's rbac allow-list.
+# equivalent of row 5's rbac allow-list.
 WARDEN_POLICY_CONFIG = {
     **WARDEN_CONFIG,
     "identity": {
         "protected_resource": {"resource": "http://127.0.0.1/mcp", "authorization_servers": [ISSUER]},
         "user": {"issuers": [ISSUER], "audiences": [AUDIENCE], "required_scopes": ["mcp:tools"]},
     },
-    "policy": {"rules": [{"id": "allow.bench-tools", "effect": "allow", "tools": ALLOWED_TOOLS,
-                          "users": [SUBJECT]}]},
+    "policy": {"rules": [allow_bench_tools(users=[SUBJECT])]},
 }
+# The same for the callers groups: the rule allows the callers' group.
+WARDEN_CALLERS_CONFIG = {**WARDEN_POLICY_CONFIG, "policy": {"rules": [allow_bench_tools(groups=[CALLER_GROUP])]}}
 
 
 # The same, plus the tool registry and RFC 8693 token exchange for every call. The STS is the
@@ -170,7 +205,7 @@ WARDEN_EXCHANGE_CONFIG = {
     **WARDEN_POLICY_CONFIG,
     "policy": {"servers": [{"name": "bench", "path": "/mcp",
                             "tools": [{"name": t, "status": "approved", "approved_for": ["*"]} for t in ALLOWED_TOOLS]}],
-               "rules": [{"id": "allow.bench-tools", "effect": "allow", "tools": ALLOWED_TOOLS, "users": [SUBJECT]}]},
+               "rules": [allow_bench_tools(users=[SUBJECT])]},
     "token_exchange": {"cluster": "sts", "authority": "sts.bench.invalid", "path": "/token",
                        "client_auth": {"method": "client_secret_basic", "client_id": "mcp-warden", "client_secret": "s"},
                        "servers": {"bench": {"audience": "http://upstream.bench.invalid/mcp", "scopes": ["mcp:tools"],
@@ -178,24 +213,37 @@ WARDEN_EXCHANGE_CONFIG = {
 }
 STS_BODY = '{"access_token":"exchanged.bench.token","token_type":"Bearer","expires_in":3600}'
 
-# tools/list workload: the upstream answers a canned list of LIST_TOOLS tools; mcp-warden (with a
-# registry of all of them and a rule allowing every other one) shows the caller half of them.
+# tools/list workload: the upstream answers a canned list of n tools; mcp-warden (with a registry
+# of all of them and a rule allowing every other one) shows the caller half of them. The main
+# rows list LIST_TOOLS tools (POST /mcp/list), the list-size groups n (POST /mcp/list/<n>).
 LIST_TOOLS = 500
 LIST_PATH = "/mcp/list"
 LIST_BODY = b'{"jsonrpc":"2.0","id":1,"method":"tools/list"}'
-LIST_ANSWER = json.dumps({"jsonrpc": "2.0", "id": 1, "result": {"tools": [
-    {"name": f"tool_{i:03d}", "description": f"Bench tool number {i}: does thing {i}.",
-     "inputSchema": {"type": "object", "properties": {"q": {"type": "string"}, "n": {"type": "integer"}},
-                     "required": ["q"]}} for i in range(LIST_TOOLS)]}}, separators=(",", ":"))
-WARDEN_LIST_CONFIG = {
-    **WARDEN_POLICY_CONFIG,
-    "policy": {"servers": [{"name": "bench", "path": "/mcp",
-                            "tools": [{"name": f"tool_{i:03d}", "status": "approved", "approved_for": ["*"]}
-                                      for i in range(LIST_TOOLS)]}],
-               "rules": [{"id": "discovery", "effect": "allow", "methods": ["tools/list"]},
-                         {"id": "half", "effect": "allow", "tools": [f"tool_{i:03d}" for i in range(0, LIST_TOOLS, 2)],
-                          "users": [SUBJECT]}]},
-}
+
+
+def list_path(n: int) -> str:
+    return LIST_PATH if n == LIST_TOOLS else f"{LIST_PATH}/{n}"
+
+
+def _tool(i: int) -> str:
+    return f"tool_{i:03d}"
+
+
+def list_answer(n: int) -> str:
+    return json.dumps({"jsonrpc": "2.0", "id": 1, "result": {"tools": [
+        {"name": _tool(i), "description": f"Bench tool number {i}: does thing {i}.",
+         "inputSchema": {"type": "object", "properties": {"q": {"type": "string"}, "n": {"type": "integer"}},
+                         "required": ["q"]}} for i in range(n)]}}, separators=(",", ":"))
+
+
+def warden_list_config(n: int) -> dict:
+    return {**WARDEN_POLICY_CONFIG,
+            "policy": {"servers": [{"name": "bench", "path": "/mcp",
+                                    "tools": [{"name": _tool(i), "status": "approved", "approved_for": ["*"]}
+                                              for i in range(n)]}],
+                       "rules": [{"id": "discovery", "effect": "allow", "methods": ["tools/list"]},
+                                 {"id": "half", "effect": "allow", "tools": [_tool(i) for i in range(0, n, 2)],
+                                  "users": [SUBJECT]}]}}
 
 
 def f_floor(ctx: "Ctx", what: str) -> dict:
@@ -211,15 +259,22 @@ def f_native_mcp() -> dict:
                              "max_request_body_size": FILTER_BODY_LIMIT}}
 
 
-def _md(filter_name: str, path: list[str], exact: str) -> dict:
+def _md(filter_name: str, path: list[str], value: str | dict) -> dict:
+    """An rbac matcher on dynamic metadata: `value` is a string (exact match) or a ValueMatcher."""
     return {"sourced_metadata": {"metadata_matcher": {
         "filter": filter_name, "path": [{"key": k} for k in path],
-        "value": {"string_match": {"exact": exact}}}}}
+        "value": value if isinstance(value, dict) else {"string_match": {"exact": value}}}}}
 
 
-def f_rbac_tool_allow_list() -> dict:
-    """RBAC over the mcp filter's metadata: the JWT subject may call the allow-listed tools
-    (any other MCP method passes); the equivalent of one mcp-warden policy rule."""
+JWT_METADATA = "envoy.filters.http.jwt_authn"
+SUBJECT_PRINCIPAL = _md(JWT_METADATA, ["user", "sub"], SUBJECT)
+CALLER_GROUP_PRINCIPAL = _md(JWT_METADATA, ["user", "groups"],
+                             {"list_match": {"one_of": {"string_match": {"exact": CALLER_GROUP}}}})
+
+
+def f_rbac_tool_allow_list(principal: dict = SUBJECT_PRINCIPAL) -> dict:
+    """RBAC over the mcp filter's metadata: the JWT subject (or `principal`) may call the
+    allow-listed tools (any other MCP method passes); the equivalent of one mcp-warden policy rule."""
     is_call = _md("envoy.filters.http.mcp", ["method"], "tools/call")
     tool_allowed = {"or_rules": {"rules": [_md("envoy.filters.http.mcp", ["params", "name"], t)
                                            for t in ALLOWED_TOOLS]}}
@@ -229,7 +284,7 @@ def f_rbac_tool_allow_list() -> dict:
                 "rules": {"action": "ALLOW", "policies": {"tool-allow-list": {
                     "permissions": [{"not_rule": is_call},
                                     {"and_rules": {"rules": [is_call, tool_allowed]}}],
-                    "principals": [_md("envoy.filters.http.jwt_authn", ["user", "sub"], SUBJECT)],
+                    "principals": [principal],
                 }}}}}
 
 
@@ -261,26 +316,30 @@ def tested_config(upstream_port: int, filters: list[dict]) -> dict:
     }
 
 
+def upstream_answers() -> list[tuple[str, str, str]]:
+    """(path, content type, body) of the upstream's canned answers; "/" is every other path."""
+    return ([(SSE_PATH, "text/event-stream", SSE_BODY), ("/token", "application/json", STS_BODY)]
+            + [(list_path(n), "application/json", list_answer(n)) for n in sorted({LIST_TOOLS, *LIST_SIZES})]
+            + [("/", "application/json", UPSTREAM_BODY)])
+
+
 def upstream_config() -> dict:
     """A fast MCP 'server': reads the whole request (buffer filter, so a large body never gets
-    an early reply that would close the connection) and answers a canned tools/call result."""
+    an early reply that would close the connection) and answers from direct_response: a canned
+    tools/call result, or the answer of the path (event stream, tools/list, STS)."""
+    answers = upstream_answers()
+    routes = [{"match": {"prefix": "/"} if path == "/" else {"path": path},
+               "direct_response": {"status": 200, "body": {"inline_string": body}},
+               "response_headers_to_add": [{"header": {"key": "content-type", "value": ctype},
+                                            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]}
+              for path, ctype, body in answers]
+    # direct_response bodies are limited to 4 KiB unless raised (the 5,000-tool list is ≈ 0.9 MB).
+    limit = max(MIB, *(len(body.encode()) for _, _, body in answers))
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "upstream", "codec_type": "AUTO",
-        "route_config": {"name": "upstream", "max_direct_response_body_size_bytes": 1024 * 1024, "virtual_hosts": [{
-            "name": "mcp", "domains": ["*"],
-            "routes": [{"match": {"prefix": LIST_PATH},
-                        "direct_response": {"status": 200, "body": {"inline_string": LIST_ANSWER}},
-                        "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"},
-                                                     "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]},
-                       {"match": {"prefix": "/token"},
-                        "direct_response": {"status": 200, "body": {"inline_string": STS_BODY}},
-                        "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"},
-                                                     "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]},
-                       {"match": {"prefix": "/"},
-                        "direct_response": {"status": 200, "body": {"inline_string": UPSTREAM_BODY}},
-                        "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"},
-                                                     "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]}]}]},
+        "route_config": {"name": "upstream", "max_direct_response_body_size_bytes": limit,
+                         "virtual_hosts": [{"name": "mcp", "domains": ["*"], "routes": routes}]},
         "http_filters": [{"name": "envoy.filters.http.buffer", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
             "max_request_bytes": 2 * BUFFER_LIMIT}}, _router()],
@@ -295,6 +354,89 @@ def upstream_config() -> dict:
 # ---------------------------------------------------------------------------------------------
 # The rows
 
+def mcp_body(size: int | None = None) -> bytes:
+    """A tools/call request; with `size`, padded to exactly `size` bytes with structured
+    arguments (records, not one long string, so a parser has real work)."""
+    msg = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+           "params": {"name": TOOL, "arguments": {"city": "Paris", "units": "metric"}}}
+    compact = {"separators": (",", ":")}
+    if size is None:
+        return json.dumps(msg, **compact).encode()
+    args = msg["params"]["arguments"]
+    args["records"], args["note"] = [], ""
+    fixed = len(json.dumps(msg, **compact))
+    used, i = fixed, 0
+    while True:
+        rec = {"id": i, "name": f"item-{i:06d}", "tags": ["alpha", "beta"], "score": 0.5}
+        n = len(json.dumps(rec, **compact)) + (1 if i else 0)
+        if used + n > size - 16:
+            break
+        args["records"].append(rec)
+        used, i = used + n, i + 1
+    args["note"] = "x" * (size - used)
+    out = json.dumps(msg, **compact).encode()
+    assert len(out) == size, (len(out), size)
+    return out
+
+
+Answer = Callable[[bytes, str], bool]  # (response body, content type) -> is it the right answer
+
+
+def answer_is(expected: str, content_type: str) -> Answer:
+    return lambda body, ctype: body == expected.encode() and ctype.startswith(content_type)
+
+
+def tools_shown(n: int) -> Answer:
+    def ok(body: bytes, ctype: str) -> bool:
+        try:
+            return len(json.loads(body)["result"]["tools"]) == n
+        except (ValueError, KeyError, TypeError):
+            return False
+    return ok
+
+
+def jsonrpc_error(body: bytes, ctype: str) -> bool:
+    """A JSON-RPC error answering request id 1 (how mcp-warden refuses)."""
+    try:
+        msg = json.loads(body)
+        return ctype.startswith("application/json") and msg["id"] == 1 and isinstance(msg["error"]["code"], int)
+    except (ValueError, KeyError, TypeError):
+        return False
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What wrk sends for a row (POST `path` with `body`) and what every request must get back:
+    `status` (wrk counts any other status as an error), a body `answer` accepts, and whether
+    the connection stays open (wrk reconnects silently when it does not)."""
+    name: str  # the body's file: body-<name>.json
+    body: bytes
+    answer: Answer
+    path: str = "/mcp"
+    status: int = 200
+    keep_alive: bool = True
+
+
+DENIED_CALL = '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_repo","arguments":{}}}'
+CALL = Workload("small", mcp_body(), answer_is(UPSTREAM_BODY, "application/json"))
+SSE_CALL = replace(CALL, path=SSE_PATH, answer=answer_is(SSE_BODY, "text/event-stream"))
+WARDEN_REFUSAL = Workload("denied", DENIED_CALL.encode(), jsonrpc_error, status=403)
+# Envoy (1.40) answers rbac's refusal behind the mcp filter with `connection: close` (behind the
+# buffer filter the same rbac keeps the connection open: it comes from how the mcp filter holds
+# the body). That row includes a reconnect per request.
+RBAC_REFUSAL = replace(WARDEN_REFUSAL, answer=answer_is("RBAC: access denied", "text/plain"), keep_alive=False)
+
+
+@functools.lru_cache(maxsize=None)
+def sized_call(size: int) -> Workload:
+    return replace(CALL, name=str(size), body=mcp_body(size))
+
+
+def list_call(n: int, shown: int) -> Workload:
+    """tools/list of an n-tool answer, of which `shown` must reach the caller."""
+    return Workload("tools-list", LIST_BODY, tools_shown(shown), path=list_path(n))
+
+
 @dataclass
 class Check:
     """A request that proves a filter is really in the path: (what, body, headers to drop or
@@ -307,10 +449,14 @@ class Check:
 
 BAD_BODY = '{"jsonrpc":"2.0","id":1,"method":"tools/call"}'  # tools/call without params.name
 NO_TOKEN = Check("no token is refused by jwt_authn", headers={"Authorization": None}, status=401)
-FORBIDDEN_TOOL = Check("a tool outside the allow-list is refused", status=403,
-                       body='{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_repo","arguments":{}}}')
+FORBIDDEN_TOOL = Check("a tool outside the allow-list is refused", body=DENIED_CALL, status=403)
+ALLOWED_TOOL = Check("a tool on the allow-list is forwarded", body=CALL.body.decode(), status=200)
 NOT_MCP = Check("a body that is not JSON is refused", body="not json", status=400)
 WARDEN_INVALID = Check("tools/call without a name is refused by mcp-warden", body=BAD_BODY, status=400)
+NATIVE_CHECKS = [NO_TOKEN, FORBIDDEN_TOOL, NOT_MCP]
+WARDEN_CHECKS = [NO_TOKEN, FORBIDDEN_TOOL, WARDEN_INVALID, NOT_MCP]
+
+MAIN, CALLERS = "main", "callers"
 
 
 @dataclass
@@ -320,34 +466,51 @@ class Mode:
     filters: Callable[["Ctx"], list[dict]]
     checks: list[Check] = field(default_factory=list)
     sizes: bool = False  # also measured with the larger bodies (the filter buffers the body)
-    list_tools: int | None = None  # tools/list workload: how many tools the answer must show
+    callers: bool = False  # also measured in the callers groups (BENCH_USERS distinct tokens)
+    workload: Workload = CALL
+    # The table group of the row: MAIN, "sse", "list <n>"; CALLERS: only in the callers groups.
+    group: str = MAIN
+
+
+def native_chain(cache: bool = True, principal: dict = SUBJECT_PRINCIPAL) -> Callable[["Ctx"], list[dict]]:
+    """jwt_authn + Envoy's mcp filter + rbac: the native tool allow-list."""
+    return lambda c: [f_jwt_authn(c, cache=cache), f_native_mcp(), f_rbac_tool_allow_list(principal)]
+
+
+def warden_chain(config: dict, cache: bool = True) -> Callable[["Ctx"], list[dict]]:
+    """jwt_authn configured for mcp-warden (requires_any, as envoy/demo.yaml) + mcp-warden."""
+    return lambda c: [f_jwt_authn(c, cache=cache, for_warden=True), f_warden(c, config)]
+
+
+NATIVE_LABEL = "native mcp filter + rbac tool allow-list"
+WARDEN_LABEL = "mcp-warden identity + policy tool allow-list"
+LIST_LABEL = "jwt_authn (cache) + mcp-warden registry + policy filtering to half"
+
+
+def list_modes(n: int, name: str, group: str) -> list[Mode]:
+    """A tools/list answer of n tools: plain Envoy (the group's baseline), then mcp-warden."""
+    base = "" if group == MAIN else " (baseline)"
+    return [Mode(f"plain_{name}", f"tools/list of {n:,} tools: Envoy, no filter{base}", lambda c: [],
+                 workload=list_call(n, n), group=group),
+            Mode(f"warden_{name}", f"tools/list of {n:,} tools: {LIST_LABEL}",
+                 warden_chain(warden_list_config(n)), workload=list_call(n, (n + 1) // 2), group=group)]
 
 
 MODES: list[Mode] = [
-    Mode("plain", "Envoy, no filter (baseline)", lambda c: [], sizes=True),
+    Mode("plain", "Envoy, no filter (baseline)", lambda c: [], sizes=True, callers=True),
     Mode("jwt", "Envoy + jwt_authn (ES256, no JWT cache)", lambda c: [f_jwt_authn(c, cache=False)],
          [NO_TOKEN]),
     Mode("jwt_cache", "Envoy + jwt_authn (ES256, jwt_cache_config)", lambda c: [f_jwt_authn(c, cache=True)],
          [NO_TOKEN]),
     Mode("jwt_amf", "Envoy + jwt_authn (ES256, jwt_cache_config) with a bare allow_missing_or_failed",
          lambda c: [f_jwt_authn(c, cache=True, for_warden=True, requires=REQUIRES_BARE_AMF)]),
-    Mode("native_mcp", "Envoy + jwt_authn (cache) + native mcp filter + rbac tool allow-list",
-         lambda c: [f_jwt_authn(c, cache=True), f_native_mcp(), f_rbac_tool_allow_list()],
-         [NO_TOKEN, FORBIDDEN_TOOL, NOT_MCP], sizes=True),
-    Mode("warden_policy", "Envoy + jwt_authn (cache) + mcp-warden identity + policy tool allow-list",
-         lambda c: [f_jwt_authn(c, cache=True, for_warden=True), f_warden(c, WARDEN_POLICY_CONFIG)],
-         [NO_TOKEN, FORBIDDEN_TOOL, WARDEN_INVALID, NOT_MCP], sizes=True),
+    Mode("native_mcp", f"Envoy + jwt_authn (cache) + {NATIVE_LABEL}", native_chain(), NATIVE_CHECKS, sizes=True),
+    Mode("warden_policy", f"Envoy + jwt_authn (cache) + {WARDEN_LABEL}", warden_chain(WARDEN_POLICY_CONFIG),
+         WARDEN_CHECKS, sizes=True),
     Mode("warden_policy_quiet", "… the same, audit_log off (Envoy's access log only)",
-         lambda c: [f_jwt_authn(c, cache=True, for_warden=True), f_warden(c, {**WARDEN_POLICY_CONFIG, "audit_log": False})],
-         [NO_TOKEN, FORBIDDEN_TOOL, WARDEN_INVALID, NOT_MCP]),
+         warden_chain({**WARDEN_POLICY_CONFIG, "audit_log": False}), WARDEN_CHECKS),
     Mode("warden_exchange", "… + tool registry + cached RFC 8693 token exchange",
-         lambda c: [f_jwt_authn(c, cache=True, for_warden=True), f_warden(c, WARDEN_EXCHANGE_CONFIG)],
-         [NO_TOKEN, FORBIDDEN_TOOL, WARDEN_INVALID, NOT_MCP]),
-    Mode("plain_list", f"tools/list of {LIST_TOOLS} tools: Envoy, no filter (baseline of the list rows)",
-         lambda c: [], list_tools=LIST_TOOLS),
-    Mode("warden_list", f"tools/list of {LIST_TOOLS} tools: jwt_authn (cache) + mcp-warden registry + policy filtering to half",
-         lambda c: [f_jwt_authn(c, cache=True, for_warden=True), f_warden(c, WARDEN_LIST_CONFIG)],
-         list_tools=LIST_TOOLS // 2),
+         warden_chain(WARDEN_EXCHANGE_CONFIG), WARDEN_CHECKS),
     Mode("warden_jwt", "Envoy + jwt_authn (cache) + mcp-warden (validation only)",
          lambda c: [f_jwt_authn(c, cache=True), f_warden(c)], [NO_TOKEN, WARDEN_INVALID, NOT_MCP]),
     Mode("warden", "Envoy + mcp-warden alone (validation only, no jwt_authn)", lambda c: [f_warden(c)],
@@ -356,8 +519,68 @@ MODES: list[Mode] = [
     Mode("wasm_noop", "reference: no-op proxy-wasm filter (bench/floor-filter)", lambda c: [f_floor(c, "noop")]),
     Mode("wasm_read", "reference: proxy-wasm filter that reads headers + buffered body, no logic",
          lambda c: [f_floor(c, "read")], sizes=True),
+    # Rows 5 and 6 with jwt_authn's cache off: every request verifies the ES256 signature.
+    Mode("native_mcp_nocache", f"Envoy + jwt_authn (no cache) + {NATIVE_LABEL}", native_chain(cache=False),
+         NATIVE_CHECKS),
+    Mode("warden_policy_nocache", f"Envoy + jwt_authn (no cache) + {WARDEN_LABEL}",
+         warden_chain(WARDEN_POLICY_CONFIG, cache=False), WARDEN_CHECKS),
+    # Rows 5 and 6 refusing every request: a tools/call of a tool outside the allow-list.
+    Mode("native_mcp_deny", "refused tools/call: jwt_authn (cache) + native mcp filter + rbac → 403, connection closed",
+         native_chain(), [NO_TOKEN, ALLOWED_TOOL], workload=RBAC_REFUSAL),
+    Mode("warden_deny", "refused tools/call: jwt_authn (cache) + mcp-warden policy → 403 JSON-RPC error",
+         warden_chain(WARDEN_POLICY_CONFIG), [NO_TOKEN, ALLOWED_TOOL], workload=WARDEN_REFUSAL),
+    *list_modes(LIST_TOOLS, "list", MAIN),
+    # The SSE group: the tools/call answered as an event stream.
+    Mode("plain_sse", "tools/call answered as SSE: Envoy, no filter (baseline)", lambda c: [],
+         workload=SSE_CALL, group="sse"),
+    Mode("warden_sse", f"tools/call answered as SSE: jwt_authn (cache) + {WARDEN_LABEL}",
+         warden_chain(WARDEN_POLICY_CONFIG), WARDEN_CHECKS, workload=SSE_CALL, group="sse"),
+    # The list-size groups.
+    *[m for n in LIST_SIZES for m in list_modes(n, f"list_{n}", f"list {n}")],
+    # The callers groups (after plain): rows 5 and 6 allowing the callers' group instead of one
+    # subject. (callers=True on another row adds it to those groups.)
+    Mode("native_mcp_users", "Envoy + jwt_authn (cache) + native mcp filter + rbac allowing the callers' group",
+         native_chain(principal=CALLER_GROUP_PRINCIPAL), NATIVE_CHECKS, callers=True, group=CALLERS),
+    Mode("warden_policy_users", "Envoy + jwt_authn (cache) + mcp-warden identity + policy allowing the callers' group",
+         warden_chain(WARDEN_CALLERS_CONFIG), WARDEN_CHECKS, callers=True, group=CALLERS),
 ]
 SOAK_MODE = "warden_policy"  # the configuration that gets the long run for the memory check
+
+
+@dataclass
+class Group:
+    """Rows measured together, interleaved, with ratios to the first (the group's baseline)."""
+    key: str  # its rows are recorded under (mode name, key)
+    title: str  # the table's heading row ("" for the main rows)
+    modes: list[Mode]
+    rounds: int
+    duration: int
+    size: int | None = None  # every row sends the tools/call padded to `size` bytes
+    users: int = 0  # > 0: the requests rotate over the tokens of `users` distinct callers
+    connections: int = CONNECTIONS
+
+    def workload(self, m: Mode) -> Workload:
+        return sized_call(self.size) if self.size else m.workload
+
+
+def build_groups(modes: list[Mode]) -> list[Group]:
+    """Every group of a run (before BENCH_MODES): the main rows first, then the body sizes, SSE,
+    list sizes and callers. The main, body-size and callers groups start with `plain`."""
+    def group(key: str) -> list[Mode]:
+        return [m for m in modes if m.group == key]
+
+    callers = ([(n, CONNECTIONS) for n in USERS]
+               + [(max(USERS), c) for c in CALLER_CONNECTIONS if USERS and c != CONNECTIONS])
+    return ([Group(MAIN, "", group(MAIN), ROUNDS, DURATION)]
+            + [Group(f"body {s}", f"request body {_human_size(s)}", [m for m in modes if m.sizes],
+                     SIZE_ROUNDS, SIZE_DURATION, size=s) for s in SIZES]
+            + [Group("sse", "tools/call answered as an event stream (text/event-stream, 2 events)",
+                     group("sse"), SCALE_ROUNDS, SCALE_DURATION)]
+            + [Group(f"list {n}", f"tools/list answer of {n:,} tools", group(f"list {n}"),
+                     SCALE_ROUNDS, SCALE_DURATION) for n in LIST_SIZES]
+            + [Group(f"users {n} × {c}", f"{n:,} distinct caller{'s' * (n != 1)} (JWT subjects), {c} connections",
+                     [m for m in modes if m.callers], SCALE_ROUNDS, SCALE_DURATION, users=n, connections=c)
+               for n, c in callers])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -517,10 +740,26 @@ class Ctx:
     headers: dict
     wrk: str
     lua: Path = Path()
+    caller_tokens: list[str] = field(default_factory=list)  # the callers groups' distinct subjects
+    token_files: dict[int, Path] = field(default_factory=dict)  # users -> the first `users` tokens
+
+    def body_file(self, w: Workload) -> Path:
+        p = self.run / f"body-{w.name}.json"
+        if not p.exists():
+            p.write_bytes(w.body)
+        assert p.read_bytes() == w.body, f"two workloads named {w.name}"
+        return p
+
+    def headers_for(self, m: Mode, token: str | None = None) -> dict:
+        """The workload's headers for a row: the main token, or a caller's for CALLERS rows."""
+        if token is None and m.group == CALLERS:
+            token = self.caller_tokens[0]
+        return {**self.headers, "Authorization": f"Bearer {token}"} if token else self.headers
 
 
-def make_identity(run: Path) -> tuple[str, str]:
-    """An ES256 key pair, its JWKS (for local_jwks) and a signed access token."""
+def make_identity(run: Path, callers: int) -> tuple[str, str, list[str]]:
+    """An ES256 key pair, its JWKS (for local_jwks), a signed access token and `callers` more
+    tokens of distinct subjects (bench-user-0000 …) in the group CALLER_GROUP."""
     import jwt  # PyJWT, from bench/requirements.txt
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -532,101 +771,120 @@ def make_identity(run: Path) -> tuple[str, str]:
     jwk.update({"kid": "bench-es256", "alg": "ES256", "use": "sig"})
     jwks = json.dumps({"keys": [jwk]})
     now = int(time.time())
-    claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": SUBJECT, "iat": now, "nbf": now - 60,
-              "exp": now + 24 * 3600, "scope": "mcp:tools", "client_id": "bench-agent",
-              "jti": hashlib.sha256(os.urandom(16)).hexdigest()[:16]}
-    token = jwt.encode(claims, key, algorithm="ES256", headers={"kid": "bench-es256"})
+
+    def token(**claims: object) -> str:
+        claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": SUBJECT, "iat": now, "nbf": now - 60,
+                  "exp": now + 24 * 3600, "scope": "mcp:tools", "client_id": "bench-agent",
+                  "jti": hashlib.sha256(os.urandom(16)).hexdigest()[:16], **claims}
+        return jwt.encode(claims, key, algorithm="ES256", headers={"kid": "bench-es256"})
+
+    main = token()
+    others = [token(sub=f"{SUBJECT}-{i:04d}", groups=[CALLER_GROUP]) for i in range(callers)]
     (run / "jwks.json").write_text(jwks + "\n")
-    (run / "token.jwt").write_text(token + "\n")
-    return jwks, token
-
-
-def mcp_body(size: int | None = None) -> bytes:
-    """A tools/call request; with `size`, padded to exactly `size` bytes with structured
-    arguments (records, not one long string, so a parser has real work)."""
-    msg = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-           "params": {"name": TOOL, "arguments": {"city": "Paris", "units": "metric"}}}
-    compact = {"separators": (",", ":")}
-    if size is None:
-        return json.dumps(msg, **compact).encode()
-    args = msg["params"]["arguments"]
-    args["records"], args["note"] = [], ""
-    fixed = len(json.dumps(msg, **compact))
-    used, i = fixed, 0
-    while True:
-        rec = {"id": i, "name": f"item-{i:06d}", "tags": ["alpha", "beta"], "score": 0.5}
-        n = len(json.dumps(rec, **compact)) + (1 if i else 0)
-        if used + n > size - 16:
-            break
-        args["records"].append(rec)
-        used, i = used + n, i + 1
-    args["note"] = "x" * (size - used)
-    out = json.dumps(msg, **compact).encode()
-    assert len(out) == size, (len(out), size)
-    return out
+    (run / "token.jwt").write_text(main + "\n")
+    return jwks, main, others
 
 
 def write_lua(ctx: Ctx) -> Path:
-    """wrk script: POST the body named by $BENCH_BODY_FILE; print one JSON result line."""
+    """wrk script: POST the body named by $BENCH_BODY_FILE; print one JSON result line.
+    $BENCH_TOKENS_FILE (one token per line): request i carries token i mod N (distinct callers;
+    the N requests are formatted once). $BENCH_EXPECT_STATUS: the status every answer must have
+    (counted in a response() callback; otherwise wrk's own count of statuses ≥ 400)."""
     lines = ["-- generated by bench/bench.py",
              'local f = assert(io.open(os.getenv("BENCH_BODY_FILE"), "rb"))',
              'wrk.method = "POST"', "wrk.body = f:read(\"*a\")", "f:close()"]
     for k, v in ctx.headers.items():
         lines.append(f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}")
     lines += [
+        'local tokens_file = os.getenv("BENCH_TOKENS_FILE")',
+        "if tokens_file then",
+        "  local reqs, i = {}, 0",
+        "  function init(args)",
+        "    for t in io.lines(tokens_file) do",
+        '      wrk.headers["Authorization"] = "Bearer " .. t',
+        "      reqs[#reqs + 1] = wrk.format()",
+        "    end",
+        "  end",
+        "  function request()",
+        "    i = i % #reqs + 1",
+        "    return reqs[i]",
+        "  end",
+        "end",
+        'local expect = tonumber(os.getenv("BENCH_EXPECT_STATUS") or "")',
+        "local threads = {}",
+        "function setup(thread) table.insert(threads, thread) end",
+        "if expect then",
+        "  unexpected = 0",
+        "  function response(status, headers, body)",
+        "    if status ~= expect then unexpected = unexpected + 1 end",
+        "  end",
+        "end",
         "function done(summary, latency, requests)",
         "  local e = summary.errors",
+        "  local bad = e.status",
+        "  if expect then",
+        "    bad = 0",
+        '    for _, t in ipairs(threads) do bad = bad + t:get("unexpected") end',
+        "  end",
         "  io.write(string.format('BENCH_RESULT {\"requests\":%d,\"duration_us\":%d,\"p50_us\":%.1f,"
         "\"p99_us\":%.1f,\"max_us\":%.1f,\"connect\":%d,\"read\":%d,\"write\":%d,\"status\":%d,\"timeout\":%d}\\n',",
         "    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99), latency.max,",
-        "    e.connect, e.read, e.write, e.status, e.timeout))",
+        "    e.connect, e.read, e.write, bad, e.timeout))",
         "end", ""]
     p = ctx.run / "mcp.lua"
     p.write_text("\n".join(lines))
     return p
 
 
-def request(e: Envoy, body: bytes, headers: dict, path: str = "/mcp") -> tuple[int, bytes]:
+def request(e: Envoy, body: bytes, headers: dict, path: str = "/mcp") -> tuple[int, bytes, str, bool]:
+    """(status, body, content type, whether the connection stays open)."""
     c = http.client.HTTPConnection("127.0.0.1", e.port, timeout=10)
     try:
         c.request("POST", path, body=body, headers=headers)
         r = c.getresponse()
-        return r.status, r.read()
+        return r.status, r.read(), r.getheader("content-type", ""), not r.will_close
     finally:
         c.close()
 
 
-def run_checks(ctx: Ctx, mode: Mode, e: Envoy, bodies: dict) -> None:
-    """The workload gets the upstream's answer (every body size), and each check of the mode
-    gets its status: the filters are in the path and do their work."""
-    if mode.list_tools is not None:
-        status, body = request(e, LIST_BODY, ctx.headers, LIST_PATH)
-        shown = len(json.loads(body)["result"]["tools"]) if status == 200 else -1
-        if shown != mode.list_tools:
-            raise RuntimeError(f"{mode.name}: tools/list got {status}, {shown} tools (expected {mode.list_tools})")
-        return
-    for size, path in bodies.items():
-        status, body = request(e, path.read_bytes(), ctx.headers)
-        if status != 200 or body.decode(errors="replace") != UPSTREAM_BODY:
-            raise RuntimeError(f"{mode.name}: workload ({size}) got {status} {body[:300]!r}\n{e.log_tail()}")
+def run_checks(ctx: Ctx, mode: Mode, e: Envoy, workloads: list[Workload]) -> None:
+    """Each workload gets its answer, on a connection that stays open unless the workload says
+    otherwise (wrk would reconnect silently), for a callers row with the first and the last
+    caller's token too; and each check of the mode gets its status: the filters are in the path
+    and do their work."""
+    tries = [(w, ctx.headers_for(mode)) for w in workloads]
+    if mode.callers and ctx.caller_tokens:
+        tries += [(mode.workload, ctx.headers_for(mode, t)) for t in (ctx.caller_tokens[0], ctx.caller_tokens[-1])]
+    for w, headers in tries:
+        status, body, ctype, keep_alive = request(e, w.body, headers, w.path)
+        if status != w.status or not w.answer(body, ctype) or keep_alive != w.keep_alive:
+            raise RuntimeError(f"{mode.name}: workload {w.name} (POST {w.path}) got {status} {ctype!r}, "
+                               f"connection {'kept' if keep_alive else 'closed'}: {body[:300]!r}\n{e.log_tail()}")
     for ch in mode.checks:
-        h = dict(ctx.headers)
+        h = dict(ctx.headers_for(mode))
         for k, v in ch.headers.items():
             if v is None:
                 h.pop(k, None)
             else:
                 h[k] = v
-        body = ch.body.encode() if ch.body is not None else bodies[None].read_bytes()
-        status, resp = request(e, body, h)
+        body = ch.body.encode() if ch.body is not None else mode.workload.body
+        status, resp, _, _ = request(e, body, h, mode.workload.path)
         if status != ch.status:
             raise RuntimeError(f"{mode.name}: check '{ch.what}' expected {ch.status}, got {status} {resp[:300]!r}")
 
 
-def measure(ctx: Ctx, e: Envoy, upstream: Envoy, body_file: Path, seconds: int, path: str = "/mcp") -> dict:
-    """One wrk run against `e`; CPU of the Envoy under test over exactly that window."""
-    env = dict(os.environ, BENCH_BODY_FILE=str(body_file))
-    argv = pinned([ctx.wrk, "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--timeout", "10s", "-s", str(ctx.lua),
-                   f"http://127.0.0.1:{e.port}{path}"], tested=False)
+def measure(ctx: Ctx, e: Envoy, upstream: Envoy, w: Workload, seconds: int, tokens: Path | None = None,
+            connections: int = CONNECTIONS) -> dict:
+    """One wrk run of workload `w` against `e` (rotating over the tokens in `tokens`, if given);
+    CPU of the Envoy under test over exactly that window."""
+    env = {k: v for k, v in os.environ.items() if k not in ("BENCH_TOKENS_FILE", "BENCH_EXPECT_STATUS")}
+    env["BENCH_BODY_FILE"] = str(ctx.body_file(w))
+    if tokens:
+        env["BENCH_TOKENS_FILE"] = str(tokens)
+    if w.status != 200:
+        env["BENCH_EXPECT_STATUS"] = str(w.status)
+    argv = pinned([ctx.wrk, "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(ctx.lua),
+                   f"http://127.0.0.1:{e.port}{w.path}"], tested=False)
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     c0, u0, m0, t0 = cpu_ticks(e.pid), cpu_ticks(upstream.pid), machine_busy_ticks(), time.monotonic()
     p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -668,10 +926,12 @@ def measure(ctx: Ctx, e: Envoy, upstream: Envoy, body_file: Path, seconds: int, 
 # ---------------------------------------------------------------------------------------------
 # Report
 
-def _human_size(n: int | None) -> str:
-    if n is None:
-        return "small"
+def _human_size(n: int) -> str:
     return f"{n // MIB} MiB" if n % MIB == 0 else f"{n // KIB} KiB" if n % KIB == 0 else f"{n} B"
+
+
+def _shown(p: Path) -> Path:
+    return p.relative_to(ROOT) if p.is_relative_to(ROOT) else p
 
 
 def _med(xs: list[float]) -> float:
@@ -691,7 +951,7 @@ def summarize(rows: dict, key: tuple, base: tuple) -> dict:
     return s
 
 
-def _fmt_row(num: int, label: str, size: int | None, s: dict, base_num: int) -> str:
+def _fmt_row(num: int, label: str, size: int, s: dict, base_num: int) -> str:
     err = f" ⚠ {s['errors']} errors" if s["errors"] else ""
     if num == base_num:
         ratios = "1.00 | 1.00 | —"
@@ -729,6 +989,33 @@ def tool_version(argv: list[str]) -> str:
 
 # ---------------------------------------------------------------------------------------------
 
+def select_groups(wanted: set[str]) -> list[Group]:
+    """The groups of this run: with BENCH_MODES, each group keeps its baseline and the wanted
+    rows, and a group left with its baseline alone is dropped (the main group never is)."""
+    groups = build_groups(MODES)
+    if wanted:
+        groups = [replace(g, modes=[m for i, m in enumerate(g.modes) if i == 0 or m.name in wanted])
+                  for g in groups]
+    return [g for g in groups if g.key == MAIN or len(g.modes) > 1]
+
+
+def run_group(ctx: Ctx, g: Group, envoys: dict[str, Envoy], upstream: Envoy, rows: dict,
+              warm_up: bool = False) -> None:
+    """g.rounds rounds of every row of the group, the order rotated each round."""
+    tokens = ctx.token_files.get(g.users)
+    if warm_up:
+        for m in g.modes:
+            measure(ctx, envoys[m.name], upstream, g.workload(m), WARMUP, tokens, g.connections)
+    tag = "" if g.key == MAIN else f"{g.key}: "
+    for rnd in range(g.rounds):
+        for m in g.modes[rnd % len(g.modes):] + g.modes[:rnd % len(g.modes)]:
+            r = measure(ctx, envoys[m.name], upstream, g.workload(m), g.duration, tokens, g.connections)
+            rows.setdefault((m.name, g.key), []).append(r)
+            print(f"  {tag}round {rnd + 1}/{g.rounds} {m.name:<21} {r['rps']:>8,.0f} req/s  p50 {r['p50_us']:>8,.0f} µs"
+                  f"  p99 {r['p99_us']:>8,.0f} µs  {r['cpu_us']:7.1f} CPU µs/req"
+                  f"  (other load {r['other_cores']:.2f} cores)", flush=True)
+
+
 def main() -> int:
     # Explicit handlers (a background job may have inherited SIGINT as ignored): every process
     # started here is stopped on Ctrl-C, SIGTERM or SIGHUP too.
@@ -736,14 +1023,16 @@ def main() -> int:
         signal.signal(s, _on_signal)
     started = time.monotonic()
     stamp = _dt.datetime.now(_dt.timezone.utc)
-    run = ROOT / "target" / "bench" / stamp.strftime("%Y%m%dT%H%M%SZ")
+    out_dir = os.environ.get("BENCH_OUT")
+    run = Path(out_dir).resolve() if out_dir else ROOT / "target" / "bench" / stamp.strftime("%Y%m%dT%H%M%SZ")
     run.mkdir(parents=True, exist_ok=True)
-    for old in sorted(p for p in run.parent.glob("2*Z") if p.is_dir())[:-10]:
-        shutil.rmtree(old, ignore_errors=True)  # keep the last 10 runs
-    last = ROOT / "target" / "bench" / "last"
-    if last.is_symlink() or last.exists():
-        last.unlink()
-    last.symlink_to(run.name)
+    if not out_dir:  # BENCH_OUT: a run of its own, target/bench is left as it is
+        for old in sorted(p for p in run.parent.glob("2*Z") if p.is_dir())[:-10]:
+            shutil.rmtree(old, ignore_errors=True)  # keep the last 10 runs
+        last = ROOT / "target" / "bench" / "last"
+        if last.is_symlink() or last.exists():
+            last.unlink()
+        last.symlink_to(run.name)
 
     envoy_bin = Path(os.environ.get("ENVOY_BIN") or shutil.which("envoy", path=str(ROOT / ".venv/bin")) or "")
     wasm = Path(os.environ.get("WASM") or ROOT / "target/wasm32-wasip1/release/mcp_warden.wasm")
@@ -763,22 +1052,24 @@ def main() -> int:
     if unknown:
         print(f"bench: unknown BENCH_MODES {sorted(unknown)}; known: {[m.name for m in MODES]}", file=sys.stderr)
         return 2
-    modes = [m for i, m in enumerate(MODES) if i == 0 or not wanted or m.name in wanted]
-    size_modes = [m for m in modes if m.sizes] if SIZES else []
+    groups = select_groups(wanted)
+    in_groups = {m.name for g in groups for m in g.modes}
+    modes = [m for m in MODES if m.name in in_groups]
+    if wanted - in_groups:
+        print(f"bench: BENCH_MODES {sorted(wanted - in_groups)} are measured in no group with these settings "
+              f"(BENCH_LIST_SIZES / BENCH_USERS empty?)", file=sys.stderr)
+        return 2
+    main_group, others = groups[0], groups[1:]
+    callers_groups = [g for g in others if g.users]
 
-    jwks, token = make_identity(run)
+    jwks, token, caller_tokens = make_identity(run, max((g.users for g in callers_groups), default=0))
     headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
                "MCP-Protocol-Version": "2025-06-18", "Authorization": f"Bearer {token}"}
-    ctx = Ctx(run, wasm.resolve(), floor_wasm.resolve(), jwks, token, headers, wrk)
+    ctx = Ctx(run, wasm.resolve(), floor_wasm.resolve(), jwks, token, headers, wrk, caller_tokens=caller_tokens)
     ctx.lua = write_lua(ctx)
-    bodies: dict[int | None, Path] = {}
-    for size in [None] + SIZES:
-        p = run / f"body-{size or 'small'}.json"
-        p.write_bytes(mcp_body(size))
-        bodies[size] = p
-    small_len = bodies[None].stat().st_size
-    list_body = run / "body-tools-list.json"
-    list_body.write_bytes(LIST_BODY)
+    for n in sorted({g.users for g in callers_groups}):
+        ctx.token_files[n] = run / f"tokens-{n}.txt"
+        ctx.token_files[n].write_text("\n".join(caller_tokens[:n]) + "\n")
 
     facts = machine_facts()
     load_start = loadavg()
@@ -787,11 +1078,16 @@ def main() -> int:
                 "wrk": tool_version([wrk, "-v"]).split("[")[0].strip().removeprefix("wrk ").strip(),
                 "wasm_bytes": wasm.stat().st_size,
                 "wasm_sha256": hashlib.sha256(wasm.read_bytes()).hexdigest()[:16]}
-    plan = (f"{len(modes)} configurations × {ROUNDS} rounds × {DURATION} s"
-            + (f", {len(size_modes)} × {len(SIZES)} sizes × {SIZE_ROUNDS} rounds × {SIZE_DURATION} s"
-               if size_modes else "")
-            + f", soak {SOAK} s")
-    print(f"bench: {plan}; {CONNECTIONS} connections; logs and configs in {run.relative_to(ROOT)}", flush=True)
+    # Callers groups warm up (fill the JWT and identity caches) when their token set is new:
+    # larger than every set before, and more than one token.
+    warm_callers = [g.key for i, g in enumerate(callers_groups)
+                    if g.users > max((h.users for h in callers_groups[:i]), default=1)]
+    warm_modes = [m for m in modes if m.group != CALLERS]  # CALLERS rows warm up in their groups
+    seconds = (sum(g.rounds * g.duration * len(g.modes) for g in groups) + SOAK * (SOAK_MODE in in_groups)
+               + WARMUP * (len(warm_modes) + sum(len(g.modes) for g in callers_groups if g.key in warm_callers)))
+    plan = "; ".join(f"{g.key}: {len(g.modes)} rows × {g.rounds} × {g.duration} s" for g in groups)
+    print(f"bench: {len(modes)} configurations; {plan}; soak {SOAK} s; ≈ {seconds} s of load; "
+          f"logs and configs in {_shown(run)}", flush=True)
 
     try:
         upstream = start_envoy(run, envoy_bin, "upstream", upstream_config())
@@ -800,50 +1096,34 @@ def main() -> int:
                   for m in modes}
         for e in envoys.values():
             wait_ready(e)
-        check_bodies = {None: bodies[None], **{s: bodies[s] for s in SIZES}}
         for m in modes:
-            run_checks(ctx, m, envoys[m.name], check_bodies if m in size_modes else {None: bodies[None]})
+            sized = [g.workload(m) for g in others if g.size and m.name in {x.name for x in g.modes}]
+            run_checks(ctx, m, envoys[m.name], [m.workload] + sized)
         print(f"bench: {len(modes)} Envoys up and checked (upstream :{upstream.port}); warming up", flush=True)
 
         rss: dict[str, dict[str, dict]] = {m.name: {"idle": memory(envoys[m.name].pid)} for m in modes}
-        def workload(m: Mode) -> tuple[Path, str]:
-            return (list_body, LIST_PATH) if m.list_tools is not None else (bodies[None], "/mcp")
 
-        for m in modes:
-            measure(ctx, envoys[m.name], upstream, workload(m)[0], WARMUP, workload(m)[1])
-        for m in modes:
-            rss[m.name]["warm"] = memory(envoys[m.name].pid)
+        def snapshot(when: str) -> None:
+            for m in modes:
+                rss[m.name][when] = memory(envoys[m.name].pid)
 
+        for m in warm_modes:
+            measure(ctx, envoys[m.name], upstream, m.workload, WARMUP)
+        snapshot("warm")
         rows: dict[tuple, list] = {}
-        for rnd in range(ROUNDS):
-            order = modes[rnd % len(modes):] + modes[:rnd % len(modes)]
-            for m in order:
-                r = measure(ctx, envoys[m.name], upstream, workload(m)[0], DURATION, workload(m)[1])
-                rows.setdefault((m.name, None), []).append(r)
-                print(f"  round {rnd + 1}/{ROUNDS} {m.name:<11} {r['rps']:>8,.0f} req/s  p50 {r['p50_us']:>6,.0f} µs"
-                      f"  p99 {r['p99_us']:>7,.0f} µs  {r['cpu_us']:6.1f} CPU µs/req"
-                      f"  (other load {r['other_cores']:.2f} cores)", flush=True)
-        for m in modes:
-            rss[m.name]["main"] = memory(envoys[m.name].pid)
+        run_group(ctx, main_group, envoys, upstream, rows)
+        snapshot("main")
 
         soak = None
         if SOAK > 0 and SOAK_MODE in envoys:
-            soak = measure(ctx, envoys[SOAK_MODE], upstream, bodies[None], SOAK)
+            soak = measure(ctx, envoys[SOAK_MODE], upstream, CALL, SOAK)
             print(f"  soak {SOAK_MODE}: {soak['requests']:,} requests in {SOAK} s", flush=True)
-            for m in modes:
-                rss[m.name]["soak"] = memory(envoys[m.name].pid)
-
-        for rnd in range(SIZE_ROUNDS if size_modes else 0):
-            for size in SIZES:
-                order = size_modes[rnd % len(size_modes):] + size_modes[:rnd % len(size_modes)]
-                for m in order:
-                    r = measure(ctx, envoys[m.name], upstream, bodies[size], SIZE_DURATION)
-                    rows.setdefault((m.name, size), []).append(r)
-                    print(f"  round {rnd + 1}/{SIZE_ROUNDS} {m.name:<11} {_human_size(size):>7} {r['rps']:>8,.0f} req/s"
-                          f"  p99 {r['p99_us']:>8,.0f} µs  {r['cpu_us']:7.1f} CPU µs/req", flush=True)
-        if size_modes:
-            for m in modes:
-                rss[m.name]["sizes"] = memory(envoys[m.name].pid)
+            snapshot("soak")
+        for when, gs in (("sizes", [g for g in others if g.size]), ("end", [g for g in others if not g.size])):
+            for g in gs:
+                run_group(ctx, g, envoys, upstream, rows, warm_up=g.key in warm_callers)
+            if gs:
+                snapshot(when)
         for m in modes:
             if envoys[m.name].proc.poll() is not None:
                 raise RuntimeError(f"Envoy {m.name} died during the run:\n{envoys[m.name].log_tail()}")
@@ -852,7 +1132,6 @@ def main() -> int:
 
     # ---- report
     elapsed = time.monotonic() - started
-    label = {m.name: m.label for m in modes}
     out = []
     out.append(f"### Results {stamp.strftime('%Y-%m-%d %H:%M UTC')}{' (BENCH_QUICK=1 smoke run)' if QUICK else ''}")
     out.append("")
@@ -860,8 +1139,9 @@ def main() -> int:
                f"load average (1/5/15 min) at start {load_start}, at end {loadavg()}")
     out.append(f"- Envoy {versions['envoy']}; wrk {versions['wrk']}; mcp_warden.wasm {versions['wasm_bytes']:,} bytes "
                f"(sha256 {versions['wasm_sha256']}…)")
-    out.append(f"- load: wrk, 1 thread, {CONNECTIONS} connections (HTTP/1.1 keep-alive), POST /mcp tools/call; "
-               f"{ROUNDS} rounds × {DURATION} s per row ({SIZE_ROUNDS} × {SIZE_DURATION} s for the body-size rows), rows "
+    out.append(f"- load: wrk, 1 thread, {CONNECTIONS} connections (HTTP/1.1 keep-alive; the callers groups as stated), "
+               f"POST /mcp tools/call; {ROUNDS} rounds × {DURATION} s per row ({SIZE_ROUNDS} × {SIZE_DURATION} s for "
+               f"the body-size rows, {SCALE_ROUNDS} × {SCALE_DURATION} s for the SSE, list-size and callers rows), rows "
                f"interleaved, medians over rounds; ratios are per-round ratios to the group's first row; "
                + (f"Envoys under test pinned to CPU {(os.cpu_count() or 1) - 1}, upstream and wrk to the others; "
                   if PIN else "no CPU pinning; ")
@@ -877,21 +1157,23 @@ def main() -> int:
                "| CPU Δ µs | other load |")
     out.append("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     num = 0
-    groups = [(None, modes)] + [(s, size_modes) for s in SIZES if size_modes]
     results = []
-    for size, gmodes in groups:
-        if size is not None:
-            out.append(f"| | **request body {_human_size(size)}** | | | | | | | | | |")
+    for g in groups:
+        if g.title:
+            out.append(f"| | **{g.title}** | | | | | | | | | |")
         base_num = num + 1
-        for m in gmodes:
+        for m in g.modes:
             num += 1
-            s = summarize(rows, (m.name, size), (gmodes[0].name, size))
-            out.append(_fmt_row(num, label[m.name], size if size else small_len, s, base_num))
-            results.append({"row": num, "mode": m.name, "label": m.label, "body_bytes": size or small_len,
-                            "summary": s, "rounds": rows[(m.name, size)]})
+            s = summarize(rows, (m.name, g.key), (g.modes[0].name, g.key))
+            w = g.workload(m)
+            out.append(_fmt_row(num, m.label, len(w.body), s, base_num))
+            results.append({"row": num, "mode": m.name, "label": m.label, "group": g.key, "group_title": g.title,
+                            "path": w.path, "body_bytes": len(w.body), "expected_status": w.status,
+                            "users": g.users, "connections": g.connections,
+                            "summary": s, "rounds": rows[(m.name, g.key)]})
     out.append("")
     cols = [("idle", "idle"), ("warm", "after warm-up"), ("main", "after the main rows"),
-            ("soak", f"after +{SOAK} s soak"), ("sizes", "after the large bodies")]
+            ("soak", f"after +{SOAK} s soak"), ("sizes", "after the large bodies"), ("end", "at the end")]
     cols = [c for c in cols if all(c[0] in rss[m.name] for m in modes)]
     growth = ""
     if soak:
@@ -913,17 +1195,16 @@ def main() -> int:
     (run / "results.json").write_text(json.dumps({
         "date": stamp.isoformat(), "quick": QUICK, "machine": facts, "versions": versions,
         "settings": {"rounds": ROUNDS, "duration": DURATION, "size_rounds": SIZE_ROUNDS,
-                     "size_duration": SIZE_DURATION, "warmup": WARMUP, "pinned": PIN,
-                     "soak": SOAK, "connections": CONNECTIONS, "sizes": SIZES},
+                     "size_duration": SIZE_DURATION, "scale_rounds": SCALE_ROUNDS, "scale_duration": SCALE_DURATION,
+                     "warmup": WARMUP, "pinned": PIN, "soak": SOAK, "connections": CONNECTIONS, "sizes": SIZES,
+                     "list_sizes": LIST_SIZES, "users": USERS, "caller_connections": CALLER_CONNECTIONS},
         "rows": results, "rss": rss, "soak": soak}, indent=2) + "\n")
-    print(f"bench: report in {(run / 'report.md').relative_to(ROOT)}, raw figures in "
-          f"{(run / 'results.json').relative_to(ROOT)}")
+    print(f"bench: report in {_shown(run / 'report.md')}, raw figures in {_shown(run / 'results.json')}")
     bad = [r for r in results if r["summary"]["errors"]]
     if bad:
         print(f"bench: {len(bad)} row(s) had request errors (see ⚠ in the table)", file=sys.stderr)
         return 1
     return 0
-
 
 if __name__ == "__main__":
     try:
