@@ -14,7 +14,7 @@ use crate::error::{Reason, Rejection, Reply};
 use crate::exchange::{build_call, cache_key, parse_answer, Grant, Issued, Params, StsCall};
 use crate::identity::attestation::AttestationCache;
 use crate::identity::metadata::ClaimSource;
-use crate::identity::{authenticate_cached, identity_key, Identity, IdentityCache};
+use crate::identity::{authenticate_cached, Identity, IdentityCache};
 use crate::jsonrpc::Message;
 use crate::jsonrpc::{parse_payload, ParseRules, Payload};
 use crate::policy::{Decision, Facts, Purpose};
@@ -771,7 +771,7 @@ impl RequestFlow {
                 .tokens
                 .subject
                 .as_deref()
-                .map(|u| identity_key(u, self.tokens.actor.as_deref()));
+                .map(|u| ctx.identity_cache.key(u, self.tokens.actor.as_deref()));
             let identity = match authenticate_cached(
                 id_cfg,
                 ctx.claims,
@@ -780,7 +780,7 @@ impl RequestFlow {
                 key,
                 ctx.now,
             ) {
-                Ok(i) => i,
+                Ok(i) => Identity::clone(&i),
                 Err(r) => return self.reject(r),
             };
             let agent_sub = identity.agent.as_ref().map(|a| a.token.sub.clone());

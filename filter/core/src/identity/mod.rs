@@ -5,8 +5,10 @@
 //! our own claim rules: issuers, audiences, required scopes, token kind, agent type / provider /
 //! model, trust level, capabilities, `delegator_sub`, the delegation chain
 //! ([`delegation`]) and the attestation ([`attestation`]). Each refusal names its rule.
+//! Verified identities are reused per worker through [`cache`].
 
 pub mod attestation;
+pub mod cache;
 pub mod claims;
 pub mod config;
 pub mod delegation;
@@ -14,6 +16,10 @@ pub mod metadata;
 
 use crate::error::{Reason, Rejection};
 use attestation::AttestationCache;
+pub use cache::{
+    authenticate_cached, valid_until, IdentityCache, IdentityKey, KeyHasher,
+    IDENTITY_CACHE_CAPACITY, IDENTITY_CACHE_TTL,
+};
 use claims::{AgentClaims, ClaimError, TokenClaims, UserClaims};
 pub use config::{IdentityConfig, RawIdentity};
 use metadata::ClaimSource;
@@ -329,122 +335,6 @@ fn authenticate_agent(
             .map_err(|v| reject(Reason::DelegationInvalid, v.rule, v.detail))?;
     }
     Ok(agent)
-}
-
-/// Verified identities by a SHA-256 of the presented tokens, per worker: a caller's next
-/// requests skip re-reading and re-checking every claim. An entry is used only while jwt_authn
-/// has verified a token in the current request too, and never past the earliest time one of its
-/// checks could change its mind (token expiry, delegation `max_duration`, attestation age), nor
-/// longer than [`IDENTITY_CACHE_TTL`].
-#[derive(Debug, Default)]
-pub struct IdentityCache {
-    entries: std::collections::HashMap<[u8; 32], (u64, Identity)>,
-}
-
-/// Longest reuse of a verified identity, in seconds.
-pub const IDENTITY_CACHE_TTL: u64 = 30;
-/// Most cached identities per worker.
-pub const IDENTITY_CACHE_CAPACITY: usize = 10_000;
-
-/// The cache key for a pair of presented tokens.
-pub fn identity_key(user_token: &str, agent_token: Option<&str>) -> [u8; 32] {
-    let mut h = hmac_sha256::Hash::new();
-    for part in [user_token, agent_token.unwrap_or_default()] {
-        h.update((part.len() as u64).to_le_bytes());
-        h.update(part.as_bytes());
-    }
-    h.finalize()
-}
-
-/// Until when a verified identity may be reused.
-pub fn valid_until(cfg: &IdentityConfig, id: &Identity, now: u64) -> u64 {
-    let mut until = now + IDENTITY_CACHE_TTL;
-    let mut bound = |t: f64| {
-        if t.is_finite() && t >= 0.0 {
-            until = until.min(t as u64);
-        }
-    };
-    if let Some(exp) = id.user.token.exp {
-        bound(exp);
-    }
-    if let Some(a) = &id.agent {
-        if let Some(exp) = a.token.exp {
-            bound(exp);
-        }
-        for step in &a.delegation_chain {
-            if let Some(max) = step.max_duration {
-                bound(step.delegated_at + max);
-            }
-        }
-        if let (Some(rules), Some(att)) = (
-            cfg.agent.as_ref().and_then(|r| r.attestation.as_ref()),
-            &a.attestation,
-        ) {
-            if let Some(ts) = att.timestamp {
-                bound(ts + rules.max_age as f64);
-            }
-        }
-    }
-    until
-}
-
-impl IdentityCache {
-    fn get(&self, key: &[u8; 32], now: u64) -> Option<&Identity> {
-        self.entries
-            .get(key)
-            .filter(|(until, _)| now < *until)
-            .map(|(_, id)| id)
-    }
-
-    fn put(&mut self, key: [u8; 32], until: u64, id: Identity, now: u64) {
-        if self.entries.len() >= IDENTITY_CACHE_CAPACITY {
-            self.entries.retain(|_, (u, _)| *u > now);
-            if self.entries.len() >= IDENTITY_CACHE_CAPACITY {
-                self.entries.clear();
-            }
-        }
-        self.entries.insert(key, (until, id));
-    }
-
-    /// Number of cached identities.
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    /// Whether the cache is empty.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-}
-
-/// [`authenticate`] through the cache; `key` is [`identity_key`] of the presented tokens
-/// (`None`: nothing presented, no caching).
-pub fn authenticate_cached(
-    cfg: &IdentityConfig,
-    source: &dyn ClaimSource,
-    attestations: &mut AttestationCache,
-    identities: &mut IdentityCache,
-    key: Option<[u8; 32]>,
-    now: u64,
-) -> Result<Identity, Rejection> {
-    if let Some(k) = &key {
-        if let Some(id) = identities.get(k, now) {
-            // jwt_authn must have verified these very tokens on this request as well.
-            let user_ok = claims::present(source, &cfg.user.metadata_key).unwrap_or(false);
-            let agent_ok = match &cfg.agent {
-                None => true,
-                Some(a) => claims::present(source, &a.metadata_key).unwrap_or(false),
-            };
-            if user_ok && agent_ok {
-                return Ok(id.clone());
-            }
-        }
-    }
-    let id = authenticate(cfg, source, attestations, now)?;
-    if let Some(k) = key {
-        identities.put(k, valid_until(cfg, &id, now), id.clone(), now);
-    }
-    Ok(id)
 }
 
 #[cfg(test)]

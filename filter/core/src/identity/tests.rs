@@ -450,7 +450,7 @@ fn verified_identities_are_reused_only_while_jwt_authn_still_vouches_and_time_al
     let src = Counting(&claims, std::cell::Cell::new(0));
     let mut att = AttestationCache::default();
     let mut ids = IdentityCache::default();
-    let key = Some(identity_key("user.tok", Some("agent.tok")));
+    let key = Some(ids.key("user.tok", Some("agent.tok")));
     let first = authenticate_cached(&cfg, &src, &mut att, &mut ids, key, NOW).unwrap();
     let full_reads = src.1.replace(0);
     let again = authenticate_cached(&cfg, &src, &mut att, &mut ids, key, NOW + 1).unwrap();
