@@ -27,6 +27,7 @@ use crate::routing::{
     UPSTREAM_HOST_HEADER, VARIANT_HEADER,
 };
 use crate::transport::{batch_allowed, check_body_agrees, check_head, HttpMethod, RequestHead};
+use std::sync::Arc;
 
 /// What the adapter must do after a header or trailer callback.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +61,26 @@ impl std::fmt::Debug for CallerTokens {
 #[derive(Debug, Clone)]
 struct PendingExchange {
     params: Params,
+}
+
+/// The owner of a request's sessions: the verified caller, or nobody (`""`, no groups).
+struct Owner(Option<Arc<Identity>>);
+
+impl Owner {
+    fn user(&self) -> &str {
+        self.0.as_ref().map_or("", |id| id.user.token.sub.as_str())
+    }
+
+    fn agent(&self) -> &str {
+        self.0
+            .as_ref()
+            .and_then(|id| id.agent.as_ref())
+            .map_or("", |a| a.token.sub.as_str())
+    }
+
+    fn groups(&self) -> &[String] {
+        self.0.as_ref().map_or(&[], |id| id.user.groups.as_slice())
+    }
 }
 
 /// What the adapter must do after a body callback.
@@ -143,7 +164,8 @@ pub const MAX_RESPONSE_EVENT_BYTES: usize = 8 * 1024 * 1024;
 pub struct RequestFlow {
     state: State,
     outcome: Outcome,
-    identity: Option<Identity>,
+    /// The verified caller, shared with the identity cache.
+    identity: Option<Arc<Identity>>,
     edits: Vec<HeaderEdit>,
     resource_metadata: Option<String>,
     now: u64,
@@ -200,18 +222,9 @@ impl RequestFlow {
         self.replacement.take()
     }
 
-    fn owner(&self) -> (String, String, Vec<String>) {
-        match &self.identity {
-            Some(id) => (
-                id.user.token.sub.clone(),
-                id.agent
-                    .as_ref()
-                    .map(|a| a.token.sub.clone())
-                    .unwrap_or_default(),
-                id.user.groups.clone(),
-            ),
-            None => (String::new(), String::new(), Vec::new()),
-        }
+    /// Who owns this request's sessions: the verified caller, shared (not copied).
+    fn owner(&self) -> Owner {
+        Owner(self.identity.clone())
     }
 
     /// Sets the routing headers; opens a presented sealed session id.
@@ -220,17 +233,18 @@ impl RequestFlow {
         for h in ROUTING_HEADERS {
             self.edits.push(HeaderEdit::Remove(h.to_string()));
         }
-        let (user, agent, groups) = self.owner();
+        let owner = self.owner();
+        let (user, agent, groups) = (owner.user(), owner.agent(), owner.groups());
         self.edits
             .push(HeaderEdit::Set(SERVER_HEADER.into(), self.server.clone()));
         self.edits.push(HeaderEdit::Set(
             AFFINITY_HEADER.into(),
-            affinity_key(&self.server, &user),
+            affinity_key(&self.server, user),
         ));
         match session_id {
             Some(sealed) => {
                 let b = r
-                    .open(sealed, &self.server, &user, &agent)
+                    .open(sealed, &self.server, user, agent)
                     .map_err(|e| match e {
                         SessionError::Unknown => Rejection::new(
                             Reason::SessionNotFound,
@@ -258,7 +272,7 @@ impl RequestFlow {
                 self.session = Some(b);
             }
             None => {
-                self.variant = r.choose_variant(&self.server, &user, &groups, None);
+                self.variant = r.choose_variant(&self.server, user, groups, None);
                 if let Some(v) = &self.variant {
                     self.edits
                         .push(HeaderEdit::Set(VARIANT_HEADER.into(), v.clone()));
@@ -273,8 +287,8 @@ impl RequestFlow {
         let (Some(r), None) = (&cfg.routing, &self.session) else {
             return;
         };
-        let (user, _, groups) = self.owner();
-        let v = r.choose_variant(&self.server, &user, &groups, Some(tool));
+        let owner = self.owner();
+        let v = r.choose_variant(&self.server, owner.user(), owner.groups(), Some(tool));
         if v.is_some() && v != self.variant {
             self.variant = v.clone();
             if let Some(v) = v {
@@ -298,14 +312,14 @@ impl RequestFlow {
             let sealed = match (&self.session, &self.presented_session) {
                 (Some(b), Some(p)) if b.session_id == real => Some(p.clone()),
                 _ => {
-                    let (user, agent, _) = self.owner();
+                    let owner = self.owner();
                     let binding = SessionBinding {
                         session_id: real.to_string(),
                         host: upstream.unwrap_or_default().to_string(),
                         variant: self.variant.clone(),
                         server: self.server.clone(),
-                        user,
-                        agent,
+                        user: owner.user().to_string(),
+                        agent: owner.agent().to_string(),
                     };
                     if binding.host.is_empty() {
                         self.notices.push("session created but the upstream address is unknown: it cannot be pinned".into());
@@ -616,7 +630,7 @@ impl RequestFlow {
         let Some(policy) = &cfg.policy else {
             return Ok(None);
         };
-        let identity = self.identity.as_ref();
+        let identity = self.identity.as_deref();
         let server = self.server.clone();
         let now = self.now;
         let mut notices = Vec::new();
@@ -686,7 +700,7 @@ impl RequestFlow {
 
     /// The verified caller, once the headers passed.
     pub fn identity(&self) -> Option<&Identity> {
-        self.identity.as_ref()
+        self.identity.as_deref()
     }
 
     /// Header edits to apply now (drained).
@@ -780,7 +794,7 @@ impl RequestFlow {
                 key,
                 ctx.now,
             ) {
-                Ok(i) => Identity::clone(&i),
+                Ok(i) => i,
                 Err(r) => return self.reject(r),
             };
             let agent_sub = identity.agent.as_ref().map(|a| a.token.sub.clone());
@@ -922,7 +936,7 @@ impl RequestFlow {
                     _ => None,
                 };
                 let decision = policy.decide(&Facts {
-                    identity: self.identity.as_ref(),
+                    identity: self.identity.as_deref(),
                     server: &self.server,
                     method,
                     target: msg.target(),
@@ -1217,6 +1231,38 @@ mod tests {
             flow.on_request_body(&cfg, 10, true),
             BodyStep::Step(Step::Pause)
         );
+    }
+
+    #[test]
+    fn a_cached_identity_is_shared_not_copied() {
+        let cfg = identity_config();
+        let claims = JsonClaims(vec![(
+            "user".into(),
+            json!({"iss":"http://idp","sub":"alice","aud":"http://gw/mcp","exp":1_800_000_600u64}),
+        )]);
+        let mut h = post_headers();
+        h.push(("authorization".into(), b"Bearer tok-1".to_vec()));
+        let mut cache = AttestationCache::default();
+        let mut identities = IdentityCache::default();
+        let mut run = |h: &[(String, Vec<u8>)]| {
+            let mut flow = RequestFlow::new();
+            let ctx = RequestContext {
+                claims: &claims,
+                attestation_cache: &mut cache,
+                identity_cache: &mut identities,
+                now: 1_800_000_000,
+            };
+            assert_eq!(flow.on_request_headers(&cfg, h, false, ctx), Step::Pause);
+            flow.identity.clone().unwrap()
+        };
+        let (first, second) = (run(&h), run(&h));
+        assert!(Arc::ptr_eq(&first, &second));
+        // Another token: its own entry.
+        h.retain(|(k, _)| k != "authorization");
+        h.push(("authorization".into(), b"Bearer tok-2".to_vec()));
+        let other = run(&h);
+        assert!(!Arc::ptr_eq(&first, &other));
+        assert_eq!(first, other);
     }
 
     #[test]
