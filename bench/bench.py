@@ -470,6 +470,9 @@ class Mode:
     workload: Workload = CALL
     # The table group of the row: MAIN, "sse", "list <n>"; CALLERS: only in the callers groups.
     group: str = MAIN
+    # Envoy's level for its `wasm` logger: every Envoy runs at `warn`, where mcp-warden's audit
+    # lines (info) are not written, so it does not build them; `info` writes them to the log file.
+    wasm_log_level: str = "warn"
 
 
 def native_chain(cache: bool = True, principal: dict = SUBJECT_PRINCIPAL) -> Callable[["Ctx"], list[dict]]:
@@ -507,8 +510,8 @@ MODES: list[Mode] = [
     Mode("native_mcp", f"Envoy + jwt_authn (cache) + {NATIVE_LABEL}", native_chain(), NATIVE_CHECKS, sizes=True),
     Mode("warden_policy", f"Envoy + jwt_authn (cache) + {WARDEN_LABEL}", warden_chain(WARDEN_POLICY_CONFIG),
          WARDEN_CHECKS, sizes=True),
-    Mode("warden_policy_quiet", "… the same, audit_log off (Envoy's access log only)",
-         warden_chain({**WARDEN_POLICY_CONFIG, "audit_log": False}), WARDEN_CHECKS),
+    Mode("warden_policy_audit", "… the same, writing its audit lines (Envoy's wasm logger at info)",
+         warden_chain(WARDEN_POLICY_CONFIG), WARDEN_CHECKS, wasm_log_level="info"),
     Mode("warden_exchange", "… + tool registry + cached RFC 8693 token exchange",
          warden_chain(WARDEN_EXCHANGE_CONFIG), WARDEN_CHECKS),
     Mode("warden_jwt", "Envoy + jwt_authn (cache) + mcp-warden (validation only)",
@@ -519,6 +522,13 @@ MODES: list[Mode] = [
     Mode("wasm_noop", "reference: no-op proxy-wasm filter (bench/floor-filter)", lambda c: [f_floor(c, "noop")]),
     Mode("wasm_read", "reference: proxy-wasm filter that reads headers + buffered body, no logic",
          lambda c: [f_floor(c, "read")], sizes=True),
+    # Row 6's host calls without mcp-warden's logic: jwt_authn as in row 6, then the floor filter
+    # reading the headers, the clock, one jwt_authn claim, removing the token header, setting two
+    # identity headers and reading the body. Row 6 minus this row is mcp-warden's own wasm code.
+    Mode("wasm_jwt_read", "reference: jwt_authn (cache, as in row 6) + the filter that reads headers + body",
+         lambda c: [f_jwt_authn(c, cache=True, for_warden=True), f_floor(c, "read")]),
+    Mode("wasm_hostcalls", "reference: … + row 6's other host calls (clock, 1 claim, 1 header removal, 2 sets)",
+         lambda c: [f_jwt_authn(c, cache=True, for_warden=True), f_floor(c, "read+time+prop+remove1+set2")]),
     # Rows 5 and 6 with jwt_authn's cache off: every request verifies the ES256 signature.
     Mode("native_mcp_nocache", f"Envoy + jwt_authn (no cache) + {NATIVE_LABEL}", native_chain(cache=False),
          NATIVE_CHECKS),
@@ -671,13 +681,14 @@ def pinned(argv: list, tested: bool) -> list:
     return ["taskset", "-c", cpus] + argv  # taskset execs: same pid, every thread inherits
 
 
-def start_envoy(run: Path, envoy_bin: Path, name: str, config: dict) -> Envoy:
+def start_envoy(run: Path, envoy_bin: Path, name: str, config: dict, wasm_log_level: str = "warn") -> Envoy:
     d = run / name
     d.mkdir(parents=True, exist_ok=True)
     (d / "envoy.json").write_text(json.dumps(config, indent=2) + "\n")
     (d / "admin.txt").unlink(missing_ok=True)
     p = PROCS.start(pinned([envoy_bin, "-c", d / "envoy.json", "--concurrency", "1", "--disable-hot-restart",
-                            "--log-level", "warn", "--admin-address-path", d / "admin.txt"],
+                            "--log-level", "warn", "--component-log-level", f"wasm:{wasm_log_level}",
+                            "--admin-address-path", d / "admin.txt"],
                            tested=name != "upstream"), d / "envoy.log")
     return Envoy(name, p, d)
 
@@ -871,6 +882,23 @@ def run_checks(ctx: Ctx, mode: Mode, e: Envoy, workloads: list[Workload]) -> Non
         status, resp, _, _ = request(e, body, h, mode.workload.path)
         if status != ch.status:
             raise RuntimeError(f"{mode.name}: check '{ch.what}' expected {ch.status}, got {status} {resp[:300]!r}")
+    # Audit lines are written exactly when Envoy's wasm logger is at info (mcp-warden rows).
+    if any(f.get("typed_config", {}).get("config", {}).get("name") == "mcp_warden" for f in mode.filters(ctx)):
+        written = _audit_lines(e) > 0
+        deadline = time.monotonic() + 3
+        while written != (mode.wasm_log_level == "info") and time.monotonic() < deadline:
+            time.sleep(0.1)
+            written = _audit_lines(e) > 0
+        if written != (mode.wasm_log_level == "info"):
+            raise RuntimeError(f"{mode.name}: audit lines {'' if written else 'not '}written with Envoy's "
+                               f"wasm logger at {mode.wasm_log_level}\n{e.log_tail()}")
+
+
+def _audit_lines(e: Envoy) -> int:
+    try:
+        return (e.dir / "envoy.log").read_text(errors="replace").count("mcp-warden audit {")
+    except OSError:
+        return 0
 
 
 def measure(ctx: Ctx, e: Envoy, upstream: Envoy, w: Workload, seconds: int, tokens: Path | None = None,
@@ -1092,7 +1120,8 @@ def main() -> int:
     try:
         upstream = start_envoy(run, envoy_bin, "upstream", upstream_config())
         wait_ready(upstream)
-        envoys = {m.name: start_envoy(run, envoy_bin, m.name, tested_config(upstream.port, m.filters(ctx)))
+        envoys = {m.name: start_envoy(run, envoy_bin, m.name, tested_config(upstream.port, m.filters(ctx)),
+                                      m.wasm_log_level)
                   for m in modes}
         for e in envoys.values():
             wait_ready(e)

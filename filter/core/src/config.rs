@@ -48,8 +48,10 @@ pub struct RawConfig {
     /// the user's (see README "Token exchange"). Needs `identity` and `policy.servers`.
     #[serde(default)]
     pub token_exchange: Option<RawExchange>,
-    /// Write one `mcp-warden audit {json}` line per decided request to Envoy's log
-    /// (default true). Turn off when Envoy's access log carries what you need.
+    /// Write one `mcp-warden audit {json}` line per decided request to Envoy's log at `info`
+    /// (default true; like any info line it is written only while Envoy's `wasm` logger is at
+    /// `info` or lower, and not even built otherwise). Turn off when Envoy's access log carries
+    /// what you need.
     #[serde(default = "default_true")]
     pub audit_log: bool,
     /// Routing headers, sealed session ids bound to their instance and owner, version splits

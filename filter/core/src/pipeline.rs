@@ -477,6 +477,21 @@ impl RequestFlow {
         std::mem::take(&mut self.notices)
     }
 
+    /// Whether the response needs looking at: with routing (session ids, lost instances) or
+    /// when it answers a list request whose items the policy filters. Otherwise the adapter
+    /// can let the response through without reading its headers.
+    pub fn inspects_response(&self, cfg: &Config) -> bool {
+        if cfg.routing.is_some() {
+            return true;
+        }
+        cfg.policy.is_some()
+            && matches!(
+                &self.outcome,
+                Outcome::Forwarded(Some(Payload::Single(Message::Request { method, .. })))
+                    if ListKind::from_method(method).is_some()
+            )
+    }
+
     /// Response headers arrived: decide whether the body needs filtering.
     /// `upstream` is the address of the instance that answered (Envoy's `upstream.address`),
     /// `code_details` Envoy's `response.code_details`.
@@ -1403,6 +1418,7 @@ mod tests {
             &live,
         );
         assert_eq!(step, Step::Continue);
+        assert!(flow.inspects_response(&cfg));
         let h: Vec<(String, Vec<u8>)> = vec![
             (":status".into(), b"200".to_vec()),
             ("content-type".into(), b"application/json".to_vec()),
@@ -1419,6 +1435,33 @@ mod tests {
         assert_eq!(v["result"]["nextCursor"], json!("c2"));
         // No pinned hash in this registry: nothing to record for a later call.
         assert!(live.get("demo", "admin").is_none());
+    }
+
+    #[test]
+    fn only_list_answers_and_routing_need_the_response_headers() {
+        let cfg = policy_config();
+        let live = MemoryDefinitions::default();
+        let call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{}}}"#;
+        let (flow, step) = forwarded(&cfg, call, &live);
+        assert_eq!(step, Step::Continue);
+        assert!(!flow.inspects_response(&cfg));
+        let h: Vec<(String, Vec<u8>)> = vec![
+            (":status".into(), b"200".to_vec()),
+            ("content-type".into(), b"text/event-stream".to_vec()),
+        ];
+        let mut flow = flow;
+        assert_eq!(
+            flow.on_response_headers(&cfg, &h, None, None),
+            ResponseMode::Untouched
+        );
+        // A refused list request: Envoy's local reply is not filtered.
+        let (flow, _) = forwarded(&cfg, r#"{"jsonrpc":"2.0","id":2,"method":"prompts/list"}"#, &live);
+        assert!(matches!(flow.outcome(), Outcome::Rejected(_)));
+        assert!(!flow.inspects_response(&cfg));
+        // Without a policy nothing is filtered; with routing every response is looked at.
+        let (flow, _) = forwarded(&cfg, call, &live);
+        assert!(!flow.inspects_response(&Config::default()));
+        assert!(RequestFlow::new().inspects_response(&routing_config()));
     }
 
     #[test]

@@ -30,6 +30,22 @@ extern "C" {
     fn proxy_continue_stream(stream_type: u32) -> u32;
 }
 
+/// How often the worker re-reads Envoy's log level (`/logging?wasm=…` changes it at run time).
+const LOG_LEVEL_REFRESH: Duration = Duration::from_secs(1);
+
+/// Lets through only the log lines Envoy would write: audit records and other info lines are
+/// not even formatted while Envoy's wasm logger is above `info`.
+fn follow_envoy_log_level() {
+    let filter = match hostcalls::get_log_level() {
+        Ok(LogLevel::Trace) => log::LevelFilter::Trace,
+        Ok(LogLevel::Debug) => log::LevelFilter::Debug,
+        Ok(LogLevel::Info) | Err(_) => log::LevelFilter::Info,
+        Ok(LogLevel::Warn) => log::LevelFilter::Warn,
+        Ok(LogLevel::Error) | Ok(LogLevel::Critical) => log::LevelFilter::Error,
+    };
+    log::set_max_level(filter);
+}
+
 /// Resumes the current request; false if the host refused.
 fn continue_request() -> bool {
     // SAFETY: a plain host call with an integer argument (StreamType::HttpRequest = 0).
@@ -73,6 +89,10 @@ impl RootContext for WardenRoot {
         };
         match Config::from_json(&raw) {
             Ok(config) => {
+                follow_envoy_log_level();
+                if hostcalls::set_tick_period(LOG_LEVEL_REFRESH).is_err() {
+                    warn!("mcp-warden: no timer: the log level is read at start only");
+                }
                 info!(
                     "mcp-warden: configured (max_body_bytes={}, max_json_depth={}, protocol_versions={})",
                     config.max_body_bytes,
@@ -88,6 +108,10 @@ impl RootContext for WardenRoot {
                 false
             }
         }
+    }
+
+    fn on_tick(&mut self) {
+        follow_envoy_log_level();
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -185,6 +209,7 @@ impl WardenHttp {
         if self.config.audit_log
             && !self.audited
             && !matches!(self.flow.outcome(), Outcome::Pending)
+            && log::log_enabled!(log::Level::Info)
         {
             self.audited = true;
             info!("mcp-warden audit {}", audit::record(&self.flow));
@@ -485,6 +510,11 @@ impl HttpContext for WardenHttp {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if !self.flow.inspects_response(&self.config) {
+            // Nothing to rewrite or route: not even a host call for the headers.
+            self.log_notices();
+            return Action::Continue;
+        }
         let headers = match hostcalls::get_map_bytes(MapType::HttpResponseHeaders) {
             Ok(h) => h,
             Err(_) => return self.host_failure("get response headers"),
