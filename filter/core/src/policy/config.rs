@@ -1,7 +1,7 @@
 //! Policy configuration as operators write it (TOML bundles in `policies/`, or JSON in the
 //! plugin config: the same serde structures) and its compilation into [`super::Policy`].
 
-use super::matcher::{ArgCondition, ArgOp, Glob, TimeWindow};
+use super::matcher::{ArgCondition, ArgOp, Glob, Globs, TimeWindow};
 use super::{Effect, Policy, Rule};
 use crate::config::{err, ConfigError};
 use crate::registry::{Registry, RegistryTool, ServerEntry, ToolStatus};
@@ -303,11 +303,12 @@ fn compile_registry(servers: Vec<RawServer>, at: &str) -> Result<Registry, Confi
     Ok(Registry::new(out))
 }
 
-fn globs(f: &str, name: &str, list: Vec<String>) -> Result<Vec<Glob>, ConfigError> {
+fn globs(f: &str, name: &str, list: Vec<String>) -> Result<Globs, ConfigError> {
     list.into_iter()
         .enumerate()
         .map(|(i, g)| Glob::new(&g).map_err(|e| err(&format!("{f}.{name}[{i}]"), e)))
-        .collect()
+        .collect::<Result<Vec<_>, _>>()
+        .map(Globs::new)
 }
 
 fn compile_rule(
@@ -397,7 +398,7 @@ fn compile_rule(
         } else {
             &[]
         };
-        methods = implied.iter().filter_map(|m| Glob::new(m).ok()).collect();
+        methods = Globs::new(implied.iter().filter_map(|m| Glob::new(m).ok()).collect());
     }
     Ok(Rule {
         id: r.id,

@@ -1,6 +1,7 @@
 //! The building blocks of rule conditions: globs, argument conditions and time windows.
 
 use serde_json::Value;
+use std::collections::HashSet;
 
 /// A glob over names: `*` matches any run of characters (also `/`), `?` exactly one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +38,46 @@ impl Glob {
             return self.pattern == text;
         }
         glob_match(self.pattern.as_bytes(), text.as_bytes())
+    }
+}
+
+/// A rule's list of globs (its tools, servers, methods, …): literal names in a hash set, so a
+/// rule that names thousands of tools is checked in constant time; wildcard patterns in a list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Globs {
+    all: Vec<Glob>,
+    literals: HashSet<String>,
+    patterns: Vec<Glob>,
+}
+
+impl Globs {
+    /// The list, in configuration order.
+    pub fn new(all: Vec<Glob>) -> Globs {
+        let literals = all
+            .iter()
+            .filter_map(|g| g.literal().map(str::to_string))
+            .collect();
+        let patterns = all.iter().filter(|g| !g.literal).cloned().collect();
+        Globs {
+            all,
+            literals,
+            patterns,
+        }
+    }
+
+    /// Whether the list is empty (no condition).
+    pub fn is_empty(&self) -> bool {
+        self.all.is_empty()
+    }
+
+    /// The globs in configuration order.
+    pub fn iter(&self) -> std::slice::Iter<'_, Glob> {
+        self.all.iter()
+    }
+
+    /// Whether any glob matches `text` (never for an empty list).
+    pub fn any_match(&self, text: &str) -> bool {
+        self.literals.contains(text) || self.patterns.iter().any(|g| g.matches(text))
     }
 }
 
@@ -227,6 +268,28 @@ mod tests {
 
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn glob_lists_match_literals_and_patterns() {
+        let list = |ps: &[&str]| Globs::new(ps.iter().map(|p| Glob::new(p).unwrap()).collect());
+        let many: Vec<String> = (0..2_500).map(|i| format!("tool_{i}")).collect();
+        let refs: Vec<&str> = many
+            .iter()
+            .map(String::as_str)
+            .chain(["files/*", "get_?"])
+            .collect();
+        let l = list(&refs);
+        assert!(!l.is_empty());
+        assert_eq!(l.iter().count(), 2_502);
+        for yes in ["tool_0", "tool_2499", "files/a/b", "get_x"] {
+            assert!(l.any_match(yes), "{yes}");
+        }
+        for no in ["tool_2500", "tool_", "files", "get_xy", ""] {
+            assert!(!l.any_match(no), "{no}");
+        }
+        let empty = list(&[]);
+        assert!(empty.is_empty() && !empty.any_match("x"));
+    }
 
     #[test]
     fn globs() {

@@ -18,7 +18,7 @@ pub mod matcher;
 use crate::identity::Identity;
 use crate::jsonrpc::Target;
 use crate::registry::Registry;
-use matcher::{ArgCondition, Glob, TimeWindow};
+use matcher::{ArgCondition, Globs, TimeWindow};
 use serde_json::Value;
 use std::collections::HashMap;
 
@@ -41,15 +41,15 @@ pub struct Rule {
     /// Effect.
     pub effect: Effect,
     /// Server globs.
-    pub servers: Vec<Glob>,
+    pub servers: Globs,
     /// Method globs (after implication from the target fields).
-    pub methods: Vec<Glob>,
+    pub methods: Globs,
     /// Tool globs.
-    pub tools: Vec<Glob>,
+    pub tools: Globs,
     /// Resource URI globs.
-    pub resources: Vec<Glob>,
+    pub resources: Globs,
     /// Prompt globs.
-    pub prompts: Vec<Glob>,
+    pub prompts: Globs,
     /// User subs.
     pub users: Vec<String>,
     /// Groups (any).
@@ -63,7 +63,7 @@ pub struct Rule {
     /// Agent providers (any).
     pub agent_providers: Vec<String>,
     /// Agent model globs (any).
-    pub agent_models: Vec<Glob>,
+    pub agent_models: Globs,
     /// Agent capabilities (all).
     pub agent_capabilities: Vec<String>,
     /// Minimum trust rank.
@@ -148,7 +148,7 @@ impl Policy {
             if r.tools.is_empty() {
                 general_rules.push(i);
             } else if r.tools.iter().all(|g| g.literal().is_some()) {
-                for g in &r.tools {
+                for g in r.tools.iter() {
                     if let Some(name) = g.literal() {
                         by_tool.entry(name.to_string()).or_default().push(i);
                     }
@@ -255,8 +255,7 @@ impl Policy {
     }
 
     fn matches(&self, r: &Rule, f: &Facts<'_>) -> bool {
-        let any_glob =
-            |globs: &[Glob], v: &str| globs.is_empty() || globs.iter().any(|g| g.matches(v));
+        let any_glob = |globs: &Globs, v: &str| globs.is_empty() || globs.any_match(v);
         if !any_glob(&r.servers, f.server) || !any_glob(&r.methods, f.method) {
             return false;
         }
@@ -337,7 +336,7 @@ impl Policy {
             && !a
                 .agent_model
                 .as_ref()
-                .is_some_and(|m| r.agent_models.iter().any(|g| g.matches(m)))
+                .is_some_and(|m| r.agent_models.any_match(m))
         {
             return false;
         }
