@@ -1,85 +1,155 @@
 //! The audit record: one structured line per decision — who, which agent, which server and
 //! tool, what was asked, the outcome and the rule that decided it. Never a token.
+//!
+//! The record is serialised straight from borrowed fields of the flow (no intermediate JSON
+//! value); its keys come out in alphabetical order, absent ones omitted.
 
+use crate::error::RpcId;
+use crate::identity::Delegation;
+use crate::jsonrpc::Message;
 use crate::pipeline::{Outcome, RequestFlow};
-use serde_json::{json, Map, Value};
+use crate::policy::Decision;
+use serde::ser::{Serialize, Serializer};
 
-/// Builds the record for a request whose fate is known (forwarded or refused).
-pub fn record(flow: &RequestFlow) -> Value {
-    let mut r = Map::new();
-    if let Some(id) = flow.identity() {
-        r.insert("user".into(), json!(id.user.token.sub));
-        if !id.user.groups.is_empty() {
-            r.insert("groups".into(), json!(id.user.groups));
-        }
-        if let Some(a) = &id.agent {
-            r.insert("agent".into(), json!(a.token.sub));
-            if let Some(t) = &a.agent_type {
-                r.insert("agent_type".into(), json!(t));
-            }
-            if let Some(m) = &a.agent_model {
-                r.insert("agent_model".into(), json!(m));
-            }
-            if let Some(i) = &a.agent_instance_id {
-                r.insert("agent_instance".into(), json!(i));
-            }
-        }
-        r.insert("delegation".into(), json!(id.delegation_summary()));
-    }
-    if !flow.server().is_empty() {
-        r.insert("server".into(), json!(flow.server()));
-    }
-    match flow.outcome() {
-        Outcome::Pending => {
-            r.insert("outcome".into(), json!("pending"));
-        }
-        Outcome::Forwarded(payload) => {
-            r.insert("outcome".into(), json!("allowed"));
-            if let Some(p) = payload {
-                let msgs: Vec<Value> = p
-                    .messages()
-                    .iter()
-                    .map(|m| {
-                        let mut o = Map::new();
-                        if let Some(method) = m.method() {
-                            o.insert("method".into(), json!(method));
-                        } else {
-                            o.insert("response".into(), json!(true));
-                        }
-                        if let Some(name) = m.target().name() {
-                            o.insert("target".into(), json!(name));
-                        }
-                        if let Some(id) = m.id() {
-                            o.insert("id".into(), id.to_value());
-                        }
-                        Value::Object(o)
-                    })
-                    .collect();
-                r.insert("messages".into(), Value::Array(msgs));
-            }
-        }
-        Outcome::Rejected(rej) => {
-            let (status, code) = rej.reason.status_and_code();
-            r.insert("outcome".into(), json!("refused"));
-            r.insert("status".into(), json!(status));
-            r.insert("code".into(), json!(code));
-            r.insert("reason".into(), json!(rej.reason.as_str()));
-            r.insert("detail".into(), json!(rej.detail));
-            if let Some(rule) = &rej.rule {
-                r.insert("rule".into(), json!(rule));
-            }
-            if let Some(id) = &rej.id {
-                r.insert("id".into(), id.to_value());
-            }
-        }
-    }
-    let decisions: Vec<Value> = flow
-        .decisions()
-        .iter()
-        .map(|d| json!({"effect": if d.allowed() { "allow" } else { "deny" }, "rule": d.rule}))
-        .collect();
-    if !decisions.is_empty() {
-        r.insert("decisions".into(), Value::Array(decisions));
-    }
-    Value::Object(r)
+/// Builds the record (a JSON object, one line) for a request whose fate is known.
+pub fn record(flow: &RequestFlow) -> String {
+    let r = Record::of(flow);
+    serde_json::to_string(&r).unwrap_or_else(|e| {
+        serde_json::json!({"outcome": r.outcome, "audit_error": e.to_string()}).to_string()
+    })
 }
+
+/// The record's fields, in the order they are written (alphabetical).
+#[derive(serde::Serialize)]
+struct Record<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agent: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agent_instance: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agent_model: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agent_type: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<i64>,
+    #[serde(skip_serializing_if = "Decisions::is_empty")]
+    decisions: Decisions<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delegation: Option<Delegation<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    groups: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a RpcId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    messages: Option<Messages<'a>>,
+    outcome: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rule: Option<&'a str>,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    server: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
+}
+
+impl<'a> Record<'a> {
+    fn of(flow: &'a RequestFlow) -> Record<'a> {
+        let id = flow.identity();
+        let agent = id.and_then(|i| i.agent.as_ref());
+        let mut r = Record {
+            agent: agent.map(|a| a.token.sub.as_str()),
+            agent_instance: agent.and_then(|a| a.agent_instance_id.as_deref()),
+            agent_model: agent.and_then(|a| a.agent_model.as_deref()),
+            agent_type: agent.and_then(|a| a.agent_type.as_deref()),
+            code: None,
+            decisions: Decisions(flow.decisions()),
+            delegation: id.map(|i| i.delegation()),
+            detail: None,
+            groups: id.map(|i| i.user.groups.as_slice()).unwrap_or_default(),
+            id: None,
+            messages: None,
+            outcome: "pending",
+            reason: None,
+            rule: None,
+            server: flow.server(),
+            status: None,
+            user: id.map(|i| i.user.token.sub.as_str()),
+        };
+        match flow.outcome() {
+            Outcome::Pending => {}
+            Outcome::Forwarded(payload) => {
+                r.outcome = "allowed";
+                r.messages = payload.as_ref().map(|p| Messages(p.messages()));
+            }
+            Outcome::Rejected(rej) => {
+                let (status, code) = rej.reason.status_and_code();
+                r.outcome = "refused";
+                r.status = Some(status);
+                r.code = Some(code);
+                r.reason = Some(rej.reason.as_str());
+                r.detail = Some(&rej.detail);
+                r.rule = rej.rule.as_deref();
+                r.id = rej.id.as_ref();
+            }
+        }
+        r
+    }
+}
+
+/// The messages of a forwarded request: method (or `response`), target, id.
+struct Messages<'a>(&'a [Message]);
+
+impl Serialize for Messages<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|m| MessageRecord {
+            id: m.id(),
+            method: m.method(),
+            response: m.method().is_none().then_some(true),
+            target: m.target().name(),
+        }))
+    }
+}
+
+#[derive(serde::Serialize)]
+struct MessageRecord<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a RpcId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    method: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target: Option<&'a str>,
+}
+
+/// The policy decisions: effect and rule of each.
+struct Decisions<'a>(&'a [Decision]);
+
+impl Decisions<'_> {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Serialize for Decisions<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|d| DecisionRecord {
+            effect: if d.allowed() { "allow" } else { "deny" },
+            rule: &d.rule,
+        }))
+    }
+}
+
+#[derive(serde::Serialize)]
+struct DecisionRecord<'a> {
+    effect: &'static str,
+    rule: &'a str,
+}
+
+#[cfg(test)]
+mod tests;

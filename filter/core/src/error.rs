@@ -159,7 +159,9 @@ impl Reason {
 }
 
 /// A JSON-RPC id as read from a request: only strings and integers are valid MCP ids.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Serialises as the bare id, like [`RpcId::to_value`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(untagged)]
 pub enum RpcId {
     /// A string id.
     Str(String),

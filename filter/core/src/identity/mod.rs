@@ -36,18 +36,39 @@ pub struct Identity {
 impl Identity {
     /// A short description of the delegation for logs and upstream headers: `alice>agent:x`.
     pub fn delegation_summary(&self) -> String {
-        let mut out = self.user.token.sub.clone();
-        if let Some(agent) = &self.agent {
+        self.delegation().to_string()
+    }
+
+    /// [`Identity::delegation_summary`], written where it is needed instead of into a new string.
+    pub fn delegation(&self) -> Delegation<'_> {
+        Delegation(self)
+    }
+}
+
+/// The delegation of an [`Identity`] as text: the user, then each delegate (or the agent).
+#[derive(Debug, Clone, Copy)]
+pub struct Delegation<'a>(&'a Identity);
+
+impl std::fmt::Display for Delegation<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.user.token.sub)?;
+        if let Some(agent) = &self.0.agent {
             for step in &agent.delegation_chain {
-                out.push('>');
-                out.push_str(&step.aud);
+                f.write_str(">")?;
+                f.write_str(&step.aud)?;
             }
             if agent.delegation_chain.is_empty() {
-                out.push('>');
-                out.push_str(&agent.token.sub);
+                f.write_str(">")?;
+                f.write_str(&agent.token.sub)?;
             }
         }
-        out
+        Ok(())
+    }
+}
+
+impl serde::Serialize for Delegation<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 
