@@ -228,10 +228,18 @@ impl RequestFlow {
     }
 
     /// Sets the routing headers; opens a presented sealed session id.
-    fn route_request(&mut self, cfg: &Config, session_id: Option<&str>) -> Result<(), Rejection> {
+    /// `carried` says whether the request carries a header (client copies are removed).
+    fn route_request(
+        &mut self,
+        cfg: &Config,
+        session_id: Option<&str>,
+        carried: &dyn Fn(&str) -> bool,
+    ) -> Result<(), Rejection> {
         let Some(r) = &cfg.routing else { return Ok(()) };
         for h in ROUTING_HEADERS {
-            self.edits.push(HeaderEdit::Remove(h.to_string()));
+            if carried(h) {
+                self.edits.push(HeaderEdit::Remove(h.to_string()));
+            }
         }
         let owner = self.owner();
         let (user, agent, groups) = (owner.user(), owner.agent(), owner.groups());
@@ -735,7 +743,8 @@ impl RequestFlow {
         Step::Reply(reply)
     }
 
-    /// Request headers arrived.
+    /// Request headers arrived. `headers` must be all of them: a spoofable header (token,
+    /// identity, routing) is removed only when it is listed here.
     pub fn on_request_headers<V: AsRef<[u8]>>(
         &mut self,
         cfg: &Config,
@@ -762,14 +771,13 @@ impl RequestFlow {
                 self.state = State::Rejected;
                 return Step::Reply(metadata_reply(&id_cfg.metadata_document));
             }
+            // Each removal is a host call: only for headers the request carries.
             for h in id_cfg.stripped_headers() {
-                self.edits.push(HeaderEdit::Remove(h.to_string()));
+                if carries(headers, h) {
+                    self.edits.push(HeaderEdit::Remove(h.to_string()));
+                }
             }
-            let mut token_headers = vec![id_cfg.user.token_header.as_str()];
-            if let Some(a) = &id_cfg.agent {
-                token_headers.push(a.token_header.as_str());
-            }
-            for name in &token_headers {
+            for name in id_cfg.token_headers() {
                 if headers
                     .iter()
                     .filter(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -854,7 +862,8 @@ impl RequestFlow {
             Ok(v) => v,
             Err(r) => return self.reject(r),
         };
-        if let Err(r) = self.route_request(cfg, head.session_id.as_deref()) {
+        let carried = |name: &str| carries(headers, name);
+        if let Err(r) = self.route_request(cfg, head.session_id.as_deref(), &carried) {
             return self.reject(r);
         }
         if !verdict.expects_body {
@@ -1007,6 +1016,11 @@ fn list_error_body(id: &serde_json::Value, e: &crate::response::lists::ListError
     })
     .to_string()
     .into_bytes()
+}
+
+/// Whether the request carries this header (names compared case-insensitively).
+fn carries<V>(headers: &[(String, V)], name: &str) -> bool {
+    headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name))
 }
 
 fn path_only(path: &str) -> &str {
@@ -1290,6 +1304,7 @@ mod tests {
         let mut flow = RequestFlow::new();
         let mut h = post_headers();
         h.push(("x-mcp-user".into(), b"admin".to_vec()));
+        h.push(("authorization".into(), b"Bearer t".to_vec()));
         assert_eq!(hdrs_with(&mut flow, &cfg, &h, false, &claims), Step::Pause);
         let edits = flow.take_header_edits();
         let removed: Vec<&str> = edits
@@ -1318,6 +1333,90 @@ mod tests {
             flow.identity().map(|i| i.user.token.sub.as_str()),
             Some("al\nice")
         );
+    }
+
+    fn removed(edits: &[HeaderEdit]) -> Vec<&str> {
+        edits
+            .iter()
+            .filter_map(|e| match e {
+                HeaderEdit::Remove(h) => Some(h.as_str()),
+                HeaderEdit::Set(..) => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn only_headers_the_request_carries_are_removed() {
+        let cfg = identity_config();
+        let claims = JsonClaims(vec![(
+            "user".into(),
+            json!({"iss":"http://idp","sub":"alice","aud":"http://gw/mcp","exp":1_800_000_600u64}),
+        )]);
+        // Nothing spoofed: only the token goes; the identity headers are set, not removed.
+        let mut h = post_headers();
+        h.push(("authorization".into(), b"Bearer t".to_vec()));
+        let mut flow = RequestFlow::new();
+        assert_eq!(hdrs_with(&mut flow, &cfg, &h, false, &claims), Step::Pause);
+        let edits = flow.take_header_edits();
+        assert_eq!(removed(&edits), vec!["authorization"], "{edits:?}");
+        assert!(edits.contains(&HeaderEdit::Set("x-mcp-user".into(), "alice".into())));
+        // A spoofed identity header, in any case, is still removed before it is set.
+        let upstream_user = cfg
+            .identity
+            .as_ref()
+            .and_then(|i| i.upstream_user.clone())
+            .unwrap();
+        assert_eq!(upstream_user, "x-mcp-user");
+        for spoofed in ["x-mcp-user", "X-MCP-User"] {
+            let mut h = h.clone();
+            h.push((spoofed.into(), b"admin".to_vec()));
+            h.push(("x-mcp-delegation".into(), b"admin>x".to_vec()));
+            let mut flow = RequestFlow::new();
+            assert_eq!(hdrs_with(&mut flow, &cfg, &h, false, &claims), Step::Pause);
+            let edits = flow.take_header_edits();
+            assert_eq!(
+                removed(&edits),
+                vec!["authorization", "x-mcp-user", "x-mcp-delegation"],
+                "{edits:?}"
+            );
+            let at = |e: &HeaderEdit| edits.iter().position(|x| x == e);
+            assert!(
+                at(&HeaderEdit::Remove("x-mcp-user".into()))
+                    < at(&HeaderEdit::Set("x-mcp-user".into(), "alice".into()))
+            );
+        }
+        // No token at all: nothing to remove, and the request is refused.
+        let mut flow = RequestFlow::new();
+        let step = hdrs_with(&mut flow, &cfg, &post_headers(), false, &JsonClaims(vec![]));
+        assert_eq!(reply_reason(&step), (401, "missing_token".into()));
+        assert!(removed(&flow.take_header_edits()).is_empty());
+    }
+
+    #[test]
+    fn spoofed_routing_headers_are_removed_and_absent_ones_cost_nothing() {
+        let cfg = routing_config();
+        let mut h = post_headers();
+        h.push(("authorization".into(), b"Bearer t".to_vec()));
+        let mut flow = RequestFlow::new();
+        assert_eq!(
+            hdrs_with(&mut flow, &cfg, &h, false, &claims_for("alice")),
+            Step::Pause
+        );
+        assert_eq!(removed(&flow.take_header_edits()), vec!["authorization"]);
+        h.push(("x-mcp-upstream-host".into(), b"10.0.0.9:80".to_vec()));
+        h.push(("X-Mcp-Variant".into(), b"canary".to_vec()));
+        let mut flow = RequestFlow::new();
+        assert_eq!(
+            hdrs_with(&mut flow, &cfg, &h, false, &claims_for("alice")),
+            Step::Pause
+        );
+        let edits = flow.take_header_edits();
+        assert_eq!(
+            removed(&edits),
+            vec!["authorization", "x-mcp-variant", "x-mcp-upstream-host"],
+            "{edits:?}"
+        );
+        assert!(edits.contains(&HeaderEdit::Set("x-mcp-variant".into(), "stable".into())));
     }
 
     fn policy_config() -> Config {
@@ -1455,7 +1554,11 @@ mod tests {
             ResponseMode::Untouched
         );
         // A refused list request: Envoy's local reply is not filtered.
-        let (flow, _) = forwarded(&cfg, r#"{"jsonrpc":"2.0","id":2,"method":"prompts/list"}"#, &live);
+        let (flow, _) = forwarded(
+            &cfg,
+            r#"{"jsonrpc":"2.0","id":2,"method":"prompts/list"}"#,
+            &live,
+        );
         assert!(matches!(flow.outcome(), Outcome::Rejected(_)));
         assert!(!flow.inspects_response(&cfg));
         // Without a policy nothing is filtered; with routing every response is looked at.

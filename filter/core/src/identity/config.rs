@@ -299,23 +299,24 @@ pub struct IdentityConfig {
 }
 
 impl IdentityConfig {
-    /// Headers removed from every request before it goes upstream.
-    pub fn stripped_headers(&self) -> Vec<&str> {
-        let mut out = vec![self.user.token_header.as_str()];
-        if let Some(a) = &self.agent {
-            out.push(a.token_header.as_str());
-        }
-        for h in [
-            &self.upstream_user,
-            &self.upstream_agent,
-            &self.upstream_delegation,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            out.push(h.as_str());
-        }
-        out
+    /// Headers removed from every request that carries them, before it goes upstream.
+    pub fn stripped_headers(&self) -> impl Iterator<Item = &str> {
+        self.token_headers().chain(
+            [
+                &self.upstream_user,
+                &self.upstream_agent,
+                &self.upstream_delegation,
+            ]
+            .into_iter()
+            .flatten()
+            .map(String::as_str),
+        )
+    }
+
+    /// The headers carrying the presented tokens: the user's, then the agent's.
+    pub fn token_headers(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.user.token_header.as_str())
+            .chain(self.agent.as_ref().map(|a| a.token_header.as_str()))
     }
 }
 

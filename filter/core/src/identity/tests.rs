@@ -423,7 +423,7 @@ fn metadata_document_and_url_follow_rfc_9728() {
     );
     assert_eq!(cfg.metadata_document["resource"], json!(RES));
     assert_eq!(
-        cfg.stripped_headers(),
+        cfg.stripped_headers().collect::<Vec<_>>(),
         vec![
             "authorization",
             "x-agent-token",
