@@ -167,7 +167,7 @@ pub struct RequestFlow {
     /// The verified caller, shared with the identity cache.
     identity: Option<Arc<Identity>>,
     edits: Vec<HeaderEdit>,
-    resource_metadata: Option<String>,
+    resource_metadata: Option<Arc<str>>,
     now: u64,
     server: String,
     decisions: Vec<Decision>,
@@ -761,7 +761,7 @@ impl RequestFlow {
         };
         self.now = ctx.now;
         if let Some(id_cfg) = &cfg.identity {
-            self.resource_metadata = Some(id_cfg.resource_metadata_url.clone());
+            self.resource_metadata = Some(Arc::clone(&id_cfg.resource_metadata_url));
             if head.method == HttpMethod::Get
                 && id_cfg
                     .metadata_paths
@@ -790,25 +790,26 @@ impl RequestFlow {
                     ));
                 }
             }
-            {
-                let value = |name: &str| {
-                    headers
-                        .iter()
-                        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                        .and_then(|(_, v)| std::str::from_utf8(v.as_ref()).ok())
-                        .map(|v| v.trim().to_string())
+            let value = |name: &str| {
+                headers
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                    .and_then(|(_, v)| std::str::from_utf8(v.as_ref()).ok())
+                    .map(str::trim)
+            };
+            let subject = value(&id_cfg.user.token_header).map(|v| match v.get(..7) {
+                Some(p) if p.eq_ignore_ascii_case("bearer ") => v.get(7..).map_or(v, str::trim),
+                _ => v,
+            });
+            let actor = id_cfg.agent.as_ref().and_then(|a| value(&a.token_header));
+            if cfg.token_exchange.is_some() {
+                // Kept only for the exchange of this request; otherwise never copied.
+                self.tokens = CallerTokens {
+                    subject: subject.map(str::to_string),
+                    actor: actor.map(str::to_string),
                 };
-                self.tokens.subject = value(&id_cfg.user.token_header).map(|v| match v.get(..7) {
-                    Some(p) if p.eq_ignore_ascii_case("bearer ") => v[7..].trim().to_string(),
-                    _ => v,
-                });
-                self.tokens.actor = id_cfg.agent.as_ref().and_then(|a| value(&a.token_header));
             }
-            let key = self
-                .tokens
-                .subject
-                .as_deref()
-                .map(|u| ctx.identity_cache.key(u, self.tokens.actor.as_deref()));
+            let key = subject.map(|u| ctx.identity_cache.key(u, actor));
             let identity = match authenticate_cached(
                 id_cfg,
                 ctx.claims,
@@ -820,20 +821,17 @@ impl RequestFlow {
                 Ok(i) => i,
                 Err(r) => return self.reject(r),
             };
-            let agent_sub = identity.agent.as_ref().map(|a| a.token.sub.clone());
-            let values = [
-                (&id_cfg.upstream_user, Some(identity.user.token.sub.clone())),
-                (&id_cfg.upstream_agent, agent_sub),
-                (
-                    &id_cfg.upstream_delegation,
-                    Some(identity.delegation_summary()),
-                ),
-            ];
-            for (name, value) in values {
-                if let (Some(name), Some(value)) = (name, value) {
-                    self.edits
-                        .push(HeaderEdit::Set(name.clone(), header_safe(&value)));
-                }
+            if let Some(name) = &id_cfg.upstream_user {
+                let value = header_safe(&identity.user.token.sub);
+                self.edits.push(HeaderEdit::Set(name.clone(), value));
+            }
+            if let (Some(name), Some(agent)) = (&id_cfg.upstream_agent, &identity.agent) {
+                let value = header_safe(&agent.token.sub);
+                self.edits.push(HeaderEdit::Set(name.clone(), value));
+            }
+            if let Some(name) = &id_cfg.upstream_delegation {
+                let value = header_safe_display(identity.delegation());
+                self.edits.push(HeaderEdit::Set(name.clone(), value));
             }
             self.identity = Some(identity);
         }
@@ -1040,15 +1038,45 @@ fn metadata_reply(doc: &serde_json::Value) -> Reply {
 
 /// Percent-encodes what cannot travel in a header value (controls, non-ASCII, `%`).
 pub fn header_safe(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for b in value.bytes() {
-        if (0x21..=0x7e).contains(&b) && b != b'%' || b == b' ' {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
+    let mut out = HeaderSafe(String::with_capacity(value.len()));
+    out.push(value);
+    out.0
+}
+
+/// [`header_safe`] of something displayed, without the displayed text as a step between.
+pub fn header_safe_display(value: impl std::fmt::Display) -> String {
+    use std::fmt::Write;
+    let mut out = HeaderSafe(String::new());
+    // HeaderSafe's write_str never fails, so neither does the write.
+    if write!(out, "{value}").is_err() {
+        out.0.clear();
+    }
+    out.0
+}
+
+/// A string that takes text percent-encoded for a header value.
+struct HeaderSafe(String);
+
+impl HeaderSafe {
+    fn push(&mut self, value: &str) {
+        const HEX: &[u8; 16] = b"0123456789ABCDEF";
+        for b in value.bytes() {
+            if (0x21..=0x7e).contains(&b) && b != b'%' || b == b' ' {
+                self.0.push(char::from(b));
+            } else {
+                self.0.push('%');
+                self.0.push(char::from(HEX[usize::from(b >> 4)]));
+                self.0.push(char::from(HEX[usize::from(b & 0xf)]));
+            }
         }
     }
-    out
+}
+
+impl std::fmt::Write for HeaderSafe {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.push(s);
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -1333,6 +1361,40 @@ mod tests {
             flow.identity().map(|i| i.user.token.sub.as_str()),
             Some("al\nice")
         );
+    }
+
+    #[test]
+    fn header_values_are_percent_encoded_outside_visible_ascii() {
+        let raw = "a b%c\n\u{e9}>~\u{7f}";
+        assert_eq!(header_safe(raw), "a b%25c%0A%C3%A9>~%7F");
+        assert_eq!(header_safe_display(raw), header_safe(raw));
+        assert_eq!(header_safe(""), "");
+    }
+
+    #[test]
+    fn caller_tokens_are_kept_only_for_a_token_exchange() {
+        let cfg = identity_config();
+        let claims = JsonClaims(vec![(
+            "user".into(),
+            json!({"iss":"http://idp","sub":"alice","aud":"http://gw/mcp","exp":1_800_000_600u64}),
+        )]);
+        let mut h = post_headers();
+        h.push(("Authorization".into(), b"  bearer   tok-1 ".to_vec()));
+        let mut flow = RequestFlow::new();
+        assert_eq!(hdrs_with(&mut flow, &cfg, &h, false, &claims), Step::Pause);
+        assert!(flow.tokens.subject.is_none() && flow.tokens.actor.is_none());
+        let mut cfg = cfg;
+        let raw = json!({"cluster": "sts", "authority": "idp", "servers": {"demo": {"audience": "up"}},
+            "client_auth": {"method": "client_secret_basic", "client_id": "c", "client_secret": "s"}});
+        cfg.token_exchange = Some(
+            serde_json::from_value::<crate::exchange::RawExchange>(raw)
+                .unwrap()
+                .compile("token_exchange")
+                .unwrap(),
+        );
+        let mut flow = RequestFlow::new();
+        assert_eq!(hdrs_with(&mut flow, &cfg, &h, false, &claims), Step::Pause);
+        assert_eq!(flow.tokens.subject.as_deref(), Some("tok-1"));
     }
 
     fn removed(edits: &[HeaderEdit]) -> Vec<&str> {

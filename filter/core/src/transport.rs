@@ -79,31 +79,43 @@ const SINGLE_VALUED: &[&str] = &[
 pub const MAX_SESSION_ID_LEN: usize = 512;
 
 impl RequestHead {
-    /// Reads the head from header pairs as the host gives them (names lower-case).
+    /// Reads the head from header pairs as the host gives them (names in any case). Only the
+    /// values it keeps are copied.
     pub fn from_headers<V: AsRef<[u8]>>(headers: &[(String, V)]) -> Result<Self, Rejection> {
-        let mut seen: [Option<String>; SINGLE_VALUED.len()] = Default::default();
-        let mut accept = Vec::new();
+        let mut seen: [Option<&str>; SINGLE_VALUED.len()] = Default::default();
+        let mut accept = String::new();
+        let mut accepts = 0usize;
         for (name, value) in headers {
-            let name = name.to_ascii_lowercase();
             let value = value.as_ref();
-            if name == "accept" {
-                accept.push(visible_ascii(&name, value)?.to_ascii_lowercase());
+            if name.eq_ignore_ascii_case("accept") {
+                let v = visible_ascii(name, value)?;
+                if accepts > 0 {
+                    accept.push(',');
+                }
+                accepts += 1;
+                accept.extend(v.chars().map(|c| c.to_ascii_lowercase()));
                 continue;
             }
-            let Some(slot) = SINGLE_VALUED.iter().position(|h| *h == name) else {
+            let Some(slot) = SINGLE_VALUED
+                .iter()
+                .position(|h| h.eq_ignore_ascii_case(name))
+            else {
                 continue;
             };
             if seen[slot].is_some() {
                 return Err(Rejection::new(
                     Reason::InvalidHeader,
-                    format!("header `{name}` must appear at most once"),
+                    format!(
+                        "header `{}` must appear at most once",
+                        name.to_ascii_lowercase()
+                    ),
                 ));
             }
-            seen[slot] = Some(visible_ascii(&name, value)?);
+            seen[slot] = Some(visible_ascii(name, value)?);
         }
         let [method, path, content_type, content_encoding, content_length, session_id, protocol_version, mcp_method, mcp_name] =
             seen;
-        let method = match method.as_deref() {
+        let method = match method {
             Some("POST") => HttpMethod::Post,
             Some("GET") => HttpMethod::Get,
             Some("DELETE") => HttpMethod::Delete,
@@ -116,34 +128,43 @@ impl RequestHead {
                 Rejection::new(Reason::InvalidHeader, "content-length is not a number")
             })?),
         };
+        let owned = |v: Option<&str>| v.map(str::to_string);
         Ok(RequestHead {
             method,
-            path: path.unwrap_or_default(),
-            content_type: content_type.map(|v| v.to_ascii_lowercase()),
-            content_encoding: content_encoding.map(|v| v.to_ascii_lowercase()),
-            accept: accept.join(","),
-            session_id,
-            protocol_version,
-            mcp_method,
-            mcp_name,
+            path: path.unwrap_or_default().to_string(),
+            content_type: content_type.map(str::to_ascii_lowercase),
+            content_encoding: content_encoding.map(str::to_ascii_lowercase),
+            accept,
+            session_id: owned(session_id),
+            protocol_version: owned(protocol_version),
+            mcp_method: owned(mcp_method),
+            mcp_name: owned(mcp_name),
             content_length,
         })
     }
 }
 
-fn visible_ascii(name: &str, value: &[u8]) -> Result<String, Rejection> {
-    // Header values: visible ASCII plus space and tab inside (RFC 9110 field-content without obs-text).
-    if value
+/// The trimmed value, if it is visible ASCII (plus space and tab inside): RFC 9110
+/// field-content without obs-text.
+fn visible_ascii<'v>(name: &str, value: &'v [u8]) -> Result<&'v str, Rejection> {
+    let refused = || {
+        Rejection::new(
+            Reason::InvalidHeader,
+            format!(
+                "header `{}` holds bytes outside visible ASCII",
+                name.to_ascii_lowercase()
+            ),
+        )
+    };
+    if !value
         .iter()
         .all(|&b| b == b' ' || b == b'\t' || (0x21..=0x7e).contains(&b))
     {
-        Ok(String::from_utf8_lossy(value).trim().to_string())
-    } else {
-        Err(Rejection::new(
-            Reason::InvalidHeader,
-            format!("header `{name}` holds bytes outside visible ASCII"),
-        ))
+        return Err(refused());
     }
+    std::str::from_utf8(value)
+        .map(str::trim)
+        .map_err(|_| refused())
 }
 
 /// What the head tells the rest of the pipeline.
@@ -646,6 +667,70 @@ mod tests {
                 .reason,
             Reason::InvalidHeader
         );
+    }
+
+    #[test]
+    fn the_head_reads_names_in_any_case_and_keeps_trimmed_values() {
+        let h = head(&[
+            (":Method", " POST "),
+            (":path", "/mcp?x=1"),
+            ("Content-Type", "Application/JSON; Charset=UTF-8"),
+            ("ACCEPT", " Application/Json "),
+            ("x-other", "\u{e9}"),
+            ("accept", ""),
+            ("Accept", "Text/Event-Stream;q=1"),
+            ("Content-Length", " 42"),
+            ("Mcp-Session-Id", "S-1"),
+            ("MCP-Protocol-Version", "2025-06-18"),
+            ("mcp-method", "tools/call"),
+            ("Mcp-Name", "=?base64?ZWNobw==?="),
+            ("content-encoding", "Identity"),
+        ])
+        .unwrap();
+        assert_eq!(
+            h,
+            RequestHead {
+                method: HttpMethod::Post,
+                path: "/mcp?x=1".into(),
+                content_type: Some("application/json; charset=utf-8".into()),
+                content_encoding: Some("identity".into()),
+                accept: "application/json,,text/event-stream;q=1".into(),
+                session_id: Some("S-1".into()),
+                protocol_version: Some("2025-06-18".into()),
+                mcp_method: Some("tools/call".into()),
+                mcp_name: Some("=?base64?ZWNobw==?=".into()),
+                content_length: Some(42),
+            }
+        );
+        let other = head(&[(":method", "PATCH")]).unwrap();
+        assert_eq!(
+            (other.method, other.path, other.accept, other.content_type),
+            (
+                HttpMethod::Other("PATCH".into()),
+                String::new(),
+                String::new(),
+                None
+            )
+        );
+        // Refusals name the header in lower case.
+        let dup = head(&[
+            (":method", "GET"),
+            ("MCP-Session-Id", "a"),
+            ("mcp-session-id", "b"),
+        ]);
+        assert_eq!(
+            dup.unwrap_err().detail,
+            "header `mcp-session-id` must appear at most once"
+        );
+        let raw = vec![
+            (":method".to_string(), b"GET".to_vec()),
+            ("Accept".to_string(), b"text/\x7f".to_vec()),
+        ];
+        assert_eq!(
+            RequestHead::from_headers(&raw).unwrap_err().detail,
+            "header `accept` holds bytes outside visible ASCII"
+        );
+        assert_eq!(head(&[]).unwrap_err().detail, "no :method");
     }
 
     fn agree(pairs: &[(&str, &str)], version: &str, body: &str) -> Result<(), Rejection> {

@@ -279,7 +279,7 @@ pub struct IdentityConfig {
     /// The resource identifier.
     pub resource: String,
     /// URL of the protected resource metadata (for `WWW-Authenticate`).
-    pub resource_metadata_url: String,
+    pub resource_metadata_url: std::sync::Arc<str>,
     /// Paths at which the metadata document is served.
     pub metadata_paths: Vec<String>,
     /// The metadata document.
@@ -443,7 +443,7 @@ impl RawIdentity {
         };
         Ok(IdentityConfig {
             resource: pr.resource.clone(),
-            resource_metadata_url,
+            resource_metadata_url: resource_metadata_url.into(),
             metadata_paths,
             metadata_document: doc,
             user,

@@ -411,7 +411,7 @@ fn config_errors_name_the_field() {
 fn metadata_document_and_url_follow_rfc_9728() {
     let cfg = config(json!({}));
     assert_eq!(
-        cfg.resource_metadata_url,
+        &*cfg.resource_metadata_url,
         "http://gw/.well-known/oauth-protected-resource/mcp"
     );
     assert_eq!(
