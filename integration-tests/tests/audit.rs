@@ -88,9 +88,9 @@ fn every_decision_leaves_an_audit_record_without_tokens() {
         "{allowed}"
     );
     assert!(
-        allowed["decisions"]
-            .as_array()
-            .is_some_and(|d| d.iter().any(|d| d["effect"] == "allow" && d["rule"].is_string())),
+        allowed["decisions"].as_array().is_some_and(|d| d
+            .iter()
+            .any(|d| d["effect"] == "allow" && d["rule"].is_string())),
         "the deciding rule is named: {allowed}"
     );
 

@@ -654,32 +654,28 @@ impl RequestFlow {
             return Ok(None);
         };
         let identity = self.identity.as_deref();
-        let server = self.server.clone();
+        let server = self.server.as_str();
         let now = self.now;
         let mut notices = Vec::new();
         let mut keep = |name: &str, item: &serde_json::Value| -> bool {
             let (method, target, hash) = match kind {
                 ListKind::Tools => {
-                    let hash = tool_definition_hash(item);
-                    if let Some(pinned) = policy
-                        .registry()
-                        .server(&server)
-                        .and_then(|s| s.tools.get(name))
-                        .and_then(|t| t.hash.as_deref())
-                    {
+                    // Only a pinned tool can be refused for a changed definition: only its
+                    // definition is hashed, and its live hash recorded (shared by all workers).
+                    let hash = policy.registry().pinned_hash(server, name).map(|pinned| {
+                        let hash = tool_definition_hash(item);
                         if pinned != hash {
                             notices.push(format!(
                                 "tool `{name}` on `{server}` changed since approval: pinned {pinned}, live {hash}; withheld"
                             ));
                         }
-                        // Only pinned tools can be refused for a changed definition: record
-                        // their live hash (shared by all workers); skip the others' writes.
-                        live.put(&server, name, &hash);
-                    }
+                        live.put(server, name, &hash);
+                        hash
+                    });
                     (
                         "tools/call",
                         crate::jsonrpc::Target::Tool(name.to_string()),
-                        Some(hash),
+                        hash,
                     )
                 }
                 ListKind::Prompts => (
@@ -693,18 +689,17 @@ impl RequestFlow {
                     None,
                 ),
             };
-            policy
-                .decide(&Facts {
-                    identity,
-                    server: &server,
-                    method,
-                    target: &target,
-                    arguments: None,
-                    live_hash: hash.as_deref(),
-                    now,
-                    purpose: Purpose::Listing,
-                })
-                .allowed()
+            // Only whether it is shown matters: no reason is written for a hidden item.
+            policy.allows(&Facts {
+                identity,
+                server,
+                method,
+                target: &target,
+                arguments: None,
+                live_hash: hash.as_deref(),
+                now,
+                purpose: Purpose::Listing,
+            })
         };
         let result = filter_message(kind, message, id, &mut keep);
         self.notices.extend(notices);

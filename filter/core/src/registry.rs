@@ -137,6 +137,13 @@ impl Registry {
             .map(|s| s.name.as_str())
     }
 
+    /// The pinned definition hash of `tool` on `server`, if any: only then does a live hash matter.
+    pub fn pinned_hash(&self, server: &str, tool: &str) -> Option<&str> {
+        self.server(server)
+            .and_then(|s| s.tools.get(tool))
+            .and_then(|t| t.hash.as_deref())
+    }
+
     /// Whether `server` may offer `tool` to a caller in `groups`, given the live definition hash
     /// when known.
     pub fn check(
@@ -146,63 +153,111 @@ impl Registry {
         groups: &[String],
         live_hash: Option<&str>,
     ) -> Result<&RegistryTool, Unusable> {
+        self.verdict(server, tool, groups, live_hash)
+            .map_err(|r| r.unusable(server, tool))
+    }
+
+    /// [`Registry::check`] without writing the detail of a refusal (list filtering only needs
+    /// to know whether a tool is usable).
+    pub fn verdict<'s: 'r, 'r>(
+        &'s self,
+        server: &str,
+        tool: &str,
+        groups: &[String],
+        live_hash: Option<&'r str>,
+    ) -> Result<&'s RegistryTool, Refusal<'r>> {
         let Some(entry) = self.server(server) else {
-            return Err(Unusable {
-                rule: "registry.unknown_server",
-                detail: format!("server `{server}` is not registered"),
-            });
+            return Err(Refusal::UnknownServer);
         };
         let Some(t) = entry.tools.get(tool) else {
-            let shadow = self.other_owners(server, tool).next().is_some();
-            return Err(Unusable {
-                rule: if shadow {
-                    "registry.shadowed_tool"
-                } else {
-                    "registry.unknown_tool"
-                },
-                detail: if shadow {
-                    format!("tool `{tool}` on `{server}` shadows a tool approved on another server")
-                } else {
-                    format!("tool `{tool}` is not registered for server `{server}`")
-                },
+            return Err(if self.other_owners(server, tool).next().is_some() {
+                Refusal::ShadowedTool
+            } else {
+                Refusal::UnknownTool
             });
         };
         match t.status {
             ToolStatus::Approved => {}
-            ToolStatus::Registered => {
-                return Err(Unusable {
-                    rule: "registry.not_approved",
-                    detail: format!("tool `{tool}` is registered but not approved"),
-                })
-            }
-            ToolStatus::Retired => {
-                return Err(Unusable {
-                    rule: "registry.retired",
-                    detail: format!("tool `{tool}` is retired"),
-                })
-            }
+            ToolStatus::Registered => return Err(Refusal::NotApproved),
+            ToolStatus::Retired => return Err(Refusal::Retired),
         }
         if !t
             .approved_for
             .iter()
             .any(|g| g == "*" || groups.contains(g))
         {
-            return Err(Unusable {
-                rule: "registry.not_approved_for_group",
-                detail: format!("tool `{tool}` is not approved for the caller's groups"),
-            });
+            return Err(Refusal::NotApprovedForGroup);
         }
         if let (Some(pinned), Some(live)) = (&t.hash, live_hash) {
             if pinned != live {
-                return Err(Unusable {
-                    rule: "registry.definition_changed",
-                    detail: format!(
-                        "tool `{tool}` changed since approval (pinned {pinned}, live {live})"
-                    ),
-                });
+                return Err(Refusal::DefinitionChanged { pinned, live });
             }
         }
         Ok(t)
+    }
+}
+
+/// Why a tool is not usable, before any text is written for it (see [`Unusable`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal<'r> {
+    /// The server is not registered.
+    UnknownServer,
+    /// The tool is not registered here but approved on another server.
+    ShadowedTool,
+    /// The tool is not registered for the server.
+    UnknownTool,
+    /// Registered, not approved.
+    NotApproved,
+    /// Retired.
+    Retired,
+    /// Approved, but for none of the caller's groups.
+    NotApprovedForGroup,
+    /// The live definition differs from the pinned one.
+    DefinitionChanged {
+        /// The pinned hash.
+        pinned: &'r str,
+        /// The live hash.
+        live: &'r str,
+    },
+}
+
+impl Refusal<'_> {
+    /// The stable rule id.
+    pub fn rule(self) -> &'static str {
+        match self {
+            Refusal::UnknownServer => "registry.unknown_server",
+            Refusal::ShadowedTool => "registry.shadowed_tool",
+            Refusal::UnknownTool => "registry.unknown_tool",
+            Refusal::NotApproved => "registry.not_approved",
+            Refusal::Retired => "registry.retired",
+            Refusal::NotApprovedForGroup => "registry.not_approved_for_group",
+            Refusal::DefinitionChanged { .. } => "registry.definition_changed",
+        }
+    }
+
+    /// The rule and the detail, for `tool` on `server`.
+    pub fn unusable(self, server: &str, tool: &str) -> Unusable {
+        let detail = match self {
+            Refusal::UnknownServer => format!("server `{server}` is not registered"),
+            Refusal::ShadowedTool => {
+                format!("tool `{tool}` on `{server}` shadows a tool approved on another server")
+            }
+            Refusal::UnknownTool => {
+                format!("tool `{tool}` is not registered for server `{server}`")
+            }
+            Refusal::NotApproved => format!("tool `{tool}` is registered but not approved"),
+            Refusal::Retired => format!("tool `{tool}` is retired"),
+            Refusal::NotApprovedForGroup => {
+                format!("tool `{tool}` is not approved for the caller's groups")
+            }
+            Refusal::DefinitionChanged { pinned, live } => {
+                format!("tool `{tool}` changed since approval (pinned {pinned}, live {live})")
+            }
+        };
+        Unusable {
+            rule: self.rule(),
+            detail,
+        }
     }
 }
 
@@ -296,6 +351,67 @@ mod tests {
             rule("ghost", "read_file", &it, None),
             Err("registry.unknown_server")
         );
+    }
+
+    #[test]
+    fn refusals_say_why_in_words_and_verdicts_agree_with_checks() {
+        let r = registry();
+        let it = vec!["it-admins".to_string()];
+        let cases: [(&str, &str, &[String], Option<&str>, &str); 7] = [
+            (
+                "files",
+                "delete_file",
+                &[],
+                None,
+                "tool `delete_file` is not approved for the caller's groups",
+            ),
+            (
+                "files",
+                "delete_file",
+                &it,
+                Some("sha256:bb"),
+                "tool `delete_file` changed since approval (pinned sha256:aa, live sha256:bb)",
+            ),
+            (
+                "files",
+                "new_tool",
+                &it,
+                None,
+                "tool `new_tool` is registered but not approved",
+            ),
+            ("files", "old_tool", &it, None, "tool `old_tool` is retired"),
+            (
+                "files",
+                "nope",
+                &it,
+                None,
+                "tool `nope` is not registered for server `files`",
+            ),
+            (
+                "other",
+                "read_file",
+                &it,
+                None,
+                "tool `read_file` on `other` shadows a tool approved on another server",
+            ),
+            (
+                "ghost",
+                "read_file",
+                &it,
+                None,
+                "server `ghost` is not registered",
+            ),
+        ];
+        for (server, tool, groups, live, detail) in cases {
+            let u = r.check(server, tool, groups, live).unwrap_err();
+            assert_eq!(u.detail, detail);
+            let v = r.verdict(server, tool, groups, live).unwrap_err();
+            assert_eq!(v.rule(), u.rule);
+        }
+        assert!(r.verdict("files", "read_file", &[], None).is_ok());
+        assert_eq!(r.pinned_hash("files", "delete_file"), Some("sha256:aa"));
+        assert_eq!(r.pinned_hash("files", "read_file"), None);
+        assert_eq!(r.pinned_hash("ghost", "delete_file"), None);
     }
 
     #[test]

@@ -17,7 +17,7 @@ pub mod matcher;
 
 use crate::identity::Identity;
 use crate::jsonrpc::Target;
-use crate::registry::Registry;
+use crate::registry::{Refusal, Registry};
 use matcher::{ArgCondition, Globs, TimeWindow};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -127,6 +127,16 @@ impl Decision {
     }
 }
 
+/// Which way a decision went, before any text is written for it.
+enum Verdict<'p> {
+    /// The registry refuses the tool.
+    Unusable(Refusal<'p>),
+    /// This rule decides (a deny rule if any matched, else the first allow rule).
+    Rule(&'p Rule),
+    /// No rule allows: default deny.
+    NoRule,
+}
+
 /// The compiled policy: rules, their index and the registry.
 #[derive(Debug, Clone)]
 pub struct Policy {
@@ -184,18 +194,50 @@ impl Policy {
 
     /// Decides.
     pub fn decide(&self, f: &Facts<'_>) -> Decision {
+        match self.verdict(f) {
+            Verdict::Unusable(refusal) => {
+                let tool = f.target.name().unwrap_or_default();
+                let u = refusal.unusable(f.server, tool);
+                Decision {
+                    effect: Effect::Deny,
+                    rule: u.rule.to_string(),
+                    reason: u.detail,
+                }
+            }
+            Verdict::Rule(rule) if rule.effect == Effect::Deny => Decision {
+                effect: Effect::Deny,
+                rule: rule.id.clone(),
+                reason: format!("{} is denied: {}", describe(f), rule.description),
+            },
+            // The hot path: no formatting, the rule id says why.
+            Verdict::Rule(rule) => Decision {
+                effect: Effect::Allow,
+                rule: rule.id.clone(),
+                reason: rule.description.clone(),
+            },
+            Verdict::NoRule => Decision {
+                effect: Effect::Deny,
+                rule: "default.deny".into(),
+                reason: format!("no rule allows {}", describe(f)),
+            },
+        }
+    }
+
+    /// Whether [`Policy::decide`] would allow, without writing why (list filtering).
+    pub fn allows(&self, f: &Facts<'_>) -> bool {
+        matches!(self.verdict(f), Verdict::Rule(r) if r.effect == Effect::Allow)
+    }
+
+    /// The decision before any text is written: the registry first, then deny beats allow.
+    fn verdict<'p>(&'p self, f: &Facts<'p>) -> Verdict<'p> {
         if let Target::Tool(tool) = f.target {
             if !self.registry.is_empty() {
                 let groups = f
                     .identity
                     .map(|i| i.user.groups.as_slice())
                     .unwrap_or_default();
-                if let Err(u) = self.registry.check(f.server, tool, groups, f.live_hash) {
-                    return Decision {
-                        effect: Effect::Deny,
-                        rule: u.rule.to_string(),
-                        reason: u.detail,
-                    };
+                if let Err(r) = self.registry.verdict(f.server, tool, groups, f.live_hash) {
+                    return Verdict::Unusable(r);
                 }
             }
         }
@@ -232,25 +274,9 @@ impl Policy {
         for &i in &self.general_rules {
             consider(i);
         }
-        if let Some(rule) = first_deny.and_then(|i| self.rules.get(i)) {
-            return Decision {
-                effect: Effect::Deny,
-                rule: rule.id.clone(),
-                reason: format!("{} is denied: {}", describe(f), rule.description),
-            };
-        }
-        if let Some(rule) = first_allow.and_then(|i| self.rules.get(i)) {
-            // The hot path: no formatting, the rule id says why.
-            return Decision {
-                effect: Effect::Allow,
-                rule: rule.id.clone(),
-                reason: rule.description.clone(),
-            };
-        }
-        Decision {
-            effect: Effect::Deny,
-            rule: "default.deny".into(),
-            reason: format!("no rule allows {}", describe(f)),
+        match first_deny.or(first_allow).and_then(|i| self.rules.get(i)) {
+            Some(rule) => Verdict::Rule(rule),
+            None => Verdict::NoRule,
         }
     }
 

@@ -101,7 +101,7 @@ fn call(
     now: u64,
 ) -> (bool, String) {
     let target = Target::Tool(tool.into());
-    let d = p.decide(&Facts {
+    let facts = Facts {
         identity: Some(id),
         server: "corp",
         method: "tools/call",
@@ -110,13 +110,19 @@ fn call(
         live_hash: None,
         now,
         purpose: Purpose::Call,
-    });
+    };
+    let d = p.decide(&facts);
+    assert_eq!(
+        p.allows(&facts),
+        d.allowed(),
+        "allows() and decide() differ"
+    );
     (d.allowed(), d.rule)
 }
 
 fn listed(p: &Policy, id: &Identity, tool: &str, now: u64) -> bool {
     let target = Target::Tool(tool.into());
-    p.decide(&Facts {
+    let facts = Facts {
         identity: Some(id),
         server: "corp",
         method: "tools/call",
@@ -125,8 +131,10 @@ fn listed(p: &Policy, id: &Identity, tool: &str, now: u64) -> bool {
         live_hash: None,
         now,
         purpose: Purpose::Listing,
-    })
-    .allowed()
+    };
+    let allowed = p.decide(&facts).allowed();
+    assert_eq!(p.allows(&facts), allowed, "allows() and decide() differ");
+    allowed
 }
 
 #[test]
@@ -354,6 +362,11 @@ fn pinned_hash_mismatch_is_refused() {
     assert_eq!(
         p.decide(&facts(Some("sha256:bb"))).rule,
         "registry.definition_changed"
+    );
+    assert!(p.allows(&facts(Some(&pinned))) && !p.allows(&facts(Some("sha256:bb"))));
+    assert_eq!(
+        p.decide(&facts(Some("sha256:bb"))).reason,
+        format!("tool `t` changed since approval (pinned {pinned}, live sha256:bb)")
     );
 }
 

@@ -21,23 +21,43 @@ pub const HASHED_TOOL_FIELDS: [&str; 6] = [
     "annotations",
 ];
 
+/// [`HASHED_TOOL_FIELDS`] in canonical order (by UTF-16 code units; all ASCII, so by bytes).
+const CANONICAL_FIELD_ORDER: [&str; 6] = [
+    "annotations",
+    "description",
+    "inputSchema",
+    "name",
+    "outputSchema",
+    "title",
+];
+
 /// `sha256:` and the lowercase hex SHA-256 of the canonical JSON of the tool's
 /// [`HASHED_TOOL_FIELDS`] (a value that is not an object has none and hashes like `{}`).
+/// The canonical text is written straight from the tool's own members (nothing is copied).
 pub fn tool_definition_hash(tool: &Value) -> String {
-    let mut picked = serde_json::Map::new();
+    let mut canonical = String::new();
+    canonical.push('{');
     if let Some(object) = tool.as_object() {
-        for field in HASHED_TOOL_FIELDS {
-            if let Some(value) = object.get(field) {
-                picked.insert(field.to_owned(), value.clone());
+        let picked = CANONICAL_FIELD_ORDER
+            .iter()
+            .filter_map(|field| object.get(*field).map(|value| (*field, value)));
+        for (i, (field, value)) in picked.enumerate() {
+            if i > 0 {
+                canonical.push(',');
             }
+            write_string(&mut canonical, field);
+            canonical.push(':');
+            write_canonical(&mut canonical, value);
         }
     }
-    let digest = hmac_sha256::Hash::hash(canonical_json(&Value::Object(picked)).as_bytes());
+    canonical.push('}');
+    let digest = hmac_sha256::Hash::hash(canonical.as_bytes());
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(7 + 64);
     out.push_str("sha256:");
     for byte in digest {
-        // Writing to a String cannot fail.
-        let _ = write!(out, "{byte:02x}");
+        out.push(char::from(HEX[usize::from(byte >> 4)]));
+        out.push(char::from(HEX[usize::from(byte & 0xf)]));
     }
     out
 }
@@ -55,7 +75,10 @@ fn write_canonical(out: &mut String, value: &Value) {
     match value {
         Value::Null => out.push_str("null"),
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => out.push_str(&n.to_string()),
+        // Writing to a String cannot fail.
+        Value::Number(n) => {
+            let _ = write!(out, "{n}");
+        }
         Value::String(s) => write_string(out, s),
         Value::Array(items) => {
             out.push('[');
@@ -68,43 +91,70 @@ fn write_canonical(out: &mut String, value: &Value) {
             out.push(']');
         }
         Value::Object(map) => {
-            let mut members: Vec<(&String, &Value)> = map.iter().collect();
-            members.sort_by(|a, b| utf16_cmp(a.0, b.0));
+            let mut previous: Option<&str> = None;
+            let in_order = map.keys().all(|k| {
+                let ordered = previous.is_none_or(|p| utf16_cmp(p, k) == Ordering::Less);
+                previous = Some(k);
+                ordered
+            });
             out.push('{');
-            for (i, (key, item)) in members.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_string(out, key);
-                out.push(':');
-                write_canonical(out, item);
+            if in_order {
+                write_members(out, map.iter());
+            } else {
+                let mut members: Vec<(&String, &Value)> = map.iter().collect();
+                members.sort_by(|a, b| utf16_cmp(a.0, b.0));
+                write_members(out, members.into_iter());
             }
             out.push('}');
         }
     }
 }
 
+fn write_members<'v>(out: &mut String, members: impl Iterator<Item = (&'v String, &'v Value)>) {
+    for (i, (key, item)) in members.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_string(out, key);
+        out.push(':');
+        write_canonical(out, item);
+    }
+}
+
+/// Orders by UTF-16 code units. Byte (code point) order agrees unless a string holds a
+/// character from U+E000 up (lead byte 0xEE or more), where surrogate pairs reorder.
 fn utf16_cmp(a: &str, b: &str) -> Ordering {
-    a.encode_utf16().cmp(b.encode_utf16())
+    let plain = |s: &str| s.bytes().all(|b| b < 0xEE);
+    if plain(a) && plain(b) {
+        a.as_bytes().cmp(b.as_bytes())
+    } else {
+        a.encode_utf16().cmp(b.encode_utf16())
+    }
 }
 
 fn write_string(out: &mut String, s: &str) {
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{08}' => out.push_str("\\b"),
-            '\t' => out.push_str("\\t"),
-            '\n' => out.push_str("\\n"),
-            '\u{0C}' => out.push_str("\\f"),
-            '\r' => out.push_str("\\r"),
-            c if c < ' ' => {
+    let mut rest = s;
+    while let Some(at) = rest.find(|c: char| c == '"' || c == '\\' || c < ' ') {
+        let (plain, tail) = rest.split_at(at);
+        out.push_str(plain);
+        let mut chars = tail.chars();
+        match chars.next() {
+            Some('"') => out.push_str("\\\""),
+            Some('\\') => out.push_str("\\\\"),
+            Some('\u{08}') => out.push_str("\\b"),
+            Some('\t') => out.push_str("\\t"),
+            Some('\n') => out.push_str("\\n"),
+            Some('\u{0C}') => out.push_str("\\f"),
+            Some('\r') => out.push_str("\\r"),
+            Some(c) => {
                 let _ = write!(out, "\\u{:04x}", u32::from(c));
             }
-            c => out.push(c),
+            None => {}
         }
+        rest = chars.as_str();
     }
+    out.push_str(rest);
     out.push('"');
 }
 
@@ -209,6 +259,47 @@ mod tests {
             changes.len(),
             "every change gives its own hash"
         );
+    }
+
+    /// The hash as first defined: the picked members copied into an object, then hashed.
+    fn copied_then_hashed(tool: &Value) -> String {
+        let mut picked = serde_json::Map::new();
+        if let Some(object) = tool.as_object() {
+            for field in HASHED_TOOL_FIELDS {
+                if let Some(value) = object.get(field) {
+                    picked.insert(field.to_owned(), value.clone());
+                }
+            }
+        }
+        let digest = hmac_sha256::Hash::hash(canonical_json(&Value::Object(picked)).as_bytes());
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        format!("sha256:{hex}")
+    }
+
+    #[test]
+    fn hashing_in_place_equals_hashing_a_copy() {
+        let mut sorted = CANONICAL_FIELD_ORDER.to_vec();
+        sorted.sort_by(|a, b| utf16_cmp(a, b));
+        assert_eq!(sorted, CANONICAL_FIELD_ORDER);
+        let mut fields = HASHED_TOOL_FIELDS.to_vec();
+        fields.sort_unstable();
+        assert_eq!(fields, CANONICAL_FIELD_ORDER);
+        let mut odd = tool();
+        odd["title"] = Value::Null;
+        odd["outputSchema"] =
+            json!({"\u{FF61}": [1.5, -0, "\u{1}\"\\"], "😀": {"z": null, "a": false}});
+        odd["_meta"] = json!({"x": 1});
+        for t in [
+            tool(),
+            odd,
+            json!({}),
+            json!({"name": "only"}),
+            json!([1, 2]),
+            json!(null),
+            json!({"description": "tab\there\u{7f}\u{2028}", "annotations": {}}),
+        ] {
+            assert_eq!(tool_definition_hash(&t), copied_then_hashed(&t), "{t}");
+        }
     }
 
     #[test]
