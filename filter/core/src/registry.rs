@@ -357,47 +357,54 @@ mod tests {
     fn refusals_say_why_in_words_and_verdicts_agree_with_checks() {
         let r = registry();
         let it = vec!["it-admins".to_string()];
-        let cases: [(&str, &str, &[String], Option<&str>, &str); 7] = [
+        let none: &[String] = &[];
+        let cases = [
             (
                 "files",
                 "delete_file",
-                &[],
+                none,
                 None,
                 "tool `delete_file` is not approved for the caller's groups",
             ),
             (
                 "files",
                 "delete_file",
-                &it,
+                it.as_slice(),
                 Some("sha256:bb"),
                 "tool `delete_file` changed since approval (pinned sha256:aa, live sha256:bb)",
             ),
             (
                 "files",
                 "new_tool",
-                &it,
+                it.as_slice(),
                 None,
                 "tool `new_tool` is registered but not approved",
             ),
-            ("files", "old_tool", &it, None, "tool `old_tool` is retired"),
+            (
+                "files",
+                "old_tool",
+                it.as_slice(),
+                None,
+                "tool `old_tool` is retired",
+            ),
             (
                 "files",
                 "nope",
-                &it,
+                it.as_slice(),
                 None,
                 "tool `nope` is not registered for server `files`",
             ),
             (
                 "other",
                 "read_file",
-                &it,
+                it.as_slice(),
                 None,
                 "tool `read_file` on `other` shadows a tool approved on another server",
             ),
             (
                 "ghost",
                 "read_file",
-                &it,
+                it.as_slice(),
                 None,
                 "server `ghost` is not registered",
             ),
