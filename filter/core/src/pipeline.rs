@@ -510,22 +510,25 @@ impl RequestFlow {
         upstream: Option<&str>,
         code_details: Option<&str>,
     ) -> ResponseMode {
+        // Header values as text, copied only when they are not UTF-8.
         let value = |name: &str| {
             headers
                 .iter()
                 .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                .map(|(_, v)| String::from_utf8_lossy(v.as_ref()).trim().to_string())
+                .map(|(_, v)| String::from_utf8_lossy(v.as_ref()))
         };
-        let session = value("mcp-session-id");
-        let status = value(":status");
-        if self.route_response(
-            cfg,
-            session.as_deref(),
-            status.as_deref(),
-            upstream,
-            code_details,
-        ) {
-            return ResponseMode::Replace;
+        if cfg.routing.is_some() {
+            let session = value("mcp-session-id");
+            let status = value(":status");
+            if self.route_response(
+                cfg,
+                session.as_deref().map(str::trim),
+                status.as_deref().map(str::trim),
+                upstream,
+                code_details,
+            ) {
+                return ResponseMode::Replace;
+            }
         }
         if cfg.policy.is_none() {
             return ResponseMode::Untouched;
@@ -538,19 +541,17 @@ impl RequestFlow {
         let Some(kind) = ListKind::from_method(method) else {
             return ResponseMode::Untouched;
         };
-        let header = |name: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                .map(|(_, v)| String::from_utf8_lossy(v.as_ref()).to_ascii_lowercase())
-        };
-        let status_ok = header(":status").is_some_and(|s| s.starts_with('2'));
+        let status_ok = value(":status").is_some_and(|s| s.starts_with('2'));
         if !status_ok {
             return ResponseMode::Untouched;
         }
         self.response.list = Some((kind, id.to_value()));
-        if header("content-type").is_some_and(|ct| ct.trim_start().starts_with("text/event-stream"))
-        {
+        let event_stream = value("content-type").is_some_and(|ct| {
+            ct.trim_start()
+                .get(..17)
+                .is_some_and(|p| p.eq_ignore_ascii_case("text/event-stream"))
+        });
+        if event_stream {
             self.response.splitter = Some(SseSplitter::new(MAX_RESPONSE_EVENT_BYTES));
             ResponseMode::StreamSse
         } else {
@@ -1662,6 +1663,37 @@ mod tests {
                 "chunk size {step}"
             );
             assert!(text.contains("id: 7\n"));
+        }
+    }
+
+    #[test]
+    fn list_answers_are_recognised_by_status_and_content_type() {
+        let cfg = policy_config();
+        let live = MemoryDefinitions::default();
+        let list = r#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#;
+        for (status, ct, mode) in [
+            (
+                "200",
+                " Text/Event-Stream; charset=utf-8",
+                ResponseMode::StreamSse,
+            ),
+            ("204", "text/event-streamx", ResponseMode::StreamSse),
+            ("200", "text/event-strea", ResponseMode::BufferJson),
+            ("200", "\u{e9}text/event-stream", ResponseMode::BufferJson),
+            ("200", "application/json", ResponseMode::BufferJson),
+            ("404", "text/event-stream", ResponseMode::Untouched),
+            (" 200", "text/event-stream", ResponseMode::Untouched),
+        ] {
+            let (mut flow, _) = forwarded(&cfg, list, &live);
+            let h: Vec<(String, Vec<u8>)> = vec![
+                (":Status".into(), status.as_bytes().to_vec()),
+                ("Content-Type".into(), ct.as_bytes().to_vec()),
+            ];
+            assert_eq!(
+                flow.on_response_headers(&cfg, &h, None, None),
+                mode,
+                "{status} {ct}"
+            );
         }
     }
 
