@@ -981,12 +981,16 @@ impl RequestFlow {
         {
             self.route_tool(cfg, tool);
         }
-        let targets: Vec<crate::jsonrpc::Target> = payload
-            .messages()
-            .iter()
-            .filter(|m| m.method().is_some())
-            .map(|m| m.target().clone())
-            .collect();
+        // The targets matter only to a token exchange (plan_credentials).
+        let targets: Vec<crate::jsonrpc::Target> = match cfg.token_exchange {
+            None => Vec::new(),
+            Some(_) => payload
+                .messages()
+                .iter()
+                .filter(|m| m.method().is_some())
+                .map(|m| m.target().clone())
+                .collect(),
+        };
         self.outcome = Outcome::Forwarded(Some(payload));
         let refs: Vec<&crate::jsonrpc::Target> = targets.iter().collect();
         self.plan_credentials(cfg, &refs)
