@@ -5,8 +5,16 @@
 //! reader builds a [`serde_json::Value`] but records duplicate keys (so the caller can refuse the
 //! body) and stops at a configured nesting depth. Invalid UTF-8, lone surrogates, comments,
 //! trailing data, `NaN` and a leading BOM are refused by `serde_json` itself.
+//!
+//! [`parse_body`] reads an MCP POST body the same way but builds no tree for a message's
+//! `params.arguments` (most of a large `tools/call`, read only by argument conditions): that
+//! subtree is checked by the same rules without being built (`validate`) and kept as
+//! [`RawJson`] text, parsed later only if something reads it.
+
+mod validate;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::cell::RefCell;
 use std::fmt;
@@ -23,6 +31,35 @@ pub enum JsonError {
     },
 }
 
+/// A JSON value kept as its text, already checked by the strict reader (syntax, duplicate keys,
+/// nesting depth), so parsing it again cannot fail and gives the value the reader accepted.
+#[derive(Debug, Clone)]
+pub struct RawJson(Box<RawValue>);
+
+impl RawJson {
+    /// The text, exactly as it was in the body (without surrounding whitespace).
+    pub fn text(&self) -> &str {
+        self.0.get()
+    }
+
+    /// Whether the value is an object.
+    pub fn is_object(&self) -> bool {
+        self.text().starts_with('{')
+    }
+
+    /// The value, parsed now (`None` only if the text were not JSON, which the strict reader
+    /// has already ruled out).
+    pub fn to_value(&self) -> Option<Value> {
+        serde_json::from_str(self.text()).ok()
+    }
+}
+
+impl PartialEq for RawJson {
+    fn eq(&self, other: &RawJson) -> bool {
+        self.text() == other.text()
+    }
+}
+
 /// A parsed body plus what was ambiguous about it.
 #[derive(Debug)]
 pub struct Parsed {
@@ -31,6 +68,9 @@ pub struct Parsed {
     /// Keys that appeared more than once in their object, as `/key` at the top level and
     /// `…/key` deeper (paths are not tracked, to keep parsing cheap).
     pub duplicate_keys: Vec<String>,
+    /// From [`parse_body`]: each message's `params.arguments` as (index of the message: 0 for
+    /// a single message, its position in a batch; the text). Such a member is not in `value`.
+    pub arguments: Vec<(usize, RawJson)>,
 }
 
 const MAX_RECORDED_DUPLICATES: usize = 8;
@@ -39,35 +79,92 @@ struct Ctx {
     max_depth: usize,
     too_deep: RefCell<bool>,
     duplicates: RefCell<Vec<String>>,
+    arguments: RefCell<Vec<(usize, RawJson)>>,
+}
+
+impl Ctx {
+    /// Entering an array or object at `depth`.
+    fn enter<E: de::Error>(&self, depth: usize) -> Result<(), E> {
+        if depth > self.max_depth {
+            *self.too_deep.borrow_mut() = true;
+            return Err(E::custom("nesting too deep"));
+        }
+        Ok(())
+    }
+
+    /// `key` appeared again in an object at `depth`.
+    fn duplicate(&self, depth: usize, key: &str) {
+        let mut dups = self.duplicates.borrow_mut();
+        if dups.len() >= MAX_RECORDED_DUPLICATES {
+            return;
+        }
+        let mut out = String::from(if depth == 1 { "/" } else { "…/" });
+        for c in key.chars() {
+            match c {
+                '~' => out.push_str("~0"),
+                '/' => out.push_str("~1"),
+                c => out.push(c),
+            }
+        }
+        dups.push(out);
+    }
 }
 
 /// Parses `bytes` as exactly one JSON value, nesting at most `max_depth` levels deep
 /// (the top-level value is depth 1; `max_depth` must be at most 120).
 pub fn parse_strict(bytes: &[u8], max_depth: usize) -> Result<Parsed, JsonError> {
+    parse(bytes, max_depth, Place::Other)
+}
+
+/// Like [`parse_strict`], for an MCP POST body (a message or a batch): each message's
+/// `params.arguments` is checked by the same rules but kept as text in [`Parsed::arguments`]
+/// instead of being built into [`Parsed::value`].
+pub fn parse_body(bytes: &[u8], max_depth: usize) -> Result<Parsed, JsonError> {
+    parse(bytes, max_depth, Place::Body)
+}
+
+fn parse(bytes: &[u8], max_depth: usize, place: Place) -> Result<Parsed, JsonError> {
     let ctx = Ctx {
         max_depth,
         too_deep: RefCell::new(false),
         duplicates: RefCell::new(Vec::new()),
+        arguments: RefCell::new(Vec::new()),
     };
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let seed = Node {
         ctx: &ctx,
         depth: 1,
+        place,
     };
     let result = seed.deserialize(&mut de).and_then(|v| de.end().map(|()| v));
     match result {
         Ok(value) => Ok(Parsed {
             value,
             duplicate_keys: ctx.duplicates.into_inner(),
+            arguments: ctx.arguments.into_inner(),
         }),
         Err(_) if *ctx.too_deep.borrow() => Err(JsonError::TooDeep { limit: max_depth }),
         Err(e) => Err(JsonError::Syntax(e.to_string())),
     }
 }
 
+/// Where a node sits in an MCP body, for the member kept as text.
+#[derive(Debug, Clone, Copy)]
+enum Place {
+    /// Nothing special (or not an MCP body).
+    Other,
+    /// The whole body: a message, or a batch of them.
+    Body,
+    /// The message with this index in a batch.
+    Message(usize),
+    /// The `params` of the message with this index.
+    Params(usize),
+}
+
 struct Node<'c> {
     ctx: &'c Ctx,
     depth: usize,
+    place: Place,
 }
 
 impl<'de> DeserializeSeed<'de> for Node<'_> {
@@ -79,32 +176,49 @@ impl<'de> DeserializeSeed<'de> for Node<'_> {
 }
 
 impl Node<'_> {
-    fn child(&self) -> Node<'_> {
+    fn child(&self, place: Place) -> Node<'_> {
         Node {
             ctx: self.ctx,
             depth: self.depth + 1,
+            place,
         }
     }
 
-    fn duplicate_name(&self, key: &str) -> String {
-        let mut out = String::from(if self.depth == 1 { "/" } else { "…/" });
-        for c in key.chars() {
-            match c {
-                '~' => out.push_str("~0"),
-                '/' => out.push_str("~1"),
-                c => out.push(c),
-            }
-        }
-        out
-    }
-
-    fn enter<E: de::Error>(&self) -> Result<(), E> {
-        if self.depth > self.ctx.max_depth {
-            *self.ctx.too_deep.borrow_mut() = true;
-            return Err(E::custom("nesting too deep"));
+    /// Reads the `arguments` member of this `params` object (of message `message`) as checked
+    /// text; `seen` tells whether an earlier `arguments` member was read.
+    fn defer<'de, A: MapAccess<'de>>(
+        &self,
+        map: &mut A,
+        message: usize,
+        seen: &mut bool,
+    ) -> Result<(), A::Error> {
+        // Syntax and UTF-8 only; `validate` applies the other rules.
+        let raw: Box<RawValue> = map.next_value()?;
+        validate::check(raw.get(), self.depth + 1, self.ctx)
+            .map_err(|e| de::Error::custom(without_position(&e)))?;
+        if *seen {
+            self.ctx.duplicate(self.depth, "arguments");
+        } else {
+            *seen = true;
+            self.ctx
+                .arguments
+                .borrow_mut()
+                .push((message, RawJson(raw)));
         }
         Ok(())
     }
+}
+
+/// A `serde_json` error's message without its position, which is relative to the subtree (the
+/// outer parser adds the position in the body).
+fn without_position(e: &serde_json::Error) -> String {
+    let mut msg = e.to_string();
+    if e.line() != 0 {
+        if let Some(at) = msg.rfind(" at line ") {
+            msg.truncate(at);
+        }
+    }
+    msg
 }
 
 impl<'de> Visitor<'de> for Node<'_> {
@@ -139,24 +253,38 @@ impl<'de> Visitor<'de> for Node<'_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        self.enter()?;
+        self.ctx.enter(self.depth)?;
         let mut out = Vec::new();
-        while let Some(v) = seq.next_element_seed(self.child())? {
+        loop {
+            let place = match self.place {
+                Place::Body => Place::Message(out.len()),
+                _ => Place::Other,
+            };
+            let Some(v) = seq.next_element_seed(self.child(place))? else {
+                break;
+            };
             out.push(v);
         }
         Ok(Value::Array(out))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        self.enter()?;
+        self.ctx.enter(self.depth)?;
         let mut out = Map::new();
+        let mut arguments_seen = false;
         while let Some(key) = map.next_key::<String>()? {
-            let value = map.next_value_seed(self.child())?;
-            if out.contains_key(&key) {
-                let mut dups = self.ctx.duplicates.borrow_mut();
-                if dups.len() < MAX_RECORDED_DUPLICATES {
-                    dups.push(self.duplicate_name(&key));
+            let place = match (self.place, key.as_str()) {
+                (Place::Body, "params") => Place::Params(0),
+                (Place::Message(i), "params") => Place::Params(i),
+                (Place::Params(i), "arguments") => {
+                    self.defer(&mut map, i, &mut arguments_seen)?;
+                    continue;
                 }
+                _ => Place::Other,
+            };
+            let value = map.next_value_seed(self.child(place))?;
+            if out.contains_key(&key) {
+                self.ctx.duplicate(self.depth, &key);
             } else {
                 out.insert(key, value);
             }
@@ -235,5 +363,129 @@ mod tests {
     fn accepts_surrogate_pairs_and_whitespace() {
         let p = parse_strict(b" {\"a\":\"\\ud83d\\ude00\"}\n", 64).unwrap();
         assert_eq!(p.value["a"], json!("\u{1F600}"));
+    }
+
+    /// `parse_body`'s value with the kept arguments put back, as `parse_strict` builds it.
+    fn rebuilt(p: Parsed) -> Value {
+        let mut value = p.value;
+        for (i, raw) in p.arguments {
+            let params = match &mut value {
+                Value::Array(items) => items.get_mut(i),
+                v => Some(v),
+            }
+            .and_then(|m| m.get_mut("params"))
+            .and_then(Value::as_object_mut)
+            .unwrap();
+            params.insert("arguments".into(), raw.to_value().unwrap());
+        }
+        value
+    }
+
+    #[test]
+    fn parse_body_decides_like_parse_strict() {
+        let bodies: &[&[u8]] = &[
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"q":"x","n":[1,2.5,-3e2,{"d":null}]}}}"#,
+            br#"{"params":{"arguments":{ "spaced" : [ true ] } ,"name":"a"},"method":"tools/call"}"#,
+            br#"[{"params":{"arguments":{"a":1}}},{"params":{}},{"params":{"arguments":[7]}},3]"#,
+            br#"{"params":{"arguments":"text"}}"#,
+            br#"{"params":[{"arguments":{"a":1}}]}"#,
+            br#"{"other":{"arguments":{"a":1}},"params":{"x":{"arguments":{"b":2}}}}"#,
+            br#"{"params":{"arguments":{"k":1,"k":2}},"m":1,"m":2}"#,
+            br#"{"m":1,"m":2,"params":{"arguments":{"x":{"y":[{"k":1,"k":2}]}}}}"#,
+            br#"{"params":{"arguments":{"a":1},"arguments":{"b":2}}}"#,
+            br#"{"params":{"arguments":{"a":1,"\u0061":2}}}"#,
+            br#"{"params":{"arguments":{"a\/b~":1,"a/b~":2}}}"#,
+            br#"{"params":{"arguments":{"a":"\ud800"}}}"#,
+            br#"{"params":{"arguments":{"\udc00":1}}}"#,
+            br#"{"params":{"arguments":{"a":"\ud83d\ude00"}}}"#,
+            br#"{"params":{"arguments":{"a":1e999}}}"#,
+            b"{\"params\":{\"arguments\":{\"a\":\"\xff\"}}}",
+            b"{\"params\":{\"arguments\":{\"a\":\"tab\there\"}}}",
+            br#"{"params":{"arguments":{"a":01}}}"#,
+            br#"{"params":{"arguments":{"a":1,}}}"#,
+            br#"{"params":{"arguments":{"a":NaN}}}"#,
+            br#"{"params":{"arguments":{"a":1}}} x"#,
+            br#"{"params":{"arguments":}}"#,
+        ];
+        for body in bodies {
+            let show = String::from_utf8_lossy(body);
+            match (parse_strict(body, 10), parse_body(body, 10)) {
+                (Ok(strict), Ok(lazy)) => {
+                    assert_eq!(strict.duplicate_keys, lazy.duplicate_keys, "{show}");
+                    if strict.duplicate_keys.is_empty() {
+                        assert_eq!(strict.value, rebuilt(lazy), "{show}");
+                    }
+                }
+                (Err(JsonError::Syntax(_)), Err(JsonError::Syntax(_))) => {}
+                (a, b) => panic!("{show}: {a:?} vs {b:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn parse_body_records_duplicates_inside_arguments_in_order() {
+        let many: Vec<String> = (0..40).map(|i| format!(r#""k{i}":{i}"#)).collect();
+        let body = format!(
+            r#"{{"params":{{"arguments":{{{},"k7":0,"x":{{"y":[{{"z":1,"z":2}}]}}}}}},"m":1,"m":2}}"#,
+            many.join(",")
+        );
+        let p = parse_body(body.as_bytes(), 10).unwrap();
+        assert_eq!(p.duplicate_keys, vec!["…/k7", "…/z", "/m"]);
+    }
+
+    #[test]
+    fn parse_body_keeps_arguments_as_text() {
+        let p = parse_body(
+            br#"[{"params":{"arguments": {"sql" : "SELECT 1"} }},{"params":{"arguments":[]}}]"#,
+            10,
+        )
+        .unwrap();
+        let texts: Vec<(usize, &str, bool)> = p
+            .arguments
+            .iter()
+            .map(|(i, a)| (*i, a.text(), a.is_object()))
+            .collect();
+        assert_eq!(
+            texts,
+            vec![(0, r#"{"sql" : "SELECT 1"}"#, true), (1, "[]", false)]
+        );
+        assert_eq!(p.value, json!([{"params":{}},{"params":{}}]));
+        let p = parse_body(br#"{"params":{"name":"x"}}"#, 10).unwrap();
+        assert!(p.arguments.is_empty());
+    }
+
+    #[test]
+    fn parse_body_caps_depth_inside_arguments() {
+        // body 1, params 2, arguments 3, then n arrays.
+        let body = |n: usize| {
+            format!(
+                r#"{{"params":{{"arguments":{{"a":{}1{}}}}}}}"#,
+                "[".repeat(n),
+                "]".repeat(n)
+            )
+        };
+        for limit in [4, 10, 64] {
+            let fits = body(limit - 3);
+            assert!(parse_body(fits.as_bytes(), limit).is_ok(), "{limit}");
+            assert!(parse_strict(fits.as_bytes(), limit).is_ok(), "{limit}");
+            let over = body(limit - 2);
+            for result in [
+                parse_body(over.as_bytes(), limit),
+                parse_strict(over.as_bytes(), limit),
+            ] {
+                assert_eq!(result.unwrap_err(), JsonError::TooDeep { limit });
+            }
+        }
+        let batch = r#"[{"params":{"arguments":{"a":[]}}}]"#;
+        assert!(parse_body(batch.as_bytes(), 5).is_ok());
+        assert_eq!(
+            parse_body(batch.as_bytes(), 4).unwrap_err(),
+            JsonError::TooDeep { limit: 4 }
+        );
+        let very_deep = body(100_000);
+        assert_eq!(
+            parse_body(very_deep.as_bytes(), 64).unwrap_err(),
+            JsonError::TooDeep { limit: 64 }
+        );
     }
 }

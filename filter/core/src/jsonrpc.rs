@@ -4,9 +4,11 @@
 //! a batch. Each message is classified as request, notification or response, and for requests
 //! the MCP target is extracted (tool name, resource URI, prompt name), with the `params`
 //! shape checked for the methods where a wrong shape would let a call slip past later checks.
+//! `params.arguments` is checked like the rest of the body but kept as text ([`RawJson`]):
+//! only argument conditions read it, and building it is most of the cost of a large call.
 
 use crate::error::{Reason, Rejection, RpcId};
-use crate::json::{parse_strict, JsonError};
+use crate::json::{parse_body, JsonError, RawJson};
 use serde_json::{Map, Value};
 
 /// What a message asks for, beyond its method.
@@ -43,15 +45,19 @@ pub enum Message {
         method: String,
         /// What the method names.
         target: Target,
-        /// The params object (empty when absent).
+        /// The params object (empty when absent), without `arguments`.
         params: Map<String, Value>,
+        /// `params.arguments`, as checked text.
+        arguments: Option<RawJson>,
     },
     /// A call without an id.
     Notification {
         /// The method.
         method: String,
-        /// The params object (empty when absent).
+        /// The params object (empty when absent), without `arguments`.
         params: Map<String, Value>,
+        /// `params.arguments`, as checked text.
+        arguments: Option<RawJson>,
     },
     /// A client's answer to a server-to-client request (sampling, elicitation, roots).
     Response {
@@ -77,6 +83,17 @@ impl Message {
             Message::Request { id, .. } => Some(id),
             Message::Response { id, .. } => id.as_ref(),
             Message::Notification { .. } => None,
+        }
+    }
+
+    /// `params.arguments` of a request or notification, as checked text (parse it with
+    /// [`RawJson::to_value`] when it must be read).
+    pub fn arguments(&self) -> Option<&RawJson> {
+        match self {
+            Message::Request { arguments, .. } | Message::Notification { arguments, .. } => {
+                arguments.as_ref()
+            }
+            Message::Response { .. } => None,
         }
     }
 
@@ -160,7 +177,7 @@ pub fn parse_payload(
     rules: &ParseRules<'_>,
     batch_allowed: bool,
 ) -> Result<Payload, Rejection> {
-    let parsed = parse_strict(body, rules.max_depth).map_err(|e| match e {
+    let parsed = parse_body(body, rules.max_depth).map_err(|e| match e {
         JsonError::Syntax(msg) => {
             Rejection::new(Reason::ParseError, format!("body is not JSON: {msg}"))
         }
@@ -182,8 +199,11 @@ pub fn parse_payload(
         )
         .with_id(id));
     }
+    let mut arguments = parsed.arguments;
     match parsed.value {
-        Value::Object(obj) => parse_message(obj, rules).map(Payload::Single),
+        Value::Object(obj) => {
+            parse_message(obj, take(&mut arguments, 0), rules).map(Payload::Single)
+        }
         Value::Array(items) => {
             if !batch_allowed {
                 return Err(Rejection::new(
@@ -191,7 +211,7 @@ pub fn parse_payload(
                     "JSON-RPC batches are only allowed with MCP protocol 2025-03-26",
                 ));
             }
-            parse_batch(items, rules).map(Payload::Batch)
+            parse_batch(items, arguments, rules).map(Payload::Batch)
         }
         _ => Err(Rejection::new(
             Reason::InvalidRequest,
@@ -200,7 +220,17 @@ pub fn parse_payload(
     }
 }
 
-fn parse_batch(items: Vec<Value>, rules: &ParseRules<'_>) -> Result<Vec<Message>, Rejection> {
+/// The arguments of message `index`, taken out of the reader's list.
+fn take(arguments: &mut Vec<(usize, RawJson)>, index: usize) -> Option<RawJson> {
+    let at = arguments.iter().position(|(i, _)| *i == index)?;
+    Some(arguments.swap_remove(at).1)
+}
+
+fn parse_batch(
+    items: Vec<Value>,
+    mut arguments: Vec<(usize, RawJson)>,
+    rules: &ParseRules<'_>,
+) -> Result<Vec<Message>, Rejection> {
     if items.is_empty() {
         return Err(Rejection::new(Reason::InvalidRequest, "empty batch"));
     }
@@ -222,7 +252,7 @@ fn parse_batch(items: Vec<Value>, rules: &ParseRules<'_>) -> Result<Vec<Message>
                 format!("batch element {i} is not an object"),
             ));
         };
-        let msg = parse_message(obj, rules).map_err(|mut r| {
+        let msg = parse_message(obj, take(&mut arguments, i), rules).map_err(|mut r| {
             r.detail = format!("batch element {i}: {}", r.detail);
             r
         })?;
@@ -264,6 +294,7 @@ const MEMBERS: &[&str] = &["jsonrpc", "id", "method", "params", "result", "error
 
 fn parse_message(
     mut obj: Map<String, Value>,
+    arguments: Option<RawJson>,
     rules: &ParseRules<'_>,
 ) -> Result<Message, Rejection> {
     // Taken out, not cloned: params can be most of a large body.
@@ -315,12 +346,13 @@ fn parse_message(
             None => Ok(Message::Notification {
                 method: method.clone(),
                 params,
+                arguments,
             }),
             Some(_) => {
                 let Some(id) = id else {
                     return Err(invalid("a request `id` must not be null".into()));
                 };
-                let target = target_of(method, &params).map_err(|d| {
+                let target = target_of(method, &params, arguments.as_ref()).map_err(|d| {
                     Rejection::new(Reason::InvalidParams, d).with_id(Some(id.clone()))
                 })?;
                 Ok(Message::Request {
@@ -328,6 +360,7 @@ fn parse_message(
                     method: method.clone(),
                     target,
                     params,
+                    arguments,
                 })
             }
         };
@@ -369,7 +402,11 @@ fn parse_message(
     Ok(Message::Response { id, is_error })
 }
 
-fn target_of(method: &str, params: &Map<String, Value>) -> Result<Target, String> {
+fn target_of(
+    method: &str,
+    params: &Map<String, Value>,
+    arguments: Option<&RawJson>,
+) -> Result<Target, String> {
     let string_param = |key: &str| -> Result<String, String> {
         match params.get(key) {
             Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
@@ -386,13 +423,17 @@ fn target_of(method: &str, params: &Map<String, Value>) -> Result<Target, String
             Some(_) => Err(format!("params.{key} must be an object")),
         }
     };
+    let arguments_object = || match arguments {
+        Some(a) if !a.is_object() => Err("params.arguments must be an object".to_string()),
+        _ => Ok(()),
+    };
     match method {
         "tools/call" => {
-            object_param("arguments", false)?;
+            arguments_object()?;
             Ok(Target::Tool(string_param("name")?))
         }
         "prompts/get" => {
-            object_param("arguments", false)?;
+            arguments_object()?;
             Ok(Target::Prompt(string_param("name")?))
         }
         "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
@@ -707,6 +748,110 @@ mod tests {
         assert_eq!(
             reject(r#"{"jsonrpc":"2.0","id":18446744073709551616,"method":"ping"}"#).reason,
             Reason::InvalidRequest
+        );
+    }
+
+    fn call(arguments: &str) -> String {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{{"name":"q","arguments":{arguments}}}}}"#
+        )
+    }
+
+    #[test]
+    fn duplicate_keys_inside_arguments_are_refused_at_any_depth() {
+        for (arguments, path) in [
+            (r#"{"sql":"a","sql":"b"}"#, "…/sql"),
+            (r#"{"a":{"b":{"c":1,"c":2}}}"#, "…/c"),
+            (r#"{"a":[1,{"b":[{"x/y":1,"x/y":2}]}]}"#, "…/x~1y"),
+            (r#"{"a":1,"\u0061":2}"#, "…/a"),
+        ] {
+            let body = call(arguments);
+            let r = reject(&body);
+            assert_eq!(r.reason, Reason::DuplicateKey, "{body}");
+            assert_eq!(
+                r.detail,
+                format!("duplicate key at {path}: parsers could read this body differently")
+            );
+            assert_eq!(r.id, Some(RpcId::Num(9.into())), "{body}");
+        }
+        let twice = r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"q","arguments":{},"arguments":{"a":1}}}"#;
+        assert_eq!(reject(twice).reason, Reason::DuplicateKey);
+        let batch = format!(
+            "[{},{}]",
+            call("{}").replace(r#""id":9"#, r#""id":1"#),
+            call(r#"{"k":[{"z":0,"z":1}]}"#)
+        );
+        let r = reject(&batch);
+        assert_eq!((r.reason, r.id), (Reason::DuplicateKey, None));
+    }
+
+    #[test]
+    fn nesting_inside_arguments_is_capped() {
+        // max_depth 32: body 1, params 2, arguments 3, `a` holds n arrays from depth 4.
+        let nested = |n: usize| call(&format!(r#"{{"a":{}0{}}}"#, "[".repeat(n), "]".repeat(n)));
+        assert!(parse(&nested(29)).is_ok());
+        let r = reject(&nested(30));
+        assert_eq!(r.reason, Reason::TooDeep);
+        assert_eq!(r.detail, "JSON nesting deeper than max_json_depth (32)");
+        assert_eq!(reject(&nested(50_000)).reason, Reason::TooDeep);
+    }
+
+    #[test]
+    fn arguments_must_be_an_object() {
+        for method in ["tools/call", "prompts/get"] {
+            for arguments in ["[]", "null", "\"x\"", "1", "true", "[{}]"] {
+                let body = call(arguments).replace("tools/call", method);
+                let r = reject(&body);
+                assert_eq!(r.reason, Reason::InvalidParams, "{body}");
+                assert_eq!(r.detail, "params.arguments must be an object");
+                assert_eq!(r.id, Some(RpcId::Num(9.into())));
+            }
+        }
+        // Other methods do not look at a member of that name.
+        assert!(parse(&call("[]").replace("tools/call", "ping")).is_ok());
+    }
+
+    #[test]
+    fn arguments_are_kept_as_their_text() {
+        let p = parse(&call(r#" { "sql" : "SELECT 1", "n": [1, 2.50] } "#)).unwrap();
+        let msg = &p.messages()[0];
+        let arguments = msg.arguments().unwrap();
+        assert_eq!(
+            arguments.text(),
+            r#"{ "sql" : "SELECT 1", "n": [1, 2.50] }"#
+        );
+        assert_eq!(
+            arguments.to_value(),
+            Some(json!({"sql": "SELECT 1", "n": [1, 2.5]}))
+        );
+        let Message::Request { params, .. } = msg else {
+            panic!("{msg:?}")
+        };
+        assert_eq!(params.get("name"), Some(&json!("q")));
+        assert!(!params.contains_key("arguments"));
+        let batch = format!(
+            r#"[{{"jsonrpc":"2.0","method":"notifications/initialized"}},{}]"#,
+            call(r#"{"b":2}"#)
+        );
+        let p = parse(&batch).unwrap();
+        assert_eq!(p.messages()[0].arguments(), None);
+        assert_eq!(
+            p.messages()[1].arguments().map(RawJson::text),
+            Some(r#"{"b":2}"#)
+        );
+    }
+
+    #[test]
+    fn a_call_without_arguments_has_none() {
+        let p = parse(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"q"}}"#)
+            .unwrap();
+        assert_eq!(p.messages()[0].target(), &Target::Tool("q".into()));
+        assert_eq!(p.messages()[0].arguments(), None);
+        assert_eq!(
+            parse(&call("{}")).unwrap().messages()[0]
+                .arguments()
+                .map(RawJson::text),
+            Some("{}")
         );
     }
 }

@@ -942,13 +942,14 @@ impl RequestFlow {
         if let Some(policy) = &cfg.policy {
             for msg in payload.messages() {
                 // Responses answer the server's own requests (sampling, elicitation): no decision.
-                let (
-                    Some(method),
-                    Message::Request { params, .. } | Message::Notification { params, .. },
-                ) = (msg.method(), msg)
-                else {
+                let Some(method) = msg.method() else {
                     continue;
                 };
+                // Built only when a rule that may apply has argument conditions.
+                let arguments = msg
+                    .arguments()
+                    .filter(|_| policy.reads_arguments(msg.target()))
+                    .and_then(crate::json::RawJson::to_value);
                 let live_hash = match msg.target() {
                     crate::jsonrpc::Target::Tool(t) => live.get(&self.server, t),
                     _ => None,
@@ -958,7 +959,7 @@ impl RequestFlow {
                     server: &self.server,
                     method,
                     target: msg.target(),
-                    arguments: params.get("arguments"),
+                    arguments: arguments.as_ref(),
                     live_hash: live_hash.as_deref(),
                     now: self.now,
                     purpose: Purpose::Call,
@@ -1564,6 +1565,68 @@ mod tests {
         let (_, step) = forwarded(
             &cfg,
             r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}"#,
+            &live,
+        );
+        assert_eq!(step, Step::Continue);
+    }
+
+    #[test]
+    fn argument_conditions_read_the_call_arguments() {
+        let cfg = json!({
+            "identity": {
+                "protected_resource": {"resource": "http://gw/mcp", "authorization_servers": ["http://idp"]},
+                "user": {"issuers": ["http://idp"]}
+            },
+            "policy": {
+                "servers": [{"name": "demo", "path": "/mcp", "tools": [
+                    {"name": "run_sql", "status": "approved", "approved_for": ["*"]},
+                    {"name": "echo", "status": "approved", "approved_for": ["*"]}
+                ]}],
+                "rules": [
+                    {"id": "sql.read", "effect": "allow", "tools": ["run_sql"],
+                     "arguments": [{"path": "/sql", "prefix": "SELECT"}]},
+                    {"id": "sql.secrets", "effect": "deny", "tools": ["run_sql"],
+                     "arguments": [{"path": "/q/0/table", "equals": "secrets"}]},
+                    {"id": "echo", "effect": "allow", "tools": ["echo"]}
+                ]
+            }
+        });
+        let cfg = Config::from_json(cfg.to_string().as_bytes()).unwrap();
+        let policy = cfg.policy.as_ref().unwrap();
+        assert!(policy.reads_arguments(&crate::jsonrpc::Target::Tool("run_sql".into())));
+        assert!(!policy.reads_arguments(&crate::jsonrpc::Target::Tool("echo".into())));
+        let live = MemoryDefinitions::default();
+        let call = |arguments: &str| {
+            let body = format!(
+                r#"{{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{{"name":"run_sql"{arguments}}}}}"#
+            );
+            let (flow, step) = forwarded(&cfg, &body, &live);
+            let rule = flow.decisions().first().map(|d| d.rule.clone());
+            (step == Step::Continue, rule)
+        };
+        let allowed = |rule: &str| (true, Some(rule.to_string()));
+        let denied = |rule: &str| (false, Some(rule.to_string()));
+        assert_eq!(
+            call(r#","arguments":{"sql":"SELECT * FROM t"}"#),
+            allowed("sql.read")
+        );
+        assert_eq!(
+            call(r#","arguments":{"sql":"DELETE FROM t"}"#),
+            denied("default.deny")
+        );
+        assert_eq!(
+            call(r#","arguments":{"sql":"SELECT 1","q":[{"table":"secrets"}]}"#),
+            denied("sql.secrets")
+        );
+        assert_eq!(
+            call(r#","arguments":{"sql":"SELECT 1","q":[{"table":"public"}]}"#),
+            allowed("sql.read")
+        );
+        assert_eq!(call(""), denied("default.deny"));
+        assert_eq!(call(r#","arguments":{}"#), denied("default.deny"));
+        let (_, step) = forwarded(
+            &cfg,
+            r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}"#,
             &live,
         );
         assert_eq!(step, Step::Continue);

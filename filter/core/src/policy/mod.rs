@@ -144,6 +144,7 @@ pub struct Policy {
     by_tool: HashMap<String, Vec<usize>>,
     wildcard_tool_rules: Vec<usize>,
     general_rules: Vec<usize>,
+    argument_rules: Vec<usize>,
     registry: Registry,
     trust_levels: Vec<String>,
 }
@@ -154,6 +155,12 @@ impl Policy {
         let mut by_tool: HashMap<String, Vec<usize>> = HashMap::new();
         let mut wildcard_tool_rules = Vec::new();
         let mut general_rules = Vec::new();
+        let argument_rules = rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| !r.arguments.is_empty())
+            .map(|(i, _)| i)
+            .collect();
         for (i, r) in rules.iter().enumerate() {
             if r.tools.is_empty() {
                 general_rules.push(i);
@@ -172,9 +179,19 @@ impl Policy {
             by_tool,
             wildcard_tool_rules,
             general_rules,
+            argument_rules,
             registry,
             trust_levels,
         }
+    }
+
+    /// Whether deciding a call to `target` may evaluate an argument condition: the caller
+    /// builds [`Facts::arguments`] only then (without it, a condition sees no arguments).
+    pub fn reads_arguments(&self, target: &Target) -> bool {
+        self.argument_rules
+            .iter()
+            .filter_map(|&i| self.rules.get(i))
+            .any(|r| names_target(r, target))
     }
 
     /// The registry.
@@ -285,19 +302,7 @@ impl Policy {
         if !any_glob(&r.servers, f.server) || !any_glob(&r.methods, f.method) {
             return false;
         }
-        let target_ok = match f.target {
-            Target::Tool(t) => {
-                any_glob(&r.tools, t) && r.prompts.is_empty() && r.resources.is_empty()
-            }
-            Target::Prompt(p) => {
-                any_glob(&r.prompts, p) && r.tools.is_empty() && r.resources.is_empty()
-            }
-            Target::Resource(u) => {
-                any_glob(&r.resources, u) && r.tools.is_empty() && r.prompts.is_empty()
-            }
-            Target::None => r.tools.is_empty() && r.prompts.is_empty() && r.resources.is_empty(),
-        };
-        if !target_ok {
+        if !names_target(r, f.target) {
             return false;
         }
         if !self.identity_matches(r, f.identity) {
@@ -393,6 +398,21 @@ impl Policy {
             }
         }
         true
+    }
+}
+
+/// Whether the rule's tool / prompt / resource lists admit `target`.
+fn names_target(r: &Rule, target: &Target) -> bool {
+    let any_glob = |globs: &Globs, v: &str| globs.is_empty() || globs.any_match(v);
+    match target {
+        Target::Tool(t) => any_glob(&r.tools, t) && r.prompts.is_empty() && r.resources.is_empty(),
+        Target::Prompt(p) => {
+            any_glob(&r.prompts, p) && r.tools.is_empty() && r.resources.is_empty()
+        }
+        Target::Resource(u) => {
+            any_glob(&r.resources, u) && r.tools.is_empty() && r.prompts.is_empty()
+        }
+        Target::None => r.tools.is_empty() && r.prompts.is_empty() && r.resources.is_empty(),
     }
 }
 
