@@ -951,7 +951,12 @@ impl RequestFlow {
                     .filter(|_| policy.reads_arguments(msg.target()))
                     .and_then(crate::json::RawJson::to_value);
                 let live_hash = match msg.target() {
-                    crate::jsonrpc::Target::Tool(t) => live.get(&self.server, t),
+                    // Only a pinned tool can be refused for its live definition: no lookup
+                    // (a host call in Envoy) for the others.
+                    crate::jsonrpc::Target::Tool(t) => policy
+                        .registry()
+                        .pinned_hash(&self.server, t)
+                        .and_then(|_| live.get(&self.server, t)),
                     _ => None,
                 };
                 let decision = policy.decide(&Facts {
@@ -1509,7 +1514,7 @@ mod tests {
         )])
     }
 
-    fn forwarded(cfg: &Config, body: &str, live: &MemoryDefinitions) -> (RequestFlow, Step) {
+    fn forwarded(cfg: &Config, body: &str, live: &dyn LiveDefinitions) -> (RequestFlow, Step) {
         let mut flow = RequestFlow::new();
         assert_eq!(
             hdrs_with(&mut flow, cfg, &post_headers(), false, &bob_claims()),
@@ -1532,6 +1537,50 @@ mod tests {
             .iter()
             .map(|t| t["name"].as_str().unwrap().to_string())
             .collect()
+    }
+
+    /// Live definitions that count their lookups.
+    #[derive(Default)]
+    struct CountingDefinitions(MemoryDefinitions, std::cell::Cell<usize>);
+
+    impl LiveDefinitions for CountingDefinitions {
+        fn get(&self, server: &str, tool: &str) -> Option<String> {
+            self.1.set(self.1.get() + 1);
+            self.0.get(server, tool)
+        }
+        fn put(&self, server: &str, tool: &str, hash: &str) {
+            self.0.put(server, tool, hash);
+        }
+    }
+
+    #[test]
+    fn live_definitions_are_looked_up_only_for_pinned_tools() {
+        let mut cfg = policy_config();
+        let pinned = format!("sha256:{}", "a".repeat(64));
+        let raw = json!({"servers": [{"name": "demo", "path": "/mcp", "tools": [
+            {"name": "echo", "status": "approved", "approved_for": ["*"]},
+            {"name": "pinned", "status": "approved", "approved_for": ["*"], "hash": pinned}]}],
+            "rules": [{"id": "t", "effect": "allow", "tools": ["*"]}]});
+        cfg.policy = Some(
+            serde_json::from_value::<crate::policy::config::RawPolicy>(raw)
+                .unwrap()
+                .compile("policy")
+                .unwrap(),
+        );
+        let call = |tool: &str| {
+            format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"{tool}"}}}}"#
+            )
+        };
+        let live = CountingDefinitions::default();
+        let (_, step) = forwarded(&cfg, &call("echo"), &live);
+        assert_eq!((step, live.1.get()), (Step::Continue, 0));
+        let (_, step) = forwarded(&cfg, &call("pinned"), &live);
+        assert_eq!((step, live.1.get()), (Step::Continue, 1));
+        live.put("demo", "pinned", &format!("sha256:{}", "b".repeat(64)));
+        let (_, step) = forwarded(&cfg, &call("pinned"), &live);
+        assert_eq!(reply_reason(&step), (403, "policy_denied".into()));
+        assert_eq!(live.1.get(), 2);
     }
 
     #[test]
