@@ -19,7 +19,7 @@ help:
 	@echo "make build  - build $(WASM)"
 	@echo "make test   - fmt, clippy (host+wasm), unit tests (native + wasm32), policy bundles, end-to-end suite"
 	@echo "make demo   - run Envoy + mcp-warden + IdP + demo MCP server on 127.0.0.1:10000 (Ctrl-C stops all)"
-	@echo "make bench  - speed tables: decision/parse times; plain Envoy, jwt_authn, native mcp+rbac, mcp-warden (~5 min; BENCH_QUICK=1 ~1 min)"
+	@echo "make bench  - speed tables: core decision/parse/flow/list times; plain Envoy, jwt_authn, native mcp+rbac, mcp-warden (~12 min; BENCH_QUICK=1 ~2 min)"
 
 setup:
 	@WASM_BINDGEN_VERSION=$(WASM_BINDGEN_VERSION) bash scripts/setup.sh
@@ -53,11 +53,14 @@ test: lint unit wasm-unit policies e2e
 demo: build
 	bash scripts/demo.sh
 
-# Speed: the core's decision and parse times, then Envoy side by side (plain, jwt_authn, native
-# mcp+rbac, mcp-warden); see BENCHMARKS.md. BENCH_QUICK=1 for a ~1 minute smoke run.
+# Speed: the core's decision, parse, whole-request and list times natively, then Envoy side by
+# side (plain, jwt_authn, native mcp+rbac, mcp-warden); see BENCHMARKS.md.
+# BENCH_QUICK=1 for a ~2 minute smoke run.
 bench: build
 	cargo bench -q -p mcp-warden-core --bench decision
 	cargo bench -q -p mcp-warden-core --bench parse
+	cargo bench -q -p mcp-warden-core --features test-support --bench flow
+	cargo bench -q -p mcp-warden-core --features test-support --bench lists
 	bash bench/run.sh
 
 clean:
