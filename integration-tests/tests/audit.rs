@@ -118,23 +118,22 @@ fn every_decision_leaves_an_audit_record_without_tokens() {
     }
 
     // Envoy's wasm logger above info: no audit line; back at info: audit lines again.
+    let add = |id: u64, level: &str| {
+        let r = tool_call(&session, id, "add", json!({"a": id, "b": 2}))
+            .tokens(&alice)
+            .send(port)
+            .unwrap_or_else(|e| panic!("add at {level}: {e}"));
+        assert_eq!(r.status, 200, "add at {level}:\n{r}");
+    };
     set_wasm_log_level(&envoy, "warning");
-    let r = tool_call(&session, 33, "add", json!({"a": 2, "b": 2}))
-        .tokens(&alice)
-        .send(port)
-        .expect("add at warn");
-    assert_eq!(r.status, 200, "add at warn:\n{r}");
+    add(33, "warning");
     std::thread::sleep(Duration::from_millis(500));
     assert!(
         record_for(&envoy, 33).is_none(),
         "an audit line was written while Envoy's wasm logger was at warn"
     );
     set_wasm_log_level(&envoy, "info");
-    let r = tool_call(&session, 34, "add", json!({"a": 3, "b": 2}))
-        .tokens(&alice)
-        .send(port)
-        .expect("add at info");
-    assert_eq!(r.status, 200, "add at info:\n{r}");
+    add(34, "info");
     assert!(
         wait_record(&envoy, 34).is_some(),
         "no audit line after Envoy's wasm logger went back to info"

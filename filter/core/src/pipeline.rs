@@ -1296,13 +1296,18 @@ mod tests {
         );
     }
 
+    /// jwt_authn's payload for alice's user token under [`identity_config`].
+    fn alice_claims() -> JsonClaims {
+        JsonClaims(vec![(
+            "user".into(),
+            json!({"iss":"http://idp","sub":"alice","aud":"http://gw/mcp","exp":1_800_000_600u64}),
+        )])
+    }
+
     #[test]
     fn a_cached_identity_is_shared_not_copied() {
         let cfg = identity_config();
-        let claims = JsonClaims(vec![(
-            "user".into(),
-            json!({"iss":"http://idp","sub":"alice","aud":"http://gw/mcp","exp":1_800_000_600u64}),
-        )]);
+        let claims = alice_claims();
         let mut h = post_headers();
         h.push(("authorization".into(), b"Bearer tok-1".to_vec()));
         let mut cache = AttestationCache::default();
@@ -1380,10 +1385,7 @@ mod tests {
     #[test]
     fn caller_tokens_are_kept_only_for_a_token_exchange() {
         let cfg = identity_config();
-        let claims = JsonClaims(vec![(
-            "user".into(),
-            json!({"iss":"http://idp","sub":"alice","aud":"http://gw/mcp","exp":1_800_000_600u64}),
-        )]);
+        let claims = alice_claims();
         let mut h = post_headers();
         h.push(("Authorization".into(), b"  bearer   tok-1 ".to_vec()));
         let mut flow = RequestFlow::new();
@@ -1416,10 +1418,7 @@ mod tests {
     #[test]
     fn only_headers_the_request_carries_are_removed() {
         let cfg = identity_config();
-        let claims = JsonClaims(vec![(
-            "user".into(),
-            json!({"iss":"http://idp","sub":"alice","aud":"http://gw/mcp","exp":1_800_000_600u64}),
-        )]);
+        let claims = alice_claims();
         // Nothing spoofed: only the token goes; the identity headers are set, not removed.
         let mut h = post_headers();
         h.push(("authorization".into(), b"Bearer t".to_vec()));
