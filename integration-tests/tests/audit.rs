@@ -65,12 +65,16 @@ fn every_decision_leaves_an_audit_record_without_tokens() {
     let alice = idp.tokens("alice", "agent-claude", ALICE_ALL_SCOPES);
     let session = open_session(port, &alice.headers()).expect("session");
 
+    let call = |id: u64, tool: &str, status: u16| {
+        let r = tool_call(&session, id, tool, json!({"a": id, "b": 2}))
+            .tokens(&alice)
+            .send(port)
+            .unwrap_or_else(|e| panic!("call {id} ({tool}): {e}"));
+        assert_eq!(r.status, status, "call {id} ({tool}):\n{r}");
+    };
+
     // An allowed call.
-    let r = tool_call(&session, 31, "add", json!({"a": 1, "b": 2}))
-        .tokens(&alice)
-        .send(port)
-        .expect("add");
-    assert_eq!(r.status, 200, "add:\n{r}");
+    call(31, "add", 200);
     let allowed = wait_record(&envoy, 31).expect("no audit record for the allowed call");
     eprintln!("allowed: {allowed}");
     assert_eq!(allowed["outcome"], "allowed", "{allowed}");
@@ -95,11 +99,7 @@ fn every_decision_leaves_an_audit_record_without_tokens() {
     );
 
     // A refused call: a tool nobody registered.
-    let r = tool_call(&session, 32, "no_such_tool", json!({}))
-        .tokens(&alice)
-        .send(port)
-        .expect("unknown tool");
-    assert_eq!(r.status, 403, "unknown tool:\n{r}");
+    call(32, "no_such_tool", 403);
     let refused = wait_record(&envoy, 32).expect("no audit record for the refused call");
     eprintln!("refused: {refused}");
     assert_eq!(refused["outcome"], "refused", "{refused}");
@@ -118,22 +118,15 @@ fn every_decision_leaves_an_audit_record_without_tokens() {
     }
 
     // Envoy's wasm logger above info: no audit line; back at info: audit lines again.
-    let add = |id: u64, level: &str| {
-        let r = tool_call(&session, id, "add", json!({"a": id, "b": 2}))
-            .tokens(&alice)
-            .send(port)
-            .unwrap_or_else(|e| panic!("add at {level}: {e}"));
-        assert_eq!(r.status, 200, "add at {level}:\n{r}");
-    };
     set_wasm_log_level(&envoy, "warning");
-    add(33, "warning");
+    call(33, "add", 200);
     std::thread::sleep(Duration::from_millis(500));
     assert!(
         record_for(&envoy, 33).is_none(),
         "an audit line was written while Envoy's wasm logger was at warn"
     );
     set_wasm_log_level(&envoy, "info");
-    add(34, "info");
+    call(34, "add", 200);
     assert!(
         wait_record(&envoy, 34).is_some(),
         "no audit line after Envoy's wasm logger went back to info"
