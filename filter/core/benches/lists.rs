@@ -1,4 +1,4 @@
-//! A tools/list answer of 500 tools through the request flow, natively: the bench's list rows
+//! A tools/list answer of 500 tools (`LIST_TOOLS`) through the request flow, natively: the bench's list rows
 //! without Envoy (`cargo bench -p mcp-warden-core --features test-support --bench lists`).
 //! Every tool is registered and approved, a rule shows the caller every other one; a second row
 //! pins every tool's definition hash, so each listed definition is hashed and compared.
@@ -15,7 +15,13 @@ use serde_json::{json, Value};
 use std::hint::black_box;
 use std::time::Instant;
 
-const TOOLS: usize = 500;
+/// Tools in the list (`LIST_TOOLS`, default 500).
+fn tools() -> usize {
+    std::env::var("LIST_TOOLS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(500)
+}
 const BODY: &[u8] = br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
 
 fn tool_name(i: usize) -> String {
@@ -28,13 +34,13 @@ fn tool(i: usize) -> Value {
                            "required": ["q"]}})
 }
 
-fn answer() -> Vec<u8> {
-    let tools: Vec<Value> = (0..TOOLS).map(tool).collect();
+fn answer(n: usize) -> Vec<u8> {
+    let tools: Vec<Value> = (0..n).map(tool).collect();
     serde_json::to_vec(&json!({"jsonrpc": "2.0", "id": 1, "result": {"tools": tools}})).unwrap()
 }
 
-fn config(pinned: bool) -> Config {
-    let tools: Vec<Value> = (0..TOOLS)
+fn config(n: usize, pinned: bool) -> Config {
+    let tools: Vec<Value> = (0..n)
         .map(|i| {
             let mut t = json!({"name": tool_name(i), "status": "approved", "approved_for": ["*"]});
             if pinned {
@@ -43,7 +49,7 @@ fn config(pinned: bool) -> Config {
             t
         })
         .collect();
-    let half: Vec<String> = (0..TOOLS).step_by(2).map(tool_name).collect();
+    let half: Vec<String> = (0..n).step_by(2).map(tool_name).collect();
     let cfg = json!({
         "identity": {
             "protected_resource": {"resource": "http://127.0.0.1/mcp", "authorization_servers": ["https://idp.bench.invalid"]},
@@ -109,7 +115,8 @@ fn main() {
         json!({"iss":"https://idp.bench.invalid","aud":"mcp-warden-bench","sub":"bench-user",
                "exp":1_795_404_318u64,"scope":"mcp:tools"}),
     )]);
-    let answer = answer();
+    let n = tools();
+    let answer = answer(n);
     let runs: u32 = std::env::var("LIST_RUNS")
         .ok()
         .and_then(|r| r.parse().ok())
@@ -123,12 +130,12 @@ fn main() {
         {
             continue;
         }
-        let cfg = config(pinned);
+        let cfg = config(n, pinned);
         let mut ids = IdentityCache::default();
         let shown: Value = serde_json::from_slice(&one(&cfg, &claims, &mut ids, &answer)).unwrap();
         assert_eq!(
             shown["result"]["tools"].as_array().map(Vec::len),
-            Some(TOOLS / 2)
+            Some(n / 2)
         );
         let mut best = f64::MAX;
         for _ in 0..5 {
@@ -139,11 +146,11 @@ fn main() {
             best = best.min(start.elapsed().as_secs_f64() / f64::from(runs));
         }
         println!(
-            "tools/list of {TOOLS} tools ({} shown{}): {:.1} µs per list, {:.2} µs per tool",
-            TOOLS / 2,
+            "tools/list of {n} tools ({} shown{}): {:.1} µs per list, {:.2} µs per tool",
+            n / 2,
             if pinned { ", every hash pinned" } else { "" },
             best * 1e6,
-            best * 1e6 / TOOLS as f64
+            best * 1e6 / n as f64
         );
     }
 }

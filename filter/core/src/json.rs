@@ -9,7 +9,9 @@
 //! [`parse_body`] reads an MCP POST body the same way but builds no tree for a message's
 //! `params.arguments` (most of a large `tools/call`, read only by argument conditions): that
 //! subtree is checked by the same rules without being built (`validate`) and kept as
-//! [`RawJson`] text, parsed later only if something reads it.
+//! [`RawJson`] text, parsed later only if something reads it. [`parse_list_answer`] does the
+//! same for the list array of a list result (`result.tools`, ...): only the envelope becomes a
+//! tree; the items stay text the list filter copies as they are.
 
 mod validate;
 
@@ -42,6 +44,11 @@ impl RawJson {
         self.0.get()
     }
 
+    /// The text as a raw value (serialised as it is).
+    pub fn raw(&self) -> &RawValue {
+        &self.0
+    }
+
     /// Whether the value is an object.
     pub fn is_object(&self) -> bool {
         self.text().starts_with('{')
@@ -71,6 +78,9 @@ pub struct Parsed {
     /// From [`parse_body`]: each message's `params.arguments` as (index of the message: 0 for
     /// a single message, its position in a batch; the text). Such a member is not in `value`.
     pub arguments: Vec<(usize, RawJson)>,
+    /// From [`parse_list_answer`]: each message's `result.<list key>` when it is an array, as
+    /// (index of the message, the text). In `value` that member is an empty array.
+    pub lists: Vec<(usize, RawJson)>,
 }
 
 const MAX_RECORDED_DUPLICATES: usize = 8;
@@ -80,6 +90,9 @@ struct Ctx {
     too_deep: RefCell<bool>,
     duplicates: RefCell<Vec<String>>,
     arguments: RefCell<Vec<(usize, RawJson)>>,
+    /// The list member kept as text by [`parse_list_answer`] (`tools`, `prompts`, ...).
+    list_key: Option<&'static str>,
+    lists: RefCell<Vec<(usize, RawJson)>>,
 }
 
 impl Ctx {
@@ -113,22 +126,40 @@ impl Ctx {
 /// Parses `bytes` as exactly one JSON value, nesting at most `max_depth` levels deep
 /// (the top-level value is depth 1; `max_depth` must be at most 120).
 pub fn parse_strict(bytes: &[u8], max_depth: usize) -> Result<Parsed, JsonError> {
-    parse(bytes, max_depth, Place::Other)
+    parse(bytes, max_depth, Place::Other, None)
 }
 
 /// Like [`parse_strict`], for an MCP POST body (a message or a batch): each message's
 /// `params.arguments` is checked by the same rules but kept as text in [`Parsed::arguments`]
 /// instead of being built into [`Parsed::value`].
 pub fn parse_body(bytes: &[u8], max_depth: usize) -> Result<Parsed, JsonError> {
-    parse(bytes, max_depth, Place::Body)
+    parse(bytes, max_depth, Place::Body, None)
 }
 
-fn parse(bytes: &[u8], max_depth: usize, place: Place) -> Result<Parsed, JsonError> {
+/// Like [`parse_strict`], for an upstream message (or batch) that may answer a list request:
+/// in each message's `result`, the member `list_key` (`tools`, ...), when it is an array, is
+/// checked by the same rules but kept as text in [`Parsed::lists`] instead of being built.
+pub fn parse_list_answer(
+    bytes: &[u8],
+    max_depth: usize,
+    list_key: &'static str,
+) -> Result<Parsed, JsonError> {
+    parse(bytes, max_depth, Place::Answers, Some(list_key))
+}
+
+fn parse(
+    bytes: &[u8],
+    max_depth: usize,
+    place: Place,
+    list_key: Option<&'static str>,
+) -> Result<Parsed, JsonError> {
     let ctx = Ctx {
         max_depth,
         too_deep: RefCell::new(false),
         duplicates: RefCell::new(Vec::new()),
         arguments: RefCell::new(Vec::new()),
+        list_key,
+        lists: RefCell::new(Vec::new()),
     };
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let seed = Node {
@@ -142,6 +173,7 @@ fn parse(bytes: &[u8], max_depth: usize, place: Place) -> Result<Parsed, JsonErr
             value,
             duplicate_keys: ctx.duplicates.into_inner(),
             arguments: ctx.arguments.into_inner(),
+            lists: ctx.lists.into_inner(),
         }),
         Err(_) if *ctx.too_deep.borrow() => Err(JsonError::TooDeep { limit: max_depth }),
         Err(e) => Err(JsonError::Syntax(e.to_string())),
@@ -159,6 +191,21 @@ enum Place {
     Message(usize),
     /// The `params` of the message with this index.
     Params(usize),
+    /// The whole upstream body of [`parse_list_answer`]: a message, or a batch of them.
+    Answers,
+    /// The upstream message with this index in a batch.
+    Answer(usize),
+    /// The `result` of the upstream message with this index.
+    AnswerResult(usize),
+}
+
+/// Which member [`Node::defer`] keeps as text.
+#[derive(Debug, Clone, Copy)]
+enum Deferred {
+    /// A request's `params.arguments` ([`Parsed::arguments`]).
+    Arguments,
+    /// The list array of a list result ([`Parsed::lists`]).
+    List,
 }
 
 struct Node<'c> {
@@ -184,12 +231,14 @@ impl Node<'_> {
         }
     }
 
-    /// Reads the `arguments` member of this `params` object (of message `message`) as checked
-    /// text; `seen` tells whether an earlier `arguments` member was read.
+    /// Reads the member `key` of this object (in message `message`) as checked text, kept as
+    /// `what` says; a list member that is not an array is built into `out` instead (so the
+    /// filter sees what it is). `seen` tells whether an earlier `key` member was read.
     fn defer<'de, A: MapAccess<'de>>(
         &self,
         map: &mut A,
-        message: usize,
+        (what, key, message): (Deferred, &str, usize),
+        out: &mut Map<String, Value>,
         seen: &mut bool,
     ) -> Result<(), A::Error> {
         // Syntax and UTF-8 only; `validate` applies the other rules.
@@ -197,14 +246,24 @@ impl Node<'_> {
         validate::check(raw.get(), self.depth + 1, self.ctx)
             .map_err(|e| de::Error::custom(without_position(&e)))?;
         if *seen {
-            self.ctx.duplicate(self.depth, "arguments");
-        } else {
-            *seen = true;
-            self.ctx
-                .arguments
-                .borrow_mut()
-                .push((message, RawJson(raw)));
+            self.ctx.duplicate(self.depth, key);
+            return Ok(());
         }
+        *seen = true;
+        let into = match what {
+            Deferred::Arguments => &self.ctx.arguments,
+            Deferred::List if raw.get().starts_with('[') => {
+                out.insert(key.to_string(), Value::Array(Vec::new()));
+                &self.ctx.lists
+            }
+            Deferred::List => {
+                let value = serde_json::from_str(raw.get())
+                    .map_err(|e| de::Error::custom(without_position(&e)))?;
+                out.insert(key.to_string(), value);
+                return Ok(());
+            }
+        };
+        into.borrow_mut().push((message, RawJson(raw)));
         Ok(())
     }
 }
@@ -258,6 +317,7 @@ impl<'de> Visitor<'de> for Node<'_> {
         loop {
             let place = match self.place {
                 Place::Body => Place::Message(out.len()),
+                Place::Answers => Place::Answer(out.len()),
                 _ => Place::Other,
             };
             let Some(v) = seq.next_element_seed(self.child(place))? else {
@@ -271,13 +331,21 @@ impl<'de> Visitor<'de> for Node<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         self.ctx.enter(self.depth)?;
         let mut out = Map::new();
-        let mut arguments_seen = false;
+        let mut deferred_seen = false;
         while let Some(key) = map.next_key::<String>()? {
             let place = match (self.place, key.as_str()) {
                 (Place::Body, "params") => Place::Params(0),
                 (Place::Message(i), "params") => Place::Params(i),
                 (Place::Params(i), "arguments") => {
-                    self.defer(&mut map, i, &mut arguments_seen)?;
+                    let what = (Deferred::Arguments, key.as_str(), i);
+                    self.defer(&mut map, what, &mut out, &mut deferred_seen)?;
+                    continue;
+                }
+                (Place::Answers, "result") => Place::AnswerResult(0),
+                (Place::Answer(i), "result") => Place::AnswerResult(i),
+                (Place::AnswerResult(i), k) if Some(k) == self.ctx.list_key => {
+                    let what = (Deferred::List, key.as_str(), i);
+                    self.defer(&mut map, what, &mut out, &mut deferred_seen)?;
                     continue;
                 }
                 _ => Place::Other,

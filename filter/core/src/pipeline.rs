@@ -19,7 +19,7 @@ use crate::jsonrpc::Message;
 use crate::jsonrpc::{parse_payload, ParseRules, Payload};
 use crate::policy::{Decision, Facts, Purpose};
 use crate::registry::LiveDefinitions;
-use crate::response::lists::{filter_message, ListKind};
+use crate::response::lists::{filter_message, ListItem, ListKind};
 use crate::response::sse::SseSplitter;
 use crate::response::tool_hash::tool_definition_hash;
 use crate::routing::{
@@ -658,13 +658,18 @@ impl RequestFlow {
         let server = self.server.as_str();
         let now = self.now;
         let mut notices = Vec::new();
-        let mut keep = |name: &str, item: &serde_json::Value| -> bool {
+        let mut keep = |name: &str, item: &ListItem<'_>| -> bool {
             let (method, target, hash) = match kind {
                 ListKind::Tools => {
                     // Only a pinned tool can be refused for a changed definition: only its
                     // definition is hashed, and its live hash recorded (shared by all workers).
                     let hash = policy.registry().pinned_hash(server, name).map(|pinned| {
-                        let hash = tool_definition_hash(item);
+                        // An item that does not parse (never: the reader checked it) gets no
+                        // hash, so it cannot match its pin and is withheld.
+                        let hash = item
+                            .value()
+                            .map(|v| tool_definition_hash(&v))
+                            .unwrap_or_default();
                         if pinned != hash {
                             notices.push(format!(
                                 "tool `{name}` on `{server}` changed since approval: pinned {pinned}, live {hash}; withheld"

@@ -4,8 +4,15 @@
 //! Only the list array is touched: items the caller does not keep are removed, items without a
 //! string key are removed too (fail closed), and every other member of the result (`nextCursor`,
 //! `_meta`, unknown ones) stays as it was.
+//!
+//! The items are never built into a tree: the strict reader checks them and keeps the array as
+//! text ([`parse_list_answer`]), each item's key is read from its text, and the items kept are
+//! copied into the answer byte for byte. Only the envelope is re-serialised.
 
-use crate::json::{parse_strict, JsonError};
+use crate::json::{parse_list_answer, JsonError, RawJson};
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
+use serde_json::value::RawValue;
 use serde_json::Value;
 use std::fmt;
 
@@ -116,35 +123,128 @@ pub struct FilterStats {
     pub removed: usize,
 }
 
-/// Removes from `result`'s list every item for which `keep(key, item)` is false, and every
-/// item without a string key (never shown to `keep`). Nothing else in `result` changes.
-pub fn filter_result(
+/// One item of a list answer, as the upstream wrote it (already checked by the strict reader).
+#[derive(Debug, Clone, Copy)]
+pub struct ListItem<'a>(&'a RawValue);
+
+impl ListItem<'_> {
+    /// The item's JSON text.
+    pub fn text(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The item, parsed now (`None` only if the text were not JSON, which the strict reader has
+    /// already ruled out).
+    pub fn value(&self) -> Option<Value> {
+        serde_json::from_str(self.0.get()).ok()
+    }
+}
+
+/// The decision for one item: its key (name or URI) and the item.
+pub type Keep<'k> = dyn FnMut(&str, &ListItem<'_>) -> bool + 'k;
+
+/// Keeps from the list array `text` every item for which `keep(key, item)` is true; items
+/// without a string key are removed unseen.
+fn filter_items<'t>(
     kind: ListKind,
-    result: &mut Value,
-    keep: &mut dyn FnMut(&str, &Value) -> bool,
-) -> Result<FilterStats, ListError> {
-    let key = kind.array_key();
-    let items = result
-        .as_object_mut()
-        .ok_or(ListError::ResultNotObject)?
-        .get_mut(key)
-        .ok_or(ListError::MissingList { key })?
-        .as_array_mut()
-        .ok_or(ListError::NotAnArray { key })?;
+    text: &'t str,
+    keep: &mut Keep<'_>,
+) -> Result<(Vec<&'t RawValue>, FilterStats), ListError> {
+    let items: Vec<&RawValue> = serde_json::from_str(text)
+        .map_err(|e| ListError::Json(JsonError::Syntax(e.to_string())))?;
     let mut stats = FilterStats::default();
-    items.retain(|item| {
-        let kept = match item.get(kind.item_key()).and_then(Value::as_str) {
-            Some(name) => keep(name, item),
-            None => false,
-        };
-        if kept {
-            stats.kept += 1;
-        } else {
-            stats.removed += 1;
+    let mut kept = Vec::with_capacity(items.len());
+    for raw in items {
+        let mut de = serde_json::Deserializer::from_str(raw.get());
+        let key = KeyOf(kind.item_key())
+            .deserialize(&mut de)
+            .map_err(|e| ListError::Json(JsonError::Syntax(e.to_string())))?;
+        match key {
+            Some(name) if keep(&name, &ListItem(raw)) => {
+                stats.kept += 1;
+                kept.push(raw);
+            }
+            _ => stats.removed += 1,
         }
-        kept
-    });
-    Ok(stats)
+    }
+    Ok((kept, stats))
+}
+
+/// Reads the string member `.0` of an object; `None` for another type or a non-string member.
+struct KeyOf<'k>(&'k str);
+
+impl<'de> DeserializeSeed<'de> for KeyOf<'_> {
+    type Value = Option<String>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeyOf<'_> {
+    type Value = Option<String>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a list item")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found = None;
+        while let Some(is_key) = map.next_key_seed(IsKey(self.0))? {
+            if is_key {
+                // The strict reader refused duplicate keys: this is the only one.
+                if let Value::String(s) = map.next_value::<Value>()? {
+                    found = Some(s);
+                }
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// Whether an object key is `.0`.
+struct IsKey<'k>(&'k str);
+
+impl<'de> DeserializeSeed<'de> for IsKey<'_> {
+    type Value = bool;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for IsKey<'_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object key")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<bool, E> {
+        Ok(v == self.0)
+    }
 }
 
 /// Filters one JSON-RPC message from the upstream (a whole JSON body, or the data of one SSE
@@ -161,49 +261,190 @@ pub fn filter_message(
     kind: ListKind,
     message_json: &[u8],
     request_id: &Value,
-    keep: &mut dyn FnMut(&str, &Value) -> bool,
+    keep: &mut Keep<'_>,
 ) -> Result<Option<Vec<u8>>, ListError> {
-    let parsed = parse_strict(message_json, MAX_MESSAGE_DEPTH).map_err(ListError::Json)?;
+    let parsed = parse_list_answer(message_json, MAX_MESSAGE_DEPTH, kind.array_key())
+        .map_err(ListError::Json)?;
     if !parsed.duplicate_keys.is_empty() {
         return Err(ListError::DuplicateKeys(parsed.duplicate_keys));
     }
-    let mut message = parsed.value;
+    let list_of = |i: usize| {
+        parsed
+            .lists
+            .iter()
+            .find(|(at, _)| *at == i)
+            .map(|(_, text)| text)
+    };
     let mut changed = false;
-    match &mut message {
+    let out = match &parsed.value {
         Value::Array(batch) => {
-            for element in batch {
-                changed |= filter_if_answer(kind, element, request_id, keep)?;
+            let mut splices = Vec::with_capacity(batch.len());
+            for (i, element) in batch.iter().enumerate() {
+                let list = list_of(i);
+                let splice = filter_if_answer(kind, element, list, request_id, keep)?;
+                changed |= splice.is_some();
+                splices.push(splice_or_original(kind, splice, list));
             }
+            if !changed {
+                return Ok(None);
+            }
+            let batch = batch.iter().zip(&splices).map(|(message, list)| Spliced {
+                message,
+                list: list.as_ref(),
+            });
+            to_vec(&SplicedBatch(batch.collect()))?
         }
-        single => changed = filter_if_answer(kind, single, request_id, keep)?,
-    }
-    if !changed {
-        return Ok(None);
-    }
-    // Serialising a `Value` with string keys cannot fail; map the error anyway.
-    serde_json::to_vec(&message)
-        .map(Some)
-        .map_err(|e| ListError::Json(JsonError::Syntax(e.to_string())))
+        single => {
+            let list = list_of(0);
+            let Some(splice) = filter_if_answer(kind, single, list, request_id, keep)? else {
+                return Ok(None);
+            };
+            let splice = splice_or_original(kind, Some(splice), list);
+            to_vec(&Spliced {
+                message: single,
+                list: splice.as_ref(),
+            })?
+        }
+    };
+    Ok(Some(out))
 }
 
-/// Filters `message` if it is a response with a result answering `request_id`; returns whether
-/// it was.
-fn filter_if_answer(
+/// The items to write back into a message: the kept ones if it was filtered, else all of them
+/// as they were (a list kept as text is an empty array in the envelope).
+fn splice_or_original<'t>(
     kind: ListKind,
-    message: &mut Value,
+    filtered: Option<(Vec<&'t RawValue>, FilterStats)>,
+    original: Option<&'t RawJson>,
+) -> Option<Splice<'t>> {
+    match (filtered, original) {
+        (Some((kept, _)), _) => Some(Splice {
+            key: kind.array_key(),
+            items: Items::Kept(kept),
+        }),
+        (None, Some(text)) => Some(Splice {
+            key: kind.array_key(),
+            items: Items::Original(text.raw()),
+        }),
+        (None, None) => None,
+    }
+}
+
+fn to_vec(value: &impl Serialize) -> Result<Vec<u8>, ListError> {
+    // Serialising `Value`s and checked raw text cannot fail; map the error anyway.
+    serde_json::to_vec(value).map_err(|e| ListError::Json(JsonError::Syntax(e.to_string())))
+}
+
+/// Filters `message` if it is a response with a result answering `request_id`: the items kept
+/// of its list (`list`: the array as text), or `None` if it does not answer.
+fn filter_if_answer<'t>(
+    kind: ListKind,
+    message: &Value,
+    list: Option<&'t RawJson>,
     request_id: &Value,
-    keep: &mut dyn FnMut(&str, &Value) -> bool,
-) -> Result<bool, ListError> {
-    let Some(object) = message.as_object_mut() else {
-        return Ok(false);
+    keep: &mut Keep<'_>,
+) -> Result<Option<(Vec<&'t RawValue>, FilterStats)>, ListError> {
+    let Some(object) = message.as_object() else {
+        return Ok(None);
     };
     let answers = object.get("id").is_some_and(|id| ids_match(id, request_id));
-    match object.get_mut("result") {
-        Some(result) if answers => {
-            filter_result(kind, result, keep)?;
-            Ok(true)
+    let result = match object.get("result") {
+        Some(result) if answers => result,
+        _ => return Ok(None),
+    };
+    let key = kind.array_key();
+    let member = result
+        .as_object()
+        .ok_or(ListError::ResultNotObject)?
+        .get(key)
+        .ok_or(ListError::MissingList { key })?;
+    match (member, list) {
+        // The reader kept the array as text and left an empty one in its place.
+        (Value::Array(_), Some(text)) => filter_items(kind, text.text(), keep).map(Some),
+        _ => Err(ListError::NotAnArray { key }),
+    }
+}
+
+/// The list written back into one message.
+struct Splice<'t> {
+    /// The member of `result` (`tools`, ...).
+    key: &'static str,
+    items: Items<'t>,
+}
+
+enum Items<'t> {
+    /// The items kept, each as the upstream wrote it.
+    Kept(Vec<&'t RawValue>),
+    /// The whole array as the upstream wrote it (a message that was not filtered).
+    Original(&'t RawValue),
+}
+
+impl Serialize for Items<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Items::Kept(items) => {
+                let mut seq = s.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    seq.serialize_element(item)?;
+                }
+                seq.end()
+            }
+            Items::Original(raw) => raw.serialize(s),
         }
-        _ => Ok(false),
+    }
+}
+
+/// A message with its `result.<key>` replaced by the spliced items.
+struct Spliced<'a, 't> {
+    message: &'a Value,
+    list: Option<&'a Splice<'t>>,
+}
+
+impl Serialize for Spliced<'_, '_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let (Value::Object(message), Some(list)) = (self.message, self.list) else {
+            return self.message.serialize(s);
+        };
+        let mut map = s.serialize_map(Some(message.len()))?;
+        for (k, v) in message {
+            match v {
+                Value::Object(result) if k == "result" => {
+                    map.serialize_entry(k, &SplicedResult { result, list })?
+                }
+                _ => map.serialize_entry(k, v)?,
+            }
+        }
+        map.end()
+    }
+}
+
+struct SplicedResult<'a, 't> {
+    result: &'a serde_json::Map<String, Value>,
+    list: &'a Splice<'t>,
+}
+
+impl Serialize for SplicedResult<'_, '_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.result.len()))?;
+        for (k, v) in self.result {
+            if k == self.list.key {
+                map.serialize_entry(k, &self.list.items)?;
+            } else {
+                map.serialize_entry(k, v)?;
+            }
+        }
+        map.end()
+    }
+}
+
+struct SplicedBatch<'a, 't>(Vec<Spliced<'a, 't>>);
+
+impl Serialize for SplicedBatch<'_, '_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for message in &self.0 {
+            seq.serialize_element(message)?;
+        }
+        seq.end()
     }
 }
 
@@ -273,8 +514,26 @@ mod tests {
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
-    fn keep_names<'a>(names: &'a [&'a str]) -> impl FnMut(&str, &Value) -> bool + 'a {
+    fn keep_names<'a>(names: &'a [&'a str]) -> impl FnMut(&str, &ListItem<'_>) -> bool + 'a {
         move |name, _| names.contains(&name)
+    }
+
+    /// Filters `result` as the answer to request 1, in place; what filtering did.
+    fn filter_result(
+        kind: ListKind,
+        result: &mut Value,
+        keep: &mut Keep<'_>,
+    ) -> Result<FilterStats, ListError> {
+        let body = serde_json::to_vec(&json!({"id": 1, "result": result.clone()})).unwrap();
+        let parsed = parse_list_answer(&body, MAX_MESSAGE_DEPTH, kind.array_key()).unwrap();
+        let list = parsed.lists.first().map(|(_, text)| text);
+        let (kept, stats) = filter_if_answer(kind, &parsed.value, list, &json!(1), keep)?.unwrap();
+        let kept: Vec<Value> = kept
+            .iter()
+            .map(|raw| serde_json::from_str(raw.get()).unwrap())
+            .collect();
+        result[kind.array_key()] = Value::Array(kept);
+        Ok(stats)
     }
 
     #[test]
@@ -346,7 +605,7 @@ mod tests {
         let mut seen = Vec::new();
         let stats = filter_result(ListKind::Resources, &mut result, &mut |uri, item| {
             seen.push(uri.to_owned());
-            item.get("mimeType").is_some()
+            item.value().is_some_and(|v| v.get("mimeType").is_some())
         })
         .unwrap();
         assert_eq!(seen, ["file:///a", "file:///b"]);
@@ -403,7 +662,7 @@ mod tests {
 
     #[test]
     fn missing_or_wrong_list_is_an_error() {
-        let mut keep = |_: &str, _: &Value| true;
+        let mut keep = |_: &str, _: &ListItem<'_>| true;
         assert_eq!(
             filter_result(ListKind::Tools, &mut json!({"prompts": []}), &mut keep),
             Err(ListError::MissingList { key: "tools" })
@@ -448,7 +707,7 @@ mod tests {
 
     #[test]
     fn filter_message_leaves_other_messages_alone() {
-        let mut keep = |_: &str, _: &Value| false;
+        let mut keep = |_: &str, _: &ListItem<'_>| false;
         let id = json!(1);
         for body in [
             &br#"{"jsonrpc":"2.0","method":"notifications/progress","params":{}}"#[..],
@@ -472,7 +731,7 @@ mod tests {
 
     #[test]
     fn filter_message_fails_closed() {
-        let mut keep = |_: &str, _: &Value| true;
+        let mut keep = |_: &str, _: &ListItem<'_>| true;
         let id = json!(1);
         assert!(matches!(
             filter_message(ListKind::Tools, b"{not json", &id, &mut keep),
@@ -521,6 +780,91 @@ mod tests {
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v[0]["method"], "notifications/x");
         assert_eq!(v[1]["result"]["prompts"], json!([{"name": "q"}]));
+    }
+
+    #[test]
+    fn kept_items_are_copied_as_the_upstream_wrote_them() {
+        // Key order, number spelling, escapes and spacing inside an item survive: only the
+        // envelope is re-serialised.
+        let body = br#"{"jsonrpc":"2.0","id":1,"result":{"tools":[ {"name":"a","z":1.50,"b":"\u00e9"} , {"name":"b"}]}}"#;
+        let out = filter_message(ListKind::Tools, body, &json!(1), &mut keep_names(&["a"]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"id":1,"jsonrpc":"2.0","result":{"tools":[{"name":"a","z":1.50,"b":"\u00e9"}]}}"#
+        );
+    }
+
+    #[test]
+    fn an_escaped_key_is_the_key() {
+        // Clients decode `n\u0061me` as `name`: so does the filter.
+        let body = br#"{"id":1,"result":{"tools":[{"n\u0061me":"secret"},{"name":"ok"}]}}"#;
+        let mut seen = Vec::new();
+        let out = filter_message(ListKind::Tools, body, &json!(1), &mut |name, _| {
+            seen.push(name.to_string());
+            name == "ok"
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(seen, ["secret", "ok"]);
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["result"]["tools"], json!([{"name": "ok"}]));
+    }
+
+    #[test]
+    fn other_lists_in_a_batch_are_kept_whole() {
+        let body = br#"[{"id":2,"result":{"tools":[{"name":"x"},{"name":"y"}]}},{"id":1,"result":{"tools":[{"name":"x"},{"name":"y"}]}}]"#;
+        let out = filter_message(ListKind::Tools, body, &json!(1), &mut keep_names(&["y"]))
+            .unwrap()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            v[0]["result"]["tools"],
+            json!([{"name": "x"}, {"name": "y"}])
+        );
+        assert_eq!(v[1]["result"]["tools"], json!([{"name": "y"}]));
+    }
+
+    #[test]
+    fn items_are_read_as_strictly_as_the_envelope() {
+        let mut keep = |_: &str, _: &ListItem<'_>| true;
+        let id = json!(1);
+        for (body, dup) in [
+            (
+                &br#"{"id":1,"result":{"tools":[{"name":"a","name":"b"}]}}"#[..],
+                "…/name",
+            ),
+            (
+                br#"{"id":1,"result":{"tools":[],"tools":[{"name":"b"}]}}"#,
+                "…/tools",
+            ),
+        ] {
+            assert_eq!(
+                filter_message(ListKind::Tools, body, &id, &mut keep),
+                Err(ListError::DuplicateKeys(vec![dup.into()])),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        let deep = format!(
+            r#"{{"id":1,"result":{{"tools":[{{"name":"a","x":{}{}}}]}}}}"#,
+            "[".repeat(120),
+            "]".repeat(120)
+        );
+        assert!(matches!(
+            filter_message(ListKind::Tools, deep.as_bytes(), &id, &mut keep),
+            Err(ListError::Json(JsonError::TooDeep { .. }))
+        ));
+        assert!(matches!(
+            filter_message(
+                ListKind::Tools,
+                br#"{"id":1,"result":{"tools":[{"name":"a","x":01}]}}"#,
+                &id,
+                &mut keep
+            ),
+            Err(ListError::Json(JsonError::Syntax(_)))
+        ));
     }
 
     #[test]
