@@ -32,6 +32,7 @@ filter needs it, a check that proves the filter is really in the path.
 
 from __future__ import annotations
 
+import base64
 import datetime as _dt
 import functools
 import hashlib
@@ -201,15 +202,29 @@ WARDEN_CALLERS_CONFIG = {**WARDEN_POLICY_CONFIG, "policy": {"rules": [allow_benc
 # The same, plus the tool registry and RFC 8693 token exchange for every call. The STS is the
 # upstream Envoy (route /token answers a canned token), so after the first request this row
 # measures the cached exchange: hash the inputs, find the token, swap the Authorization header.
+BENCH_REGISTRY_POLICY = {
+    "servers": [{"name": "bench", "path": "/mcp",
+                 "tools": [{"name": t, "status": "approved", "approved_for": ["*"]} for t in ALLOWED_TOOLS]}],
+    "rules": [allow_bench_tools(users=[SUBJECT])],
+}
 WARDEN_EXCHANGE_CONFIG = {
     **WARDEN_POLICY_CONFIG,
-    "policy": {"servers": [{"name": "bench", "path": "/mcp",
-                            "tools": [{"name": t, "status": "approved", "approved_for": ["*"]} for t in ALLOWED_TOOLS]}],
-               "rules": [allow_bench_tools(users=[SUBJECT])]},
+    "policy": BENCH_REGISTRY_POLICY,
     "token_exchange": {"cluster": "sts", "authority": "sts.bench.invalid", "path": "/token",
                        "client_auth": {"method": "client_secret_basic", "client_id": "mcp-warden", "client_secret": "s"},
                        "servers": {"bench": {"audience": "http://upstream.bench.invalid/mcp", "scopes": ["mcp:tools"],
                                              "lifetime_seconds": 3600}}},
+}
+# The same registry with session-aware routing: on every request mcp-warden sets the server,
+# affinity-key and variant headers (a 90/10 stable/canary split by a hash of the caller), and it
+# reads the answer's headers (and Envoy's upstream address) to seal a session id the upstream
+# hands out (the canned answers hand out none).
+WARDEN_ROUTING_CONFIG = {
+    **WARDEN_POLICY_CONFIG,
+    "policy": BENCH_REGISTRY_POLICY,
+    "routing": {"session_keys": [{"id": "bench", "secret": base64.b64encode(bytes(range(32))).decode()}],
+                "servers": {"bench": {"variants": [{"name": "stable", "weight": 90},
+                                                   {"name": "canary", "weight": 10}]}}},
 }
 STS_BODY = '{"access_token":"exchanged.bench.token","token_type":"Bearer","expires_in":3600}'
 
@@ -455,6 +470,8 @@ NOT_MCP = Check("a body that is not JSON is refused", body="not json", status=40
 WARDEN_INVALID = Check("tools/call without a name is refused by mcp-warden", body=BAD_BODY, status=400)
 NATIVE_CHECKS = [NO_TOKEN, FORBIDDEN_TOOL, NOT_MCP]
 WARDEN_CHECKS = [NO_TOKEN, FORBIDDEN_TOOL, WARDEN_INVALID, NOT_MCP]
+FORGED_SESSION = Check("a session id mcp-warden did not seal is refused (routing)",
+                       headers={"Mcp-Session-Id": "forged-session"}, status=404)
 
 MAIN, CALLERS = "main", "callers"
 
@@ -540,6 +557,8 @@ MODES: list[Mode] = [
     Mode("warden_deny", "refused tools/call: jwt_authn (cache) + mcp-warden policy → 403 JSON-RPC error",
          warden_chain(WARDEN_POLICY_CONFIG), [NO_TOKEN, ALLOWED_TOOL], workload=WARDEN_REFUSAL),
     *list_modes(LIST_TOOLS, "list", MAIN),
+    Mode("warden_routing", "… row 6 + tool registry + session-aware routing (server, affinity, canary-split headers)",
+         warden_chain(WARDEN_ROUTING_CONFIG), WARDEN_CHECKS + [FORGED_SESSION]),
     # The SSE group: the tools/call answered as an event stream.
     Mode("plain_sse", "tools/call answered as SSE: Envoy, no filter (baseline)", lambda c: [],
          workload=SSE_CALL, group="sse"),

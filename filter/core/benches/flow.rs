@@ -75,7 +75,7 @@ fn one(
     };
     assert_eq!(flow.on_body(cfg, &BODY[..n], live), Step::Continue);
     let record = audit::record(&flow);
-    let _ = flow.on_response_headers(cfg, rh, None, None);
+    let _ = flow.on_response_headers(cfg, rh, &(None, None));
     edits + record.len() + flow.take_response_edits().len()
 }
 

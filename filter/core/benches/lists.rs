@@ -101,7 +101,7 @@ fn one(cfg: &Config, claims: &JsonClaims, ids: &mut IdentityCache, answer: &[u8]
         ("content-type".into(), b"application/json".to_vec()),
     ];
     assert_eq!(
-        flow.on_response_headers(cfg, &rh, None, None),
+        flow.on_response_headers(cfg, &rh, &(None, None)),
         ResponseMode::BufferJson
     );
     let out = flow.on_response_json(cfg, answer, &live).unwrap();

@@ -13,7 +13,7 @@ use mcp_warden_core::identity::attestation::AttestationCache;
 use mcp_warden_core::identity::metadata::{ClaimSource, HostError};
 use mcp_warden_core::identity::IdentityCache;
 use mcp_warden_core::pipeline::{
-    BodyStep, HeaderEdit, Outcome, RequestContext, RequestFlow, ResponseMode, Step,
+    BodyStep, HeaderEdit, Outcome, RequestContext, RequestFlow, ResponseFacts, ResponseMode, Step,
 };
 use mcp_warden_core::registry::LiveDefinitions;
 use proxy_wasm::hostcalls;
@@ -448,6 +448,28 @@ impl LiveDefinitions for SharedDefinitions {
     }
 }
 
+/// Which instance answered, and why Envoy answered as it did: read only when routing asks.
+struct EnvoyResponseFacts;
+
+impl EnvoyResponseFacts {
+    fn property(path: Vec<&str>) -> Option<String> {
+        match hostcalls::get_property(path) {
+            Ok(Some(bytes)) => String::from_utf8(bytes).ok(),
+            _ => None,
+        }
+    }
+}
+
+impl ResponseFacts for EnvoyResponseFacts {
+    fn upstream_address(&self) -> Option<String> {
+        Self::property(vec!["upstream", "address"])
+    }
+
+    fn code_details(&self) -> Option<String> {
+        Self::property(vec!["response", "code_details"])
+    }
+}
+
 /// jwt_authn's verified payloads, read from Envoy's dynamic metadata.
 struct JwtAuthnMetadata;
 
@@ -519,25 +541,9 @@ impl HttpContext for WardenHttp {
             Ok(h) => h,
             Err(_) => return self.host_failure("get response headers"),
         };
-        let property = |path: Vec<&str>| match hostcalls::get_property(path) {
-            Ok(Some(bytes)) => String::from_utf8(bytes).ok(),
-            _ => None,
-        };
-        // Only routing needs to know which instance answered, and why Envoy answered itself.
-        let (upstream, details) = if self.config.routing.is_some() {
-            (
-                property(vec!["upstream", "address"]),
-                property(vec!["response", "code_details"]),
-            )
-        } else {
-            (None, None)
-        };
-        self.response_mode = self.flow.on_response_headers(
-            &self.config,
-            &headers,
-            upstream.as_deref(),
-            details.as_deref(),
-        );
+        self.response_mode =
+            self.flow
+                .on_response_headers(&self.config, &headers, &EnvoyResponseFacts);
         if !edit_headers(
             MapType::HttpResponseHeaders,
             self.flow.take_response_edits(),
