@@ -741,10 +741,13 @@ def cpu_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5)
 
 
-def machine_busy_ticks() -> int:
+def machine_ticks() -> tuple[int, int]:
+    """(busy, steal) clock ticks of the whole machine: busy is everything but idle, iowait and
+    steal; steal is time the hypervisor gave this VM's CPUs to someone else."""
     with open("/proc/stat") as f:
         v = [int(x) for x in f.readline().split()[1:]]
-    return sum(v) - v[3] - v[4]  # everything but idle and iowait
+    steal = v[7] if len(v) > 7 else 0
+    return sum(v[:8]) - v[3] - v[4] - steal, steal
 
 
 def memory(pid: int) -> dict:
@@ -933,7 +936,7 @@ def measure(ctx: Ctx, e: Envoy, upstream: Envoy, w: Workload, seconds: int, toke
     argv = pinned([ctx.wrk, "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(ctx.lua),
                    f"http://127.0.0.1:{e.port}{w.path}"], tested=False)
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    c0, u0, m0, t0 = cpu_ticks(e.pid), cpu_ticks(upstream.pid), machine_busy_ticks(), time.monotonic()
+    c0, u0, (m0, st0), t0 = cpu_ticks(e.pid), cpu_ticks(upstream.pid), machine_ticks(), time.monotonic()
     p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                          env=env, start_new_session=True, cwd=ROOT)
     PROCS.procs.append(p)
@@ -945,7 +948,7 @@ def measure(ctx: Ctx, e: Envoy, upstream: Envoy, w: Workload, seconds: int, toke
     finally:
         if p in PROCS.procs:
             PROCS.procs.remove(p)
-    c1, u1, m1, t1 = cpu_ticks(e.pid), cpu_ticks(upstream.pid), machine_busy_ticks(), time.monotonic()
+    c1, u1, (m1, st1), t1 = cpu_ticks(e.pid), cpu_ticks(upstream.pid), machine_ticks(), time.monotonic()
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     text = out.decode(errors="replace")
     line = next((ln for ln in text.splitlines() if ln.startswith("BENCH_RESULT ")), None)
@@ -967,6 +970,7 @@ def measure(ctx: Ctx, e: Envoy, upstream: Envoy, w: Workload, seconds: int, toke
         "upstream_cores": (u1 - u0) / CLK_TCK / wall,
         "wrk_cores": wrk_ticks / CLK_TCK / wall,
         "other_cores": max(0.0, ((m1 - m0) - (c1 - c0) - (u1 - u0) - wrk_ticks) / CLK_TCK / wall),
+        "steal_cores": (st1 - st0) / CLK_TCK / wall,
     }
 
 
@@ -1060,7 +1064,7 @@ def run_group(ctx: Ctx, g: Group, envoys: dict[str, Envoy], upstream: Envoy, row
             rows.setdefault((m.name, g.key), []).append(r)
             print(f"  {tag}round {rnd + 1}/{g.rounds} {m.name:<21} {r['rps']:>8,.0f} req/s  p50 {r['p50_us']:>8,.0f} µs"
                   f"  p99 {r['p99_us']:>8,.0f} µs  {r['cpu_us']:7.1f} CPU µs/req"
-                  f"  (other load {r['other_cores']:.2f} cores)", flush=True)
+                  f"  (other load {r['other_cores']:.2f}, steal {r['steal_cores']:.2f} cores)", flush=True)
 
 
 def main() -> int:
@@ -1196,10 +1200,12 @@ def main() -> int:
                + f"run took {elapsed:.0f} s")
     other = [r["other_cores"] for rs in rows.values() for r in rs]
     busy = _med(other)
+    steal = [r.get("steal_cores", 0.0) for rs in rows.values() for r in rs]
     out.append(f"- other processes on the machine used a median of {busy:.2f} cores "
-               f"(max {max(other):.2f}) during the measured windows"
+               f"(max {max(other):.2f}) during the measured windows; the hypervisor took (steal) a median of "
+               f"{_med(steal):.2f} cores (max {max(steal):.2f})"
                + (" ⚠ the machine was not quiet: absolute figures are noisy, compare within a round"
-                  if busy > 0.25 else ""))
+                  if busy > 0.25 or _med(steal) > 0.1 else ""))
     out.append("")
     out.append("| # | configuration | body | req/s | p50 µs | p99 µs | CPU µs/req | req/s ÷ base | CPU ÷ base "
                "| CPU Δ µs | other load |")
