@@ -1272,12 +1272,28 @@ mod tests {
         );
     }
 
-    fn identity_config() -> Config {
-        let cfg = json!({"identity": {
+    /// The identity section the pipeline tests share.
+    fn identity_json() -> Value {
+        json!({
             "protected_resource": {"resource": "http://gw/mcp", "authorization_servers": ["http://idp"]},
             "user": {"issuers": ["http://idp"]}
-        }});
+        })
+    }
+
+    /// Identity plus a policy with one registered server `demo` at `/mcp`.
+    fn demo_server_json(tools: Value, rules: Value) -> Value {
+        json!({
+            "identity": identity_json(),
+            "policy": {"servers": [{"name": "demo", "path": "/mcp", "tools": tools}], "rules": rules}
+        })
+    }
+
+    fn compile(cfg: &Value) -> Config {
         Config::from_json(cfg.to_string().as_bytes()).unwrap()
+    }
+
+    fn identity_config() -> Config {
+        compile(&json!({"identity": identity_json()}))
     }
 
     #[test]
@@ -1508,23 +1524,16 @@ mod tests {
     }
 
     fn policy_config() -> Config {
-        let cfg = json!({
-            "identity": {
-                "protected_resource": {"resource": "http://gw/mcp", "authorization_servers": ["http://idp"]},
-                "user": {"issuers": ["http://idp"]}
-            },
-            "policy": {
-                "servers": [{"name": "demo", "path": "/mcp", "tools": [
-                    {"name": "echo", "status": "approved", "approved_for": ["*"]},
-                    {"name": "admin", "status": "approved", "approved_for": ["it"]}
-                ]}],
-                "rules": [
-                    {"id": "discovery", "effect": "allow", "methods": ["tools/list"]},
-                    {"id": "tools", "effect": "allow", "tools": ["*"]}
-                ]
-            }
-        });
-        Config::from_json(cfg.to_string().as_bytes()).unwrap()
+        compile(&demo_server_json(
+            json!([
+                {"name": "echo", "status": "approved", "approved_for": ["*"]},
+                {"name": "admin", "status": "approved", "approved_for": ["it"]}
+            ]),
+            json!([
+                {"id": "discovery", "effect": "allow", "methods": ["tools/list"]},
+                {"id": "tools", "effect": "allow", "tools": ["*"]}
+            ]),
+        ))
     }
 
     fn bob_claims() -> JsonClaims {
@@ -1641,26 +1650,19 @@ mod tests {
 
     #[test]
     fn argument_conditions_read_the_call_arguments() {
-        let cfg = json!({
-            "identity": {
-                "protected_resource": {"resource": "http://gw/mcp", "authorization_servers": ["http://idp"]},
-                "user": {"issuers": ["http://idp"]}
-            },
-            "policy": {
-                "servers": [{"name": "demo", "path": "/mcp", "tools": [
-                    {"name": "run_sql", "status": "approved", "approved_for": ["*"]},
-                    {"name": "echo", "status": "approved", "approved_for": ["*"]}
-                ]}],
-                "rules": [
-                    {"id": "sql.read", "effect": "allow", "tools": ["run_sql"],
-                     "arguments": [{"path": "/sql", "prefix": "SELECT"}]},
-                    {"id": "sql.secrets", "effect": "deny", "tools": ["run_sql"],
-                     "arguments": [{"path": "/q/0/table", "equals": "secrets"}]},
-                    {"id": "echo", "effect": "allow", "tools": ["echo"]}
-                ]
-            }
-        });
-        let cfg = Config::from_json(cfg.to_string().as_bytes()).unwrap();
+        let cfg = compile(&demo_server_json(
+            json!([
+                {"name": "run_sql", "status": "approved", "approved_for": ["*"]},
+                {"name": "echo", "status": "approved", "approved_for": ["*"]}
+            ]),
+            json!([
+                {"id": "sql.read", "effect": "allow", "tools": ["run_sql"],
+                 "arguments": [{"path": "/sql", "prefix": "SELECT"}]},
+                {"id": "sql.secrets", "effect": "deny", "tools": ["run_sql"],
+                 "arguments": [{"path": "/q/0/table", "equals": "secrets"}]},
+                {"id": "echo", "effect": "allow", "tools": ["echo"]}
+            ]),
+        ));
         let policy = cfg.policy.as_ref().unwrap();
         assert!(policy.reads_arguments(&crate::jsonrpc::Target::Tool("run_sql".into())));
         assert!(!policy.reads_arguments(&crate::jsonrpc::Target::Tool("echo".into())));
@@ -1922,22 +1924,16 @@ mod tests {
     }
 
     fn routing_config() -> Config {
-        let mut cfg = json!({
-            "identity": {
-                "protected_resource": {"resource": "http://gw/mcp", "authorization_servers": ["http://idp"]},
-                "user": {"issuers": ["http://idp"]}
-            },
-            "policy": {
-                "servers": [{"name": "demo", "path": "/mcp", "tools": [{"name": "echo", "status": "approved", "approved_for": ["*"]}]}],
-                "rules": [{"id": "all", "effect": "allow", "methods": ["*"]}, {"id": "tools", "effect": "allow", "tools": ["*"]}]
-            },
-            "routing": {
-                "session_keys": [{"id": "k1", "secret": "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="}],
-                "servers": {"demo": {"variants": [{"name": "stable", "weight": 1}, {"name": "canary", "weight": 0, "groups": ["beta"]}]}}
-            }
+        let mut cfg = demo_server_json(
+            json!([{"name": "echo", "status": "approved", "approved_for": ["*"]}]),
+            json!([{"id": "all", "effect": "allow", "methods": ["*"]}, {"id": "tools", "effect": "allow", "tools": ["*"]}]),
+        );
+        cfg["routing"] = json!({
+            "session_keys": [{"id": "k1", "secret": "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="}],
+            "servers": {"demo": {"variants": [{"name": "stable", "weight": 1}, {"name": "canary", "weight": 0, "groups": ["beta"]}]}}
         });
         cfg["identity"]["upstream_headers"] = json!({});
-        Config::from_json(cfg.to_string().as_bytes()).unwrap()
+        compile(&cfg)
     }
 
     fn claims_for(sub: &str) -> JsonClaims {
