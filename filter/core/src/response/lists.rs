@@ -114,15 +114,6 @@ impl fmt::Display for ListError {
 
 impl std::error::Error for ListError {}
 
-/// What filtering did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct FilterStats {
-    /// Items kept.
-    pub kept: usize,
-    /// Items removed (refused by the decision, or without a string key).
-    pub removed: usize,
-}
-
 /// One item of a list answer, as the upstream wrote it (already checked by the strict reader).
 #[derive(Debug, Clone, Copy)]
 pub struct ListItem<'a>(&'a RawValue);
@@ -149,25 +140,20 @@ fn filter_items<'t>(
     kind: ListKind,
     text: &'t str,
     keep: &mut Keep<'_>,
-) -> Result<(Vec<&'t RawValue>, FilterStats), ListError> {
+) -> Result<Vec<&'t RawValue>, ListError> {
     let items: Vec<&RawValue> = serde_json::from_str(text)
         .map_err(|e| ListError::Json(JsonError::Syntax(e.to_string())))?;
-    let mut stats = FilterStats::default();
     let mut kept = Vec::with_capacity(items.len());
     for raw in items {
         let mut de = serde_json::Deserializer::from_str(raw.get());
         let key = KeyOf(kind.item_key())
             .deserialize(&mut de)
             .map_err(|e| ListError::Json(JsonError::Syntax(e.to_string())))?;
-        match key {
-            Some(name) if keep(&name, &ListItem(raw)) => {
-                stats.kept += 1;
-                kept.push(raw);
-            }
-            _ => stats.removed += 1,
+        if key.is_some_and(|name| keep(&name, &ListItem(raw))) {
+            kept.push(raw);
         }
     }
-    Ok((kept, stats))
+    Ok(kept)
 }
 
 /// Reads the string member `.0` of an object; `None` for another type or a non-string member.
@@ -299,10 +285,13 @@ pub fn filter_message(
             let Some(splice) = filter_if_answer(kind, single, list, request_id, keep)? else {
                 return Ok(None);
             };
-            let splice = splice_or_original(kind, Some(splice), list);
+            let splice = Splice {
+                key: kind.array_key(),
+                items: Items::Kept(splice),
+            };
             to_vec(&Spliced {
                 message: single,
-                list: splice.as_ref(),
+                list: Some(&splice),
             })?
         }
     };
@@ -313,11 +302,11 @@ pub fn filter_message(
 /// as they were (a list kept as text is an empty array in the envelope).
 fn splice_or_original<'t>(
     kind: ListKind,
-    filtered: Option<(Vec<&'t RawValue>, FilterStats)>,
+    filtered: Option<Vec<&'t RawValue>>,
     original: Option<&'t RawJson>,
 ) -> Option<Splice<'t>> {
     match (filtered, original) {
-        (Some((kept, _)), _) => Some(Splice {
+        (Some(kept), _) => Some(Splice {
             key: kind.array_key(),
             items: Items::Kept(kept),
         }),
@@ -342,7 +331,7 @@ fn filter_if_answer<'t>(
     list: Option<&'t RawJson>,
     request_id: &Value,
     keep: &mut Keep<'_>,
-) -> Result<Option<(Vec<&'t RawValue>, FilterStats)>, ListError> {
+) -> Result<Option<Vec<&'t RawValue>>, ListError> {
     let Some(object) = message.as_object() else {
         return Ok(None);
     };
@@ -518,6 +507,15 @@ mod tests {
         move |name, _| names.contains(&name)
     }
 
+    /// What filtering did.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    struct FilterStats {
+        /// Items kept.
+        kept: usize,
+        /// Items removed (refused by the decision, or without a string key).
+        removed: usize,
+    }
+
     /// Filters `result` as the answer to request 1, in place; what filtering did.
     fn filter_result(
         kind: ListKind,
@@ -527,11 +525,16 @@ mod tests {
         let body = serde_json::to_vec(&json!({"id": 1, "result": result.clone()})).unwrap();
         let parsed = parse_list_answer(&body, MAX_MESSAGE_DEPTH, kind.array_key()).unwrap();
         let list = parsed.lists.first().map(|(_, text)| text);
-        let (kept, stats) = filter_if_answer(kind, &parsed.value, list, &json!(1), keep)?.unwrap();
+        let kept = filter_if_answer(kind, &parsed.value, list, &json!(1), keep)?.unwrap();
         let kept: Vec<Value> = kept
             .iter()
             .map(|raw| serde_json::from_str(raw.get()).unwrap())
             .collect();
+        let total = result[kind.array_key()].as_array().map_or(0, Vec::len);
+        let stats = FilterStats {
+            kept: kept.len(),
+            removed: total - kept.len(),
+        };
         result[kind.array_key()] = Value::Array(kept);
         Ok(stats)
     }
