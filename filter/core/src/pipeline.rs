@@ -521,17 +521,17 @@ impl RequestFlow {
 
     /// Response headers arrived: decide whether the body needs filtering. `facts` are read
     /// only when routing needs them (a new session to pin, a session's instance gone).
-    pub fn on_response_headers<V: AsRef<[u8]>>(
+    pub fn on_response_headers<K: AsRef<str>, V: AsRef<[u8]>>(
         &mut self,
         cfg: &Config,
-        headers: &[(String, V)],
+        headers: &[(K, V)],
         facts: &dyn ResponseFacts,
     ) -> ResponseMode {
         // Header values as text, copied only when they are not UTF-8.
         let value = |name: &str| {
             headers
                 .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .find(|(k, _)| k.as_ref().eq_ignore_ascii_case(name))
                 .map(|(_, v)| String::from_utf8_lossy(v.as_ref()))
         };
         if cfg.routing.is_some() {
@@ -762,10 +762,10 @@ impl RequestFlow {
 
     /// Request headers arrived. `headers` must be all of them: a spoofable header (token,
     /// identity, routing) is removed only when it is listed here.
-    pub fn on_request_headers<V: AsRef<[u8]>>(
+    pub fn on_request_headers<K: AsRef<str>, V: AsRef<[u8]>>(
         &mut self,
         cfg: &Config,
-        headers: &[(String, V)],
+        headers: &[(K, V)],
         end_of_stream: bool,
         ctx: RequestContext<'_>,
     ) -> Step {
@@ -797,7 +797,7 @@ impl RequestFlow {
             for name in id_cfg.token_headers() {
                 if headers
                     .iter()
-                    .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+                    .filter(|(k, _)| k.as_ref().eq_ignore_ascii_case(name))
                     .count()
                     > 1
                 {
@@ -810,7 +810,7 @@ impl RequestFlow {
             let value = |name: &str| {
                 headers
                     .iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                    .find(|(k, _)| k.as_ref().eq_ignore_ascii_case(name))
                     .and_then(|(_, v)| std::str::from_utf8(v.as_ref()).ok())
                     .map(str::trim)
             };
@@ -1044,8 +1044,10 @@ fn list_error_body(id: &serde_json::Value, e: &crate::response::lists::ListError
 }
 
 /// Whether the request carries this header (names compared case-insensitively).
-fn carries<V>(headers: &[(String, V)], name: &str) -> bool {
-    headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name))
+fn carries<K: AsRef<str>, V>(headers: &[(K, V)], name: &str) -> bool {
+    headers
+        .iter()
+        .any(|(k, _)| k.as_ref().eq_ignore_ascii_case(name))
 }
 
 fn path_only(path: &str) -> &str {

@@ -81,12 +81,14 @@ pub const MAX_SESSION_ID_LEN: usize = 512;
 impl RequestHead {
     /// Reads the head from header pairs as the host gives them (names in any case). Only the
     /// values it keeps are copied.
-    pub fn from_headers<V: AsRef<[u8]>>(headers: &[(String, V)]) -> Result<Self, Rejection> {
+    pub fn from_headers<K: AsRef<str>, V: AsRef<[u8]>>(
+        headers: &[(K, V)],
+    ) -> Result<Self, Rejection> {
         let mut seen: [Option<&str>; SINGLE_VALUED.len()] = Default::default();
         let mut accept = String::new();
         let mut accepts = 0usize;
         for (name, value) in headers {
-            let value = value.as_ref();
+            let (name, value) = (name.as_ref(), value.as_ref());
             if name.eq_ignore_ascii_case("accept") {
                 let v = visible_ascii(name, value)?;
                 if accepts > 0 {

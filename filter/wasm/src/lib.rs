@@ -23,6 +23,8 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
+mod header_map;
+
 #[link(wasm_import_module = "env")]
 extern "C" {
     /// The raw host call behind `resume_http_request`, whose SDK wrapper panics on an
@@ -487,9 +489,13 @@ impl ClaimSource for JwtAuthnMetadata {
 
 impl HttpContext for WardenHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let headers = match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
+        let raw = match header_map::read(MapType::HttpRequestHeaders) {
+            Ok(raw) => raw,
+            Err(e) => return self.host_failure(&format!("get request headers: {e:?}")),
+        };
+        let headers = match header_map::split(&raw) {
             Ok(h) => h,
-            Err(_) => return self.host_failure("get request headers"),
+            Err(e) => return self.host_failure(&format!("read request headers: {e:?}")),
         };
         let now = match hostcalls::get_current_time() {
             Ok(t) => t
@@ -537,9 +543,13 @@ impl HttpContext for WardenHttp {
             self.log_notices();
             return Action::Continue;
         }
-        let headers = match hostcalls::get_map_bytes(MapType::HttpResponseHeaders) {
+        let raw = match header_map::read(MapType::HttpResponseHeaders) {
+            Ok(raw) => raw,
+            Err(e) => return self.host_failure(&format!("get response headers: {e:?}")),
+        };
+        let headers = match header_map::split(&raw) {
             Ok(h) => h,
-            Err(_) => return self.host_failure("get response headers"),
+            Err(e) => return self.host_failure(&format!("read response headers: {e:?}")),
         };
         self.response_mode =
             self.flow
