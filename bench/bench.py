@@ -23,7 +23,7 @@ BENCH_SCALE_DURATION (the SSE, list-size and callers groups), BENCH_WARMUP, BENC
 answer), BENCH_USERS (distinct callers, at BENCH_CONNECTIONS), BENCH_CALLER_CONNECTIONS
 (connection counts, with the largest BENCH_USERS) — lists are comma separated, empty = none —
 BENCH_MODES (comma separated mode names; each group's baseline is always included), BENCH_PIN=1,
-BENCH_OUT (the run's directory instead of target/bench/<time>; target/bench/last is then left
+BENCH_PERF=1 (also sample each window with `perf` and report the CPU spent in wasm code), BENCH_OUT (the run's directory instead of target/bench/<time>; target/bench/last is then left
 alone), ENVOY_BIN, WASM, FLOOR_WASM, WRK.
 
 To add a row, append a Mode to MODES (its http filters; the router is added) and, if the
@@ -78,6 +78,13 @@ CONNECTIONS = _env_int("BENCH_CONNECTIONS", 8, 8)
 # Pinning (BENCH_PIN=1, needs 2+ CPUs): the Envoys under test on the last CPU, the upstream Envoy
 # and wrk on the others, so the measured process never shares its core with the bench's own load.
 PIN = os.environ.get("BENCH_PIN", "0") not in ("", "0") and (os.cpu_count() or 1) >= 2
+# Sampling (BENCH_PERF=1): `perf record` on the Envoy under test during every measured window.
+# V8 compiles a wasm module into anonymous executable memory, which perf labels `[JIT]`; the
+# share of samples there, times the window's CPU µs/req, is the CPU spent in the module's own
+# code per request. The rest is Envoy's (its filters, codecs, and the host-call and callback
+# machinery of proxy-wasm). Sampling costs the process ~1%, so it is off by default.
+PERF = os.environ.get("BENCH_PERF", "0") not in ("", "0")
+PERF_HZ = 997
 
 
 def _env_ints(name: str, default: str) -> list[int]:
@@ -935,6 +942,7 @@ def measure(ctx: Ctx, e: Envoy, upstream: Envoy, w: Workload, seconds: int, toke
         env["BENCH_EXPECT_STATUS"] = str(w.status)
     argv = pinned([ctx.wrk, "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(ctx.lua),
                    f"http://127.0.0.1:{e.port}{w.path}"], tested=False)
+    sampler = start_sampler(e) if PERF else None
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     c0, u0, (m0, st0), t0 = cpu_ticks(e.pid), cpu_ticks(upstream.pid), machine_ticks(), time.monotonic()
     p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -950,6 +958,7 @@ def measure(ctx: Ctx, e: Envoy, upstream: Envoy, w: Workload, seconds: int, toke
             PROCS.procs.remove(p)
     c1, u1, (m1, st1), t1 = cpu_ticks(e.pid), cpu_ticks(upstream.pid), machine_ticks(), time.monotonic()
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    samples = stop_sampler(sampler) if sampler else None
     text = out.decode(errors="replace")
     line = next((ln for ln in text.splitlines() if ln.startswith("BENCH_RESULT ")), None)
     if p.returncode != 0 or line is None:
@@ -959,19 +968,58 @@ def measure(ctx: Ctx, e: Envoy, upstream: Envoy, w: Workload, seconds: int, toke
     if n == 0:
         raise RuntimeError(f"wrk completed no request against {e.name}:\n{text}\n{e.log_tail()}")
     wall = t1 - t0
+    cpu_us = (c1 - c0) / CLK_TCK * 1e6 / n
+    sampled = {}
+    if samples:
+        jit, total = samples
+        sampled = {"perf_samples": total, "wasm_us": cpu_us * jit / total if total else float("nan")}
     wrk_ticks = ((ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)) * CLK_TCK
     errors = r["connect"] + r["read"] + r["write"] + r["status"] + r["timeout"]
     return {
         "requests": n, "errors": errors,
         "rps": n / (r["duration_us"] / 1e6),
         "p50_us": r["p50_us"], "p99_us": r["p99_us"], "max_us": r["max_us"],
-        "cpu_us": (c1 - c0) / CLK_TCK * 1e6 / n,
+        "cpu_us": cpu_us,
         "cpu_cores": (c1 - c0) / CLK_TCK / wall,
         "upstream_cores": (u1 - u0) / CLK_TCK / wall,
         "wrk_cores": wrk_ticks / CLK_TCK / wall,
         "other_cores": max(0.0, ((m1 - m0) - (c1 - c0) - (u1 - u0) - wrk_ticks) / CLK_TCK / wall),
         "steal_cores": (st1 - st0) / CLK_TCK / wall,
+        **sampled,
     }
+
+
+def start_sampler(e: Envoy) -> tuple[subprocess.Popen, Path]:
+    """`perf record` of every thread of `e` until stop_sampler."""
+    data = e.dir / "perf.data"
+    p = subprocess.Popen(["perf", "record", "-q", "-F", str(PERF_HZ), "-p", str(e.pid), "-o", str(data)],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         start_new_session=True)
+    PROCS.procs.append(p)
+    return p, data
+
+
+def stop_sampler(sampler: tuple[subprocess.Popen, Path]) -> tuple[int, int]:
+    """(samples in wasm code, all samples) of the window; the data file is removed."""
+    p, data = sampler
+    p.send_signal(signal.SIGINT)
+    try:
+        _, err = p.communicate(timeout=30)
+    finally:
+        if p in PROCS.procs:
+            PROCS.procs.remove(p)
+    rep = subprocess.run(["perf", "report", "-i", str(data), "--stdio", "-q", "--sort", "dso", "-F", "sample,dso"],
+                         capture_output=True, text=True)
+    data.unlink(missing_ok=True)
+    if rep.returncode != 0:
+        raise RuntimeError(f"perf report failed: {rep.stderr.strip() or err.decode(errors='replace')}")
+    jit = total = 0
+    for line in rep.stdout.splitlines():
+        parts = line.split(None, 1)
+        if len(parts) == 2 and parts[0].isdigit():
+            total += int(parts[0])
+            jit += int(parts[0]) if parts[1].startswith("[JIT]") else 0
+    return jit, total
 
 
 # ---------------------------------------------------------------------------------------------
@@ -993,6 +1041,7 @@ def summarize(rows: dict, key: tuple, base: tuple) -> dict:
     """Medians over rounds; ratios per round against the baseline of the same round."""
     runs, bruns = rows[key], rows[base]
     s = {k: _med([r[k] for r in runs]) for k in ("rps", "p50_us", "p99_us", "cpu_us", "other_cores")}
+    s["wasm_us"] = _med([r["wasm_us"] for r in runs if "wasm_us" in r])
     s["errors"] = sum(r["errors"] for r in runs)
     s["requests"] = sum(r["requests"] for r in runs)
     pairs = list(zip(runs, bruns))
@@ -1008,8 +1057,9 @@ def _fmt_row(num: int, label: str, size: int, s: dict, base_num: int) -> str:
         ratios = "1.00 | 1.00 | —"
     else:
         ratios = f"{s['rps_ratio']:.2f} | {s['cpu_ratio']:.2f} | {s['cpu_added']:+.1f}"
+    wasm = f" {s['wasm_us']:.1f} |" if PERF else ""
     return (f"| {num} | {label}{err} | {_human_size(size)} | {s['rps']:,.0f} | {s['p50_us']:,.0f} | "
-            f"{s['p99_us']:,.0f} | {s['cpu_us']:.1f} | {ratios} | {s['other_cores']:.2f} |")
+            f"{s['p99_us']:,.0f} | {s['cpu_us']:.1f} | {ratios} | {s['other_cores']:.2f} |{wasm}")
 
 
 def machine_facts() -> dict:
@@ -1072,6 +1122,8 @@ def main() -> int:
     # started here is stopped on Ctrl-C, SIGTERM or SIGHUP too.
     for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(s, _on_signal)
+    if PERF and not shutil.which("perf"):
+        raise RuntimeError("BENCH_PERF=1 needs `perf` on PATH (Debian: apt-get install linux-perf)")
     started = time.monotonic()
     stamp = _dt.datetime.now(_dt.timezone.utc)
     out_dir = os.environ.get("BENCH_OUT")
@@ -1206,15 +1258,19 @@ def main() -> int:
                f"{_med(steal):.2f} cores (max {max(steal):.2f})"
                + (" ⚠ the machine was not quiet: absolute figures are noisy, compare within a round"
                   if busy > 0.25 or _med(steal) > 0.1 else ""))
+    if PERF:
+        out.append(f"- sampled with perf at {PERF_HZ} Hz in every window: `in wasm µs/req` is the share of the "
+                   "Envoy's samples in V8's wasm code (`[JIT]`) × its CPU µs/req, median over rounds; the rest of "
+                   "a row's CPU is Envoy's own (filters, codecs, proxy-wasm host calls and callbacks)")
     out.append("")
     out.append("| # | configuration | body | req/s | p50 µs | p99 µs | CPU µs/req | req/s ÷ base | CPU ÷ base "
-               "| CPU Δ µs | other load |")
-    out.append("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+               "| CPU Δ µs | other load |" + (" in wasm µs/req |" if PERF else ""))
+    out.append("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if PERF else ""))
     num = 0
     results = []
     for g in groups:
         if g.title:
-            out.append(f"| | **{g.title}** | | | | | | | | | |")
+            out.append(f"| | **{g.title}** | | | | | | | | | |" + (" |" if PERF else ""))
         base_num = num + 1
         for m in g.modes:
             num += 1
@@ -1250,7 +1306,7 @@ def main() -> int:
         "date": stamp.isoformat(), "quick": QUICK, "machine": facts, "versions": versions,
         "settings": {"rounds": ROUNDS, "duration": DURATION, "size_rounds": SIZE_ROUNDS,
                      "size_duration": SIZE_DURATION, "scale_rounds": SCALE_ROUNDS, "scale_duration": SCALE_DURATION,
-                     "warmup": WARMUP, "pinned": PIN, "soak": SOAK, "connections": CONNECTIONS, "sizes": SIZES,
+                     "warmup": WARMUP, "pinned": PIN, "perf": PERF, "soak": SOAK, "connections": CONNECTIONS, "sizes": SIZES,
                      "list_sizes": LIST_SIZES, "users": USERS, "caller_connections": CALLER_CONNECTIONS},
         "rows": results, "rss": rss, "soak": soak}, indent=2) + "\n")
     print(f"bench: report in {_shown(run / 'report.md')}, raw figures in {_shown(run / 'results.json')}")

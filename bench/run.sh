@@ -5,6 +5,7 @@
 #   Envoy 1.40               the project's .venv (`make setup`), unless ENVOY_BIN is set
 #   mcp_warden.wasm          cargo build (a no-op when up to date), unless WASM is set
 #   bench_floor_filter.wasm  cargo build of bench/floor-filter, unless FLOOR_WASM is set
+#   perf                     Debian package linux-perf, only with BENCH_PERF=1
 # BENCH_QUICK=1 gives a ~1 minute smoke run; see bench/bench.py for the other knobs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,14 @@ if [ -z "${WRK:-}" ] && ! command -v wrk >/dev/null 2>&1; then
   say "installing wrk (apt-get)"
   $sudo apt-get install -y -qq wrk >/dev/null 2>&1 \
     || { $sudo apt-get update -qq && $sudo apt-get install -y -qq wrk >/dev/null; }
+fi
+
+if [ "${BENCH_PERF:-0}" != 0 ] && ! command -v perf >/dev/null 2>&1; then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  say "installing perf (apt-get install linux-perf)"
+  $sudo apt-get install -y -qq linux-perf >/dev/null 2>&1 \
+    || { $sudo apt-get update -qq && $sudo apt-get install -y -qq linux-perf >/dev/null; }
 fi
 
 if [ -z "${ENVOY_BIN:-}" ] && [ ! -x .venv/bin/envoy ]; then
