@@ -3,7 +3,9 @@
 //!
 //! Rules are spread over distinct tools, as in a real registry; the decision for one tool must
 //! not cost more when there are more rules about other tools (rules are indexed by tool name).
-//! A second series adds rules with wildcards, which every decision has to look at.
+//! A second series adds rules whose tool patterns are wildcards with a literal prefix
+//! (`ns<i>_*`): indexed by that prefix, they are not looked at either. A third adds patterns
+//! that start with a wildcard (`*_<i>x`), which every decision has to look at: the worst case.
 
 use mcp_warden_core::identity::claims::{TokenClaims, UserClaims};
 use mcp_warden_core::identity::Identity;
@@ -14,7 +16,7 @@ use serde_json::json;
 use std::hint::black_box;
 use std::time::Instant;
 
-fn policy(n: usize, wildcards: usize) -> Policy {
+fn policy(n: usize, prefixed: usize, leading: usize) -> Policy {
     let mut rules = vec![
         json!({"id": "target", "effect": "allow", "tools": ["target"], "groups": ["g"],
         "arguments": [{"path": "/q", "regex": "(?i)^\\s*select\\b[^;]*$"}]}),
@@ -25,8 +27,11 @@ fn policy(n: usize, wildcards: usize) -> Policy {
             "tools": [format!("tool_{i}")], "groups": [format!("group_{}", i % 50)]}),
         );
     }
-    for i in 0..wildcards {
+    for i in 0..prefixed {
         rules.push(json!({"id": format!("w{i}"), "effect": "allow", "tools": [format!("ns{i}_*")], "groups": ["g"]}));
+    }
+    for i in 0..leading {
+        rules.push(json!({"id": format!("l{i}"), "effect": "allow", "tools": [format!("*_{i}x")], "groups": ["g"]}));
     }
     let raw: RawPolicy = match serde_json::from_value(json!({"rules": rules})) {
         Ok(r) => r,
@@ -81,20 +86,23 @@ fn time_per_decision(p: &Policy) -> f64 {
 fn main() {
     println!("decision time per tools/call (native, best of 5 × 20,000)");
     println!(
-        "{:>8} {:>10} {:>14} {:>10}",
-        "rules", "wildcards", "ns/decision", "vs 10"
+        "{:>8} {:>10} {:>10} {:>14} {:>10}",
+        "rules", "ns<i>_*", "*_<i>x", "ns/decision", "vs 10"
     );
     let mut base = None;
-    for (n, w) in [
-        (10, 0),
-        (1_000, 0),
-        (10_000, 0),
-        (10, 10),
-        (1_000, 100),
-        (10_000, 1_000),
+    for (n, w, l) in [
+        (10, 0, 0),
+        (1_000, 0, 0),
+        (10_000, 0, 0),
+        (10, 10, 0),
+        (1_000, 100, 0),
+        (10_000, 1_000, 0),
+        (10, 0, 10),
+        (1_000, 0, 100),
+        (10_000, 0, 1_000),
     ] {
-        let t = time_per_decision(&policy(n, w));
+        let t = time_per_decision(&policy(n, w, l));
         let b = *base.get_or_insert(t);
-        println!("{n:>8} {w:>10} {t:>14.0} {:>9.2}x", t / b);
+        println!("{n:>8} {w:>10} {l:>10} {t:>14.0} {:>9.2}x", t / b);
     }
 }

@@ -27,6 +27,13 @@ impl Glob {
         self.literal.then_some(self.pattern.as_str())
     }
 
+    /// The text before the first wildcard: every name the pattern matches starts with it
+    /// (the whole pattern when it has no wildcard).
+    pub fn literal_prefix(&self) -> &str {
+        let end = self.pattern.find(['*', '?']).unwrap_or(self.pattern.len());
+        &self.pattern[..end]
+    }
+
     /// The pattern text.
     pub fn as_str(&self) -> &str {
         &self.pattern
@@ -82,7 +89,7 @@ impl Globs {
 }
 
 /// Iterative glob matching with single-star backtracking: O(len(p) × len(t)) worst case.
-fn glob_match(p: &[u8], t: &[u8]) -> bool {
+pub(super) fn glob_match(p: &[u8], t: &[u8]) -> bool {
     let (mut pi, mut ti) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while ti < t.len() {

@@ -10,9 +10,11 @@
 //!
 //! One function, [`Policy::decide`], serves every enforcement point: calls, and (with
 //! [`Purpose::Listing`]) which tools/prompts/resources a `…/list` answer may show. Rules are
-//! indexed by literal tool name, so rules about other tools cost nothing.
+//! indexed by tool name and by the literal prefix of tool patterns, so rules about other tools
+//! cost nothing.
 
 pub mod config;
+mod index;
 pub mod matcher;
 
 use crate::identity::Identity;
@@ -20,7 +22,7 @@ use crate::jsonrpc::Target;
 use crate::registry::{Refusal, Registry};
 use matcher::{ArgCondition, Globs, TimeWindow};
 use serde_json::Value;
-use std::collections::HashMap;
+use std::cell::Cell;
 
 /// Allow or deny.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,8 +143,9 @@ enum Verdict<'p> {
 #[derive(Debug, Clone)]
 pub struct Policy {
     rules: Vec<Rule>,
-    by_tool: HashMap<String, Vec<usize>>,
-    wildcard_tool_rules: Vec<usize>,
+    /// Rules with a `tools` list, by the tool names their patterns may match.
+    by_tool: index::ToolIndex,
+    /// Rules without a `tools` list: looked at by every decision.
     general_rules: Vec<usize>,
     argument_rules: Vec<usize>,
     registry: Registry,
@@ -152,8 +155,7 @@ pub struct Policy {
 impl Policy {
     /// Builds the index.
     pub fn new(rules: Vec<Rule>, registry: Registry, trust_levels: Vec<String>) -> Policy {
-        let mut by_tool: HashMap<String, Vec<usize>> = HashMap::new();
-        let mut wildcard_tool_rules = Vec::new();
+        let mut by_tool = index::ToolIndex::default();
         let mut general_rules = Vec::new();
         let argument_rules = rules
             .iter()
@@ -164,20 +166,18 @@ impl Policy {
         for (i, r) in rules.iter().enumerate() {
             if r.tools.is_empty() {
                 general_rules.push(i);
-            } else if r.tools.iter().all(|g| g.literal().is_some()) {
-                for g in r.tools.iter() {
-                    if let Some(name) = g.literal() {
-                        by_tool.entry(name.to_string()).or_default().push(i);
-                    }
-                }
-            } else {
-                wildcard_tool_rules.push(i);
+            }
+            let indexed = index::Indexed {
+                rule: i,
+                deny: r.effect == Effect::Deny,
+            };
+            for g in r.tools.iter() {
+                by_tool.add(g, indexed);
             }
         }
         Policy {
             rules,
             by_tool,
-            wildcard_tool_rules,
             general_rules,
             argument_rules,
             registry,
@@ -258,39 +258,36 @@ impl Policy {
                 }
             }
         }
-        let mut first_allow: Option<usize> = None;
-        let mut first_deny: Option<usize> = None;
-        let mut consider = |i: usize| {
-            let Some(rule) = self.rules.get(i) else {
-                return;
-            };
-            let slot = match rule.effect {
-                Effect::Allow => &mut first_allow,
-                Effect::Deny => &mut first_deny,
-            };
-            if slot.is_some_and(|j| j < i) {
-                return;
-            }
-            if self.matches(rule, f) {
-                *slot = Some(i);
+        // The first matching allow and deny rules (policy order) found so far.
+        let (first_allow, first_deny) = (Cell::new(None), Cell::new(None));
+        let slot = |r: index::Indexed| if r.deny { &first_deny } else { &first_allow };
+        // A rule after the first match of its kind cannot change the verdict: not looked at.
+        let wanted = |r: index::Indexed| slot(r).get().is_none_or(|j: usize| j >= r.rule);
+        let found = |r: index::Indexed| {
+            if self
+                .rules
+                .get(r.rule)
+                .is_some_and(|rule| self.matches(rule, f))
+            {
+                slot(r).set(Some(r.rule));
             }
         };
         if let Target::Tool(tool) = f.target {
-            for &i in self
-                .by_tool
-                .get(tool)
-                .map(Vec::as_slice)
-                .unwrap_or_default()
-            {
-                consider(i);
-            }
-            for &i in &self.wildcard_tool_rules {
-                consider(i);
-            }
+            self.by_tool.candidates(tool, wanted, found);
         }
         for &i in &self.general_rules {
-            consider(i);
+            let Some(rule) = self.rules.get(i) else {
+                continue;
+            };
+            let r = index::Indexed {
+                rule: i,
+                deny: rule.effect == Effect::Deny,
+            };
+            if wanted(r) {
+                found(r);
+            }
         }
+        let (first_allow, first_deny) = (first_allow.get(), first_deny.get());
         match first_deny.or(first_allow).and_then(|i| self.rules.get(i)) {
             Some(rule) => Verdict::Rule(rule),
             None => Verdict::NoRule,
