@@ -20,7 +20,8 @@ Configuration (environment): BENCH_QUICK=1 (a ~1 minute smoke run), BENCH_ROUNDS
 BENCH_DURATION, BENCH_SIZE_ROUNDS, BENCH_SIZE_DURATION, BENCH_SCALE_ROUNDS,
 BENCH_SCALE_DURATION (the SSE, list-size and callers groups), BENCH_WARMUP, BENCH_SOAK
 (seconds), BENCH_CONNECTIONS, BENCH_SIZES (bytes), BENCH_LIST_SIZES (tools in a tools/list
-answer), BENCH_USERS (distinct callers, at BENCH_CONNECTIONS), BENCH_CALLER_CONNECTIONS
+answer), BENCH_RULES (policy rules), BENCH_WILDCARD_RULES (the rules group's two rows of wildcard
+rules; 0 = none), BENCH_USERS (distinct callers, at BENCH_CONNECTIONS), BENCH_CALLER_CONNECTIONS
 (connection counts, with the largest BENCH_USERS) — lists are comma separated, empty = none —
 BENCH_MODES (comma separated mode names; each group's baseline is always included), BENCH_PIN=1,
 BENCH_PERF=1 (also sample each window with `perf` and report the CPU spent in wasm code), BENCH_OUT (the run's directory instead of target/bench/<time>; target/bench/last is then left
@@ -94,6 +95,8 @@ def _env_ints(name: str, default: str) -> list[int]:
 
 SIZES = _env_ints("BENCH_SIZES", f"{KIB},{64 * KIB},{MIB}")
 LIST_SIZES = _env_ints("BENCH_LIST_SIZES", "10,100,1000,5000")
+RULE_COUNTS = _env_ints("BENCH_RULES", "10,1000,10000")
+WILDCARD_RULES = _env_int("BENCH_WILDCARD_RULES", 1000, 1000)
 USERS = _env_ints("BENCH_USERS", "1,100,1000")
 CALLER_CONNECTIONS = _env_ints("BENCH_CALLER_CONNECTIONS", "64,256")
 
@@ -241,6 +244,37 @@ STS_BODY = '{"access_token":"exchanged.bench.token","token_type":"Bearer","expir
 LIST_TOOLS = 500
 LIST_PATH = "/mcp/list"
 LIST_BODY = b'{"jsonrpc":"2.0","id":1,"method":"tools/list"}'
+
+
+def rules_config(n: int, prefixed: int = 0, leading: int = 0) -> dict:
+    """Row 6's configuration with n - 1 more rules about other tools and groups (a third of them
+    deny rules), `prefixed` rules whose tool pattern is a wildcard after a literal prefix
+    (`ns<i>_*`) and `leading` rules whose pattern starts with a wildcard (`*_<i>x`, which every
+    decision must look at), before the rule that allows the workload's tool (as in the core's
+    `decision` bench)."""
+    who = lambda i: {"groups": [f"group-{i % 50}"]}  # noqa: E731
+    rules = ([{"id": f"rule.{i}", "effect": "deny" if i % 3 == 0 else "allow", "tools": [f"other_tool_{i}"], **who(i)}
+              for i in range(n - 1)]
+             + [{"id": f"prefixed.{i}", "effect": "allow", "tools": [f"ns{i}_*"], **who(i)} for i in range(prefixed)]
+             + [{"id": f"leading.{i}", "effect": "allow", "tools": [f"*_{i}x"], **who(i)} for i in range(leading)])
+    return {**WARDEN_POLICY_CONFIG, "policy": {"rules": rules + [allow_bench_tools(users=[SUBJECT])]}}
+
+
+def rules_modes() -> list[Mode]:
+    """The rules group: plain Envoy, then row 6 with 10 … 10,000 rules, then with wildcards."""
+    modes = [Mode("plain_rules", "Envoy, no filter (baseline)", lambda c: [], group=RULES)]
+    for n in RULE_COUNTS:
+        modes.append(Mode(f"warden_rules_{n}", f"jwt_authn (cache) + mcp-warden identity + policy of {n:,} rules",
+                          warden_chain(rules_config(n)), WARDEN_CHECKS, group=RULES))
+    w = WILDCARD_RULES
+    if RULE_COUNTS and w:
+        modes.append(Mode(f"warden_rules_{w}_prefixed",
+                          f"… policy of {w + 1:,} rules, {w:,} with patterns `ns<i>_*` (indexed by prefix)",
+                          warden_chain(rules_config(1, prefixed=w)), WARDEN_CHECKS, group=RULES))
+        modes.append(Mode(f"warden_rules_{w}_leading",
+                          f"… policy of {w + 1:,} rules, {w:,} with patterns `*_<i>x` (looked at by every call)",
+                          warden_chain(rules_config(1, leading=w)), WARDEN_CHECKS, group=RULES))
+    return modes
 
 
 def list_path(n: int) -> str:
@@ -480,7 +514,7 @@ WARDEN_CHECKS = [NO_TOKEN, FORBIDDEN_TOOL, WARDEN_INVALID, NOT_MCP]
 FORGED_SESSION = Check("a session id mcp-warden did not seal is refused (routing)",
                        headers={"Mcp-Session-Id": "forged-session"}, status=404)
 
-MAIN, CALLERS = "main", "callers"
+MAIN, CALLERS, RULES = "main", "callers", "rules"
 
 
 @dataclass
@@ -573,6 +607,8 @@ MODES: list[Mode] = [
          warden_chain(WARDEN_POLICY_CONFIG), WARDEN_CHECKS, workload=SSE_CALL, group="sse"),
     # The list-size groups.
     *[m for n in LIST_SIZES for m in list_modes(n, f"list_{n}", f"list {n}")],
+    # The rules group: row 6 with more policy rules.
+    *rules_modes(),
     # The callers groups (after plain): rows 5 and 6 allowing the callers' group instead of one
     # subject. (callers=True on another row adds it to those groups.)
     Mode("native_mcp_users", "Envoy + jwt_authn (cache) + native mcp filter + rbac allowing the callers' group",
@@ -614,6 +650,8 @@ def build_groups(modes: list[Mode]) -> list[Group]:
                      group("sse"), SCALE_ROUNDS, SCALE_DURATION)]
             + [Group(f"list {n}", f"tools/list answer of {n:,} tools", group(f"list {n}"),
                      SCALE_ROUNDS, SCALE_DURATION) for n in LIST_SIZES]
+            + [Group(RULES, "policy rules (row 6's tools/call; the allowing rule comes last)", group(RULES),
+                     SCALE_ROUNDS, SCALE_DURATION)]
             + [Group(f"users {n} × {c}", f"{n:,} distinct caller{'s' * (n != 1)} (JWT subjects), {c} connections",
                      [m for m in modes if m.callers], SCALE_ROUNDS, SCALE_DURATION, users=n, connections=c)
                for n, c in callers])
