@@ -89,7 +89,19 @@ impl Globs {
 }
 
 /// Iterative glob matching with single-star backtracking: O(len(p) × len(t)) worst case.
+/// The usual miss is decided first: the text must end with what follows the last `*`.
 pub(super) fn glob_match(p: &[u8], t: &[u8]) -> bool {
+    if let Some(last_star) = p.iter().rposition(|&c| c == b'*') {
+        let tail = p.get(last_star + 1..).unwrap_or_default();
+        let ends_alike = t.len() >= tail.len()
+            && tail
+                .iter()
+                .zip(&t[t.len() - tail.len()..])
+                .all(|(pc, tc)| *pc == b'?' || pc == tc);
+        if !ends_alike {
+            return false;
+        }
+    }
     let (mut pi, mut ti) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while ti < t.len() {
@@ -315,6 +327,52 @@ mod tests {
         // Pathological patterns stay fast.
         let long = "a".repeat(5000);
         assert!(!g("*a*a*a*a*a*b").matches(&long));
+    }
+
+    /// Glob semantics written the slow, obvious way.
+    fn reference(p: &[u8], t: &[u8]) -> bool {
+        match (p.first(), t.first()) {
+            (None, _) => t.is_empty(),
+            (Some(b'*'), _) => reference(&p[1..], t) || (!t.is_empty() && reference(p, &t[1..])),
+            (Some(b'?'), Some(_)) => reference(&p[1..], &t[1..]),
+            (Some(c), Some(d)) if c == d => reference(&p[1..], &t[1..]),
+            _ => false,
+        }
+    }
+
+    #[test]
+    fn glob_matching_agrees_with_the_obvious_definition() {
+        // Every pattern of up to 4 symbols over {a, b, *, ?} against every text of up to 4
+        // letters over {a, b}.
+        let words = |alphabet: &[u8], max: usize| {
+            let mut all = vec![Vec::new()];
+            let mut last = vec![Vec::new()];
+            for _ in 0..max {
+                last = last
+                    .iter()
+                    .flat_map(|w: &Vec<u8>| {
+                        alphabet.iter().map(move |c| {
+                            let mut w = w.clone();
+                            w.push(*c);
+                            w
+                        })
+                    })
+                    .collect();
+                all.extend(last.iter().cloned());
+            }
+            all
+        };
+        for p in words(b"ab*?", 4) {
+            for t in words(b"ab", 4) {
+                assert_eq!(
+                    glob_match(&p, &t),
+                    reference(&p, &t),
+                    "{} vs {}",
+                    String::from_utf8_lossy(&p),
+                    String::from_utf8_lossy(&t)
+                );
+            }
+        }
     }
 
     #[test]
