@@ -1075,7 +1075,8 @@ pub fn header_safe(value: &str) -> String {
 /// [`header_safe`] of something displayed, without the displayed text as a step between.
 pub fn header_safe_display(value: impl std::fmt::Display) -> String {
     use std::fmt::Write;
-    let mut out = HeaderSafe(String::new());
+    // Room for a typical value (a delegation chain of a few subjects): one allocation.
+    let mut out = HeaderSafe(String::with_capacity(64));
     // HeaderSafe's write_str never fails, so neither does the write.
     if write!(out, "{value}").is_err() {
         out.0.clear();
@@ -1089,6 +1090,7 @@ struct HeaderSafe(String);
 impl HeaderSafe {
     fn push(&mut self, value: &str) {
         const HEX: &[u8; 16] = b"0123456789ABCDEF";
+        self.0.reserve(value.len());
         for b in value.bytes() {
             if (0x21..=0x7e).contains(&b) && b != b'%' || b == b' ' {
                 self.0.push(char::from(b));

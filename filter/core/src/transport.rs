@@ -94,6 +94,7 @@ impl RequestHead {
                 if accepts > 0 {
                     accept.push(',');
                 }
+                accept.reserve(v.len());
                 accepts += 1;
                 accept.extend(v.chars().map(|c| c.to_ascii_lowercase()));
                 continue;
