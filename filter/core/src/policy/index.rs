@@ -83,7 +83,7 @@ impl ToolIndex {
         }
     }
 
-    /// How many rules [`ToolIndex::candidates`] gives for `tool` (tests and diagnostics).
+    /// How many rules [`ToolIndex::candidates`] gives for `tool`.
     #[cfg(test)]
     pub(super) fn count(&self, tool: &str) -> usize {
         let n = std::cell::Cell::new(0);
