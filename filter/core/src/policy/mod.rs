@@ -146,7 +146,7 @@ pub struct Policy {
     /// Rules with a `tools` list, by the tool names their patterns may match.
     by_tool: index::ToolIndex,
     /// Rules without a `tools` list: looked at by every decision.
-    general_rules: Vec<usize>,
+    general_rules: Vec<index::Indexed>,
     argument_rules: Vec<usize>,
     registry: Registry,
     trust_levels: Vec<String>,
@@ -164,13 +164,13 @@ impl Policy {
             .map(|(i, _)| i)
             .collect();
         for (i, r) in rules.iter().enumerate() {
-            if r.tools.is_empty() {
-                general_rules.push(i);
-            }
             let indexed = index::Indexed {
                 rule: i,
                 deny: r.effect == Effect::Deny,
             };
+            if r.tools.is_empty() {
+                general_rules.push(indexed);
+            }
             for g in r.tools.iter() {
                 by_tool.add(g, indexed);
             }
@@ -275,14 +275,7 @@ impl Policy {
         if let Target::Tool(tool) = f.target {
             self.by_tool.candidates(tool, wanted, found);
         }
-        for &i in &self.general_rules {
-            let Some(rule) = self.rules.get(i) else {
-                continue;
-            };
-            let r = index::Indexed {
-                rule: i,
-                deny: rule.effect == Effect::Deny,
-            };
+        for &r in &self.general_rules {
             if wanted(r) {
                 found(r);
             }
