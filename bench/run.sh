@@ -11,20 +11,21 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 say() { printf '\033[1mbench:\033[0m %s\n' "$*"; }
 
-if [ -z "${WRK:-}" ] && ! command -v wrk >/dev/null 2>&1; then
-  sudo=""
+# apt_install PACKAGE: a Debian package (apt-get update only if the package is not known yet).
+apt_install() {
+  local sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"
-  say "installing wrk (apt-get)"
-  $sudo apt-get install -y -qq wrk >/dev/null 2>&1 \
-    || { $sudo apt-get update -qq && $sudo apt-get install -y -qq wrk >/dev/null; }
+  say "installing $1 (apt-get)"
+  $sudo apt-get install -y -qq "$1" >/dev/null 2>&1 \
+    || { $sudo apt-get update -qq && $sudo apt-get install -y -qq "$1" >/dev/null; }
+}
+
+if [ -z "${WRK:-}" ] && ! command -v wrk >/dev/null 2>&1; then
+  apt_install wrk
 fi
 
 if [ "${BENCH_PERF:-0}" != 0 ] && ! command -v perf >/dev/null 2>&1; then
-  sudo=""
-  [ "$(id -u)" = 0 ] || sudo="sudo"
-  say "installing perf (apt-get install linux-perf)"
-  $sudo apt-get install -y -qq linux-perf >/dev/null 2>&1 \
-    || { $sudo apt-get update -qq && $sudo apt-get install -y -qq linux-perf >/dev/null; }
+  apt_install linux-perf
 fi
 
 if [ -z "${ENVOY_BIN:-}" ] && [ ! -x .venv/bin/envoy ]; then
