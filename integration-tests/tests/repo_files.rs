@@ -127,6 +127,56 @@ fn every_shipped_envoy_config_fails_closed() {
     }
 }
 
+/// The keep-alive timeout of the Node servers behind the example configs (MCP servers, IdP,
+/// token service): Node's default, 5 s.
+const SERVER_KEEP_ALIVE_SECONDS: f64 = 5.0;
+
+/// Every upstream cluster closes idle connections before its server does; otherwise a request
+/// sent as the server closes an idle connection fails with a 503 (seen in the routing test).
+#[test]
+fn every_shipped_cluster_closes_idle_connections_before_the_server() {
+    let mut checked = 0;
+    for rel in yaml_files("envoy") {
+        let text = read(&rel);
+        let Some((_, clusters)) = text.split_once("\n  clusters:\n") else {
+            continue;
+        };
+        // Cluster entries start at two spaces; their fields at four.
+        let mut names = Vec::new();
+        let mut with_options = Vec::new();
+        for line in clusters.lines() {
+            if let Some(name) = line.strip_prefix("  - name: ") {
+                names.push(name.trim().to_string());
+            } else if line.starts_with("    typed_extension_protocol_options:") {
+                with_options.extend(names.last().cloned());
+            }
+        }
+        assert!(!names.is_empty(), "{rel}: no clusters found");
+        assert_eq!(
+            names, with_options,
+            "{rel}: every cluster needs typed_extension_protocol_options (idle_timeout)"
+        );
+        let timeouts: Vec<f64> = clusters
+            .lines()
+            .filter_map(|l| l.split_once("common_http_protocol_options: { idle_timeout: "))
+            .map(|(_, rest)| {
+                let secs = rest.split_once("s }").map(|(n, _)| n).unwrap_or(rest);
+                secs.parse()
+                    .unwrap_or_else(|e| panic!("{rel}: idle_timeout {rest:?}: {e}"))
+            })
+            .collect();
+        assert!(!timeouts.is_empty(), "{rel}: no upstream idle_timeout");
+        for t in timeouts {
+            assert!(
+                t > 0.0 && t < SERVER_KEEP_ALIVE_SECONDS,
+                "{rel}: upstream idle_timeout {t} s must be below the servers' keep-alive ({SERVER_KEEP_ALIVE_SECONDS} s)"
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked >= 3, "expected the demo, routing and hot-reload configs");
+}
+
 /// `warden check` (the filter's own configuration code) accepts every plugin configuration in
 /// the shipped files; a file without one gets the filter through ECDS from a shipped file.
 #[test]
