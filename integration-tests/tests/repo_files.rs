@@ -174,7 +174,10 @@ fn every_shipped_cluster_closes_idle_connections_before_the_server() {
         }
         checked += 1;
     }
-    assert!(checked >= 3, "expected the demo, routing and hot-reload configs");
+    assert!(
+        checked >= 3,
+        "expected the demo, routing and hot-reload configs"
+    );
 }
 
 /// `warden check` (the filter's own configuration code) accepts every plugin configuration in

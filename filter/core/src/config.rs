@@ -8,6 +8,7 @@ use crate::identity::{IdentityConfig, RawIdentity};
 use crate::jsonrpc::CLIENT_METHODS;
 use crate::policy::config::RawPolicy;
 use crate::policy::Policy;
+use crate::response::content::{RawResponseFilters, ResponseFilters};
 use crate::routing::{RawRouting, RoutingConfig};
 use crate::transport::KNOWN_PROTOCOL_VERSIONS;
 use serde::Deserialize;
@@ -58,6 +59,11 @@ pub struct RawConfig {
     /// (see README "Routing"). Needs `identity` and `policy.servers`.
     #[serde(default)]
     pub routing: Option<RawRouting>,
+    /// What is changed in what servers send back: `redact` patterns, injected-instruction
+    /// detection (`mark` or `block`), optionally only for some `servers` (see README "Response
+    /// filters"). Omit to forward answers unchanged (lists are still filtered by the policy).
+    #[serde(default)]
+    pub response_filters: Option<RawResponseFilters>,
 }
 
 fn default_max_body_bytes() -> u64 {
@@ -96,6 +102,8 @@ pub struct Config {
     pub routing: Option<RoutingConfig>,
     /// See [`RawConfig::audit_log`].
     pub audit_log: bool,
+    /// See [`RawConfig::response_filters`].
+    pub response_filters: Option<ResponseFilters>,
 }
 
 impl Default for Config {
@@ -114,6 +122,7 @@ impl Default for Config {
             token_exchange: None,
             routing: None,
             audit_log: true,
+            response_filters: None,
         }
     }
 }
@@ -241,6 +250,10 @@ impl RawConfig {
                 .transpose()?,
             routing: self.routing.map(|r| r.compile("routing")).transpose()?,
             audit_log: self.audit_log,
+            response_filters: self
+                .response_filters
+                .map(|r| r.compile("response_filters"))
+                .transpose()?,
         })
         .and_then(check_cross_fields)
     }
@@ -272,6 +285,17 @@ fn per_server_section<'a>(
 }
 
 fn check_cross_fields(c: Config) -> Result<Config, ConfigError> {
+    if let Some(servers) = c.response_filters.as_ref().and_then(|r| r.servers()) {
+        let registry = c.policy.as_ref().map(|p| p.registry());
+        for (i, name) in servers.iter().enumerate() {
+            if registry.and_then(|r| r.server(name)).is_none() {
+                return Err(err(
+                    &format!("response_filters.servers[{i}]"),
+                    format!("no server `{name}` in policy.servers"),
+                ));
+            }
+        }
+    }
     if let Some(r) = &c.routing {
         per_server_section(
             &c,

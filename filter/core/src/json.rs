@@ -33,6 +33,15 @@ pub enum JsonError {
     },
 }
 
+impl fmt::Display for JsonError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JsonError::Syntax(m) => write!(f, "not JSON: {m}"),
+            JsonError::TooDeep { limit } => write!(f, "nested deeper than {limit} levels"),
+        }
+    }
+}
+
 /// A JSON value kept as its text, already checked by the strict reader (syntax, duplicate keys,
 /// nesting depth), so parsing it again cannot fail and gives the value the reader accepted.
 #[derive(Debug, Clone)]

@@ -2,48 +2,41 @@
 //!
 //! The SDK's `get_map_bytes` copies every name and value into its own allocation (two per
 //! header, a request carries a dozen) and panics on a status or a layout it does not expect.
-//! Here the host's buffer is kept whole and the headers borrow from it; anything unexpected is
-//! an error, which the adapter answers like any failed host call (fail closed).
-
-use proxy_wasm::types::MapType;
-
-#[link(wasm_import_module = "env")]
-extern "C" {
-    fn proxy_get_header_map_pairs(
-        map_type: u32,
-        return_map_data: *mut *mut u8,
-        return_map_size: *mut usize,
-    ) -> u32;
-}
+//! Here the host's buffer (`host::get_header_pairs`) is kept whole and the headers borrow from
+//! it; anything unexpected is an error, which the adapter answers like any failed host call
+//! (fail closed). `join` writes the same layout for local replies and callouts.
 
 /// Why a header map could not be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MapError {
-    /// The host call returned this status instead of Ok.
-    Status(u32),
     /// The serialised map does not have the proxy-wasm layout (at this byte offset).
     Layout(usize),
     /// A header name is not UTF-8.
     Name,
 }
 
-/// The serialised header map of the current stream (empty if the host has none).
-pub fn read(map: MapType) -> Result<Vec<u8>, MapError> {
-    let mut data: *mut u8 = std::ptr::null_mut();
-    let mut size: usize = 0;
-    // SAFETY: the host writes a pointer and a size into the two locals. A non-null pointer is
-    // a buffer of exactly `size` bytes that the host obtained from this module's
-    // `proxy_on_memory_allocate` (the SDK's: a boxed slice of that length), so it is owned
-    // here and can be taken back as a Vec with that length and capacity.
-    let status = unsafe { proxy_get_header_map_pairs(map as u32, &mut data, &mut size) };
-    if status != 0 {
-        return Err(MapError::Status(status));
+/// Serialises (name, value) pairs the way the host reads them (the layout `split` reads), for
+/// local replies and callouts.
+pub fn join(pairs: &[(String, String)]) -> Vec<u8> {
+    let size = 4 + pairs
+        .iter()
+        .map(|(k, v)| 8 + k.len() + v.len() + 2)
+        .sum::<usize>();
+    let mut out = Vec::with_capacity(size);
+    // Lengths beyond u32 cannot occur: the host's memory is 32-bit.
+    let len = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
+    out.extend(len(pairs.len()));
+    for (k, v) in pairs {
+        out.extend(len(k.len()));
+        out.extend(len(v.len()));
     }
-    if data.is_null() {
-        return Ok(Vec::new());
+    for (k, v) in pairs {
+        out.extend(k.as_bytes());
+        out.push(0);
+        out.extend(v.as_bytes());
+        out.push(0);
     }
-    // SAFETY: see above.
-    Ok(unsafe { Vec::from_raw_parts(data, size, size) })
+    out
 }
 
 /// Splits a serialised map — a u32 count, then a (name length, value length) u32 pair per
@@ -125,6 +118,31 @@ mod tests {
         // Borrowed from the host's buffer, not copied.
         let range = raw.as_ptr_range();
         assert!(pairs.iter().all(|(k, _)| range.contains(&k.as_ptr())));
+    }
+
+    #[test]
+    fn joined_pairs_have_the_hosts_layout() {
+        let pairs = vec![
+            (":status".to_string(), "403".to_string()),
+            ("x-empty".to_string(), String::new()),
+            (
+                "content-type".to_string(),
+                "application/json; charset=utf-8".to_string(),
+            ),
+        ];
+        let raw = join(&pairs);
+        let as_bytes: Vec<(&[u8], &[u8])> = pairs
+            .iter()
+            .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+            .collect();
+        assert_eq!(raw, serialise(&as_bytes));
+        let back: Vec<(&str, &[u8])> = split(&raw).unwrap();
+        assert_eq!(back.len(), 3);
+        assert!(back
+            .iter()
+            .zip(&pairs)
+            .all(|((k, v), (pk, pv))| k == pk && *v == pv.as_bytes()));
+        assert_eq!(join(&[]), 0u32.to_le_bytes().to_vec());
     }
 
     #[test]

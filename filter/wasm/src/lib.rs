@@ -1,8 +1,9 @@
 //! mcp-warden as a proxy-wasm HTTP filter: the thin glue between Envoy and `mcp-warden-core`.
 //!
-//! Each callback reads what Envoy offers through `proxy_wasm::hostcalls` (which return
-//! `Result`s instead of panicking), hands it to the core's [`RequestFlow`] and carries out the
-//! step it returns. A host call that fails ends the request with a local 500: fail closed.
+//! Each callback reads what Envoy offers through [`host`] (host calls that return errors where
+//! the SDK's would panic), hands it to the core's [`RequestFlow`] and carries out the step it
+//! returns. A host call that fails ends the request with a local 500, or closes the response
+//! stream once the response has started: fail closed.
 
 use log::{error, info, warn};
 use mcp_warden_core::audit;
@@ -16,46 +17,54 @@ use mcp_warden_core::pipeline::{
     BodyStep, HeaderEdit, Outcome, RequestContext, RequestFlow, ResponseFacts, ResponseMode, Step,
 };
 use mcp_warden_core::registry::LiveDefinitions;
-use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
+use proxy_wasm::types::{Action, BufferType, ContextType, MapType};
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::{Duration, UNIX_EPOCH};
 
 mod header_map;
-
-#[link(wasm_import_module = "env")]
-extern "C" {
-    /// The raw host call behind `resume_http_request`, whose SDK wrapper panics on an
-    /// unexpected status (e.g. a stream that went away while it waited).
-    fn proxy_continue_stream(stream_type: u32) -> u32;
-}
+pub mod host;
 
 /// How often the worker re-reads Envoy's log level (`/logging?wasm=…` changes it at run time).
-const LOG_LEVEL_REFRESH: Duration = Duration::from_secs(1);
+const LOG_LEVEL_REFRESH_MS: u32 = 1000;
 
 /// Lets through only the log lines Envoy would write: audit records and other info lines are
 /// not even formatted while Envoy's wasm logger is above `info`.
 fn follow_envoy_log_level() {
-    let filter = match hostcalls::get_log_level() {
-        Ok(LogLevel::Trace) => log::LevelFilter::Trace,
-        Ok(LogLevel::Debug) => log::LevelFilter::Debug,
-        Ok(LogLevel::Info) | Err(_) => log::LevelFilter::Info,
-        Ok(LogLevel::Warn) => log::LevelFilter::Warn,
-        Ok(LogLevel::Error) | Ok(LogLevel::Critical) => log::LevelFilter::Error,
+    let filter = match host::log_level() {
+        Ok(0) => log::LevelFilter::Trace,
+        Ok(1) => log::LevelFilter::Debug,
+        Ok(3) => log::LevelFilter::Warn,
+        Ok(4..) => log::LevelFilter::Error,
+        Ok(_) | Err(_) => log::LevelFilter::Info,
     };
     log::set_max_level(filter);
 }
 
 /// Resumes the current request; false if the host refused.
 fn continue_request() -> bool {
-    // SAFETY: a plain host call with an integer argument (StreamType::HttpRequest = 0).
-    unsafe { proxy_continue_stream(0) == 0 }
+    host::continue_request().is_ok()
+}
+
+/// Ends the current request's stream after a failure that left no other way to refuse it.
+fn close_request(context_id: u32, why: &str) {
+    error!("mcp-warden: request {context_id}: {why}; closing the request stream");
+    if let Err(e) = host::close_request() {
+        error!("mcp-warden: request {context_id}: cannot close the stream: {e}");
+    }
+}
+
+/// Ends the response stream when a response that must be changed cannot be: the client never
+/// gets the unchanged response (unfiltered lists, unsealed session ids, unredacted text).
+fn close_response(context_id: u32, why: &str) {
+    error!("mcp-warden: request {context_id}: {why}; closing the response stream");
+    if let Err(e) = host::close_response() {
+        error!("mcp-warden: request {context_id}: cannot close the response stream: {e}");
+    }
 }
 
 proxy_wasm::main! {{
-    proxy_wasm::set_log_level(LogLevel::Info);
+    host::install_logger();
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
         Box::new(WardenRoot {
             config: Rc::new(Config::default()),
@@ -78,21 +87,18 @@ impl Context for WardenRoot {}
 
 impl RootContext for WardenRoot {
     fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
-        let raw = match hostcalls::get_buffer(
-            BufferType::PluginConfiguration,
-            0,
-            plugin_configuration_size,
-        ) {
-            Ok(bytes) => bytes.unwrap_or_default(),
-            Err(status) => {
-                error!("mcp-warden: cannot read the plugin configuration: {status:?}");
+        let raw = match host::get_buffer(BufferType::PluginConfiguration, plugin_configuration_size)
+        {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                error!("mcp-warden: cannot read the plugin configuration: {e}");
                 return false;
             }
         };
         match Config::from_json(&raw) {
             Ok(config) => {
                 follow_envoy_log_level();
-                if hostcalls::set_tick_period(LOG_LEVEL_REFRESH).is_err() {
+                if host::set_tick_period(LOG_LEVEL_REFRESH_MS).is_err() {
                     warn!("mcp-warden: no timer: the log level is read at start only");
                 }
                 info!(
@@ -178,13 +184,17 @@ impl Context for WardenHttp {
                 self.context_id
             );
         }
-        let status = match hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status") {
-            Ok(Some(s)) => s.parse::<u32>().unwrap_or(0),
+        // An answer that cannot be read is no answer: the exchange fails (closed).
+        let status = match host::get_header(MapType::HttpCallResponseHeaders, ":status") {
+            Ok(Some(s)) => std::str::from_utf8(&s)
+                .ok()
+                .and_then(|s| s.parse::<u32>().ok())
+                .unwrap_or(0),
             _ => 0,
         };
-        let body = match hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size) {
-            Ok(b) => b.unwrap_or_default(),
-            Err(_) => Vec::new(),
+        let body = match host::get_buffer(BufferType::HttpCallResponseBody, body_size) {
+            Ok(b) if status != 0 => b,
+            _ => Vec::new(),
         };
         let result = self.flow.read_sts_answer(status, &body);
         if let Err(r) = &result {
@@ -198,10 +208,7 @@ impl Context for WardenHttp {
         self.finish_exchange(key, result.clone());
         let step = self.flow.on_token(result.map(|i| i.access_token));
         if self.apply(step) == Action::Continue && !continue_request() {
-            warn!(
-                "mcp-warden: request {}: could not be resumed",
-                self.context_id
-            );
+            close_request(self.context_id, "could not be resumed");
         }
     }
 }
@@ -262,25 +269,14 @@ impl WardenHttp {
                         return self.apply(step);
                     }
                 };
-                let headers: Vec<(&str, &str)> = call
-                    .headers
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.as_str()))
-                    .collect();
-                match hostcalls::dispatch_http_call(
-                    &call.cluster,
-                    headers,
-                    Some(&call.body),
-                    vec![],
-                    Duration::from_millis(call.timeout_ms),
-                ) {
+                match host::http_call(&call.cluster, &call.headers, &call.body, call.timeout_ms) {
                     Ok(token) => {
                         self.sts_call = Some((token, key));
                         Action::Pause
                     }
-                    Err(status) => {
+                    Err(e) => {
                         warn!(
-                            "mcp-warden: request {}: cannot call the token service: {status:?}",
+                            "mcp-warden: request {}: cannot call the token service: {e}",
                             self.context_id
                         );
                         let result = self.flow.read_sts_answer(0, &[]);
@@ -300,40 +296,35 @@ impl WardenHttp {
             Err(_) => Vec::new(),
         };
         for (ctx, id) in waiters {
-            if hostcalls::set_effective_context(ctx).is_err() {
+            if host::set_effective_context(ctx).is_err() {
+                // Its stream is gone (or cannot be reached): nothing of it goes upstream.
                 continue;
             }
-            match &result {
+            let id = id.as_ref().and_then(RpcId::from_value);
+            let refusal = match &result {
                 Ok(issued) => {
                     let bearer = format!("Bearer {}", issued.access_token);
-                    if hostcalls::set_map_value(
+                    match host::set_header(
                         MapType::HttpRequestHeaders,
                         "authorization",
                         Some(&bearer),
-                    )
-                    .is_err()
-                        || !continue_request()
-                    {
-                        warn!("mcp-warden: request {ctx} could not be resumed after the token exchange");
+                    ) {
+                        Ok(()) if continue_request() => None,
+                        Ok(()) => {
+                            close_request(ctx, "could not be resumed after the token exchange");
+                            None
+                        }
+                        // Its own token must not go upstream: refuse it.
+                        Err(_) => Some(Rejection::new(Reason::Internal, "gateway error")),
                     }
                 }
-                Err(r) => {
-                    let id = id.as_ref().and_then(RpcId::from_value);
-                    let reply = r.clone().with_id(id).to_reply();
-                    let headers: Vec<(&str, &str)> = reply
-                        .headers
-                        .iter()
-                        .map(|(k, v)| (k.as_str(), v.as_str()))
-                        .collect();
-                    if hostcalls::send_http_response(reply.status, headers, Some(&reply.body))
-                        .is_err()
-                    {
-                        warn!("mcp-warden: request {ctx} could not be refused after the failed exchange");
-                    }
-                }
+                Err(r) => Some(r.clone()),
+            };
+            if let Some(r) = refusal {
+                send_reply(ctx, &r.with_id(id).to_reply());
             }
         }
-        if hostcalls::set_effective_context(self.context_id).is_err() {
+        if host::set_effective_context(self.context_id).is_err() {
             error!(
                 "mcp-warden: request {}: lost its own context",
                 self.context_id
@@ -365,24 +356,9 @@ impl WardenHttp {
                         r.detail
                     );
                 }
-                self.send(&reply);
+                send_reply(self.context_id, &reply);
                 Action::Pause
             }
-        }
-    }
-
-    fn send(&self, reply: &Reply) {
-        let headers: Vec<(&str, &str)> = reply
-            .headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        if let Err(status) = hostcalls::send_http_response(reply.status, headers, Some(&reply.body))
-        {
-            error!(
-                "mcp-warden: request {}: cannot send local reply: {status:?}",
-                self.context_id
-            );
         }
     }
 
@@ -391,7 +367,18 @@ impl WardenHttp {
             "mcp-warden: request {}: host call failed: {what}",
             self.context_id
         );
-        self.send(&Rejection::new(Reason::Internal, "gateway error").to_reply());
+        send_reply(
+            self.context_id,
+            &Rejection::new(Reason::Internal, "gateway error").to_reply(),
+        );
+        Action::Pause
+    }
+
+    /// A response that must be inspected or changed cannot be: the client gets none of it.
+    fn response_failure(&mut self, what: &str) -> Action {
+        self.log_notices();
+        self.response_mode = ResponseMode::Closed;
+        close_response(self.context_id, what);
         Action::Pause
     }
 
@@ -399,9 +386,9 @@ impl WardenHttp {
         match step {
             BodyStep::Step(step) => self.apply(step),
             BodyStep::ReadBody(size) => {
-                let body = match hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size) {
-                    Ok(b) => b.unwrap_or_default(),
-                    Err(_) => return self.host_failure("get request body"),
+                let body = match host::get_buffer(BufferType::HttpRequestBody, size) {
+                    Ok(b) => b,
+                    Err(e) => return self.host_failure(&format!("get request body: {e}")),
                 };
                 let step = self.flow.on_body(&self.config, &body, &SharedDefinitions);
                 self.apply(step)
@@ -410,13 +397,21 @@ impl WardenHttp {
     }
 }
 
+/// Answers the current request locally; if the host refuses, closes its stream instead (it
+/// must not go on, nor hang).
+fn send_reply(context_id: u32, reply: &Reply) {
+    if let Err(e) = host::send_local_reply(reply.status, &reply.headers, &reply.body) {
+        close_request(context_id, &format!("cannot send local reply: {e}"));
+    }
+}
+
 /// Applies header edits to a header map; false if any of them failed (all are attempted).
 fn edit_headers(map: MapType, edits: Vec<HeaderEdit>) -> bool {
     let mut ok = true;
     for edit in &edits {
         let result = match edit {
-            HeaderEdit::Remove(name) => hostcalls::set_map_value(map, name, None),
-            HeaderEdit::Set(name, value) => hostcalls::set_map_value(map, name, Some(value)),
+            HeaderEdit::Remove(name) => host::set_header(map, name, None),
+            HeaderEdit::Set(name, value) => host::set_header(map, name, Some(value)),
         };
         ok &= result.is_ok();
     }
@@ -435,16 +430,14 @@ impl SharedDefinitions {
 
 impl LiveDefinitions for SharedDefinitions {
     fn get(&self, server: &str, tool: &str) -> Option<String> {
-        match hostcalls::get_shared_data(&Self::key(server, tool)) {
-            Ok((Some(bytes), _)) => String::from_utf8(bytes).ok(),
+        match host::get_shared(&Self::key(server, tool)) {
+            Ok(Some(bytes)) => String::from_utf8(bytes).ok(),
             _ => None,
         }
     }
 
     fn put(&self, server: &str, tool: &str, hash: &str) {
-        if hostcalls::set_shared_data(&Self::key(server, tool), Some(hash.as_bytes()), None)
-            .is_err()
-        {
+        if host::set_shared(&Self::key(server, tool), hash.as_bytes()).is_err() {
             warn!("mcp-warden: cannot record the definition of tool {tool} on {server}");
         }
     }
@@ -454,8 +447,8 @@ impl LiveDefinitions for SharedDefinitions {
 struct EnvoyResponseFacts;
 
 impl EnvoyResponseFacts {
-    fn property(path: Vec<&str>) -> Option<String> {
-        match hostcalls::get_property(path) {
+    fn property(path: &[&str]) -> Option<String> {
+        match host::get_property(path) {
             Ok(Some(bytes)) => String::from_utf8(bytes).ok(),
             _ => None,
         }
@@ -464,11 +457,11 @@ impl EnvoyResponseFacts {
 
 impl ResponseFacts for EnvoyResponseFacts {
     fn upstream_address(&self) -> Option<String> {
-        Self::property(vec!["upstream", "address"])
+        Self::property(&["upstream", "address"])
     }
 
     fn code_details(&self) -> Option<String> {
-        Self::property(vec!["response", "code_details"])
+        Self::property(&["response", "code_details"])
     }
 }
 
@@ -483,26 +476,23 @@ impl ClaimSource for JwtAuthnMetadata {
             "envoy.filters.http.jwt_authn",
         ];
         full.extend_from_slice(path);
-        hostcalls::get_property(full).map_err(|s| HostError(format!("get_property: {s:?}")))
+        host::get_property(&full).map_err(|e| HostError(e.to_string()))
     }
 }
 
 impl HttpContext for WardenHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let raw = match header_map::read(MapType::HttpRequestHeaders) {
+        let raw = match host::get_header_pairs(MapType::HttpRequestHeaders) {
             Ok(raw) => raw,
-            Err(e) => return self.host_failure(&format!("get request headers: {e:?}")),
+            Err(e) => return self.host_failure(&format!("get request headers: {e}")),
         };
         let headers = match header_map::split(&raw) {
             Ok(h) => h,
             Err(e) => return self.host_failure(&format!("read request headers: {e:?}")),
         };
-        let now = match hostcalls::get_current_time() {
-            Ok(t) => t
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
-            Err(_) => return self.host_failure("get current time"),
+        let now = match host::now_seconds() {
+            Ok(t) => t,
+            Err(e) => return self.host_failure(&format!("get current time: {e}")),
         };
         self.now = now;
         let (attestations, identities) = (
@@ -543,83 +533,54 @@ impl HttpContext for WardenHttp {
             self.log_notices();
             return Action::Continue;
         }
-        let raw = match header_map::read(MapType::HttpResponseHeaders) {
+        let raw = match host::get_header_pairs(MapType::HttpResponseHeaders) {
             Ok(raw) => raw,
-            Err(e) => return self.host_failure(&format!("get response headers: {e:?}")),
+            Err(e) => return self.response_failure(&format!("get response headers: {e}")),
         };
         let headers = match header_map::split(&raw) {
             Ok(h) => h,
-            Err(e) => return self.host_failure(&format!("read response headers: {e:?}")),
+            Err(e) => return self.response_failure(&format!("read response headers: {e:?}")),
         };
         self.response_mode =
             self.flow
                 .on_response_headers(&self.config, &headers, &EnvoyResponseFacts);
+        self.log_notices();
         if !edit_headers(
             MapType::HttpResponseHeaders,
             self.flow.take_response_edits(),
         ) {
-            error!(
-                "mcp-warden: request {}: cannot edit response headers",
-                self.context_id
-            );
+            return self.response_failure("cannot edit response headers");
         }
-        self.log_notices();
-        if self.response_mode != ResponseMode::Untouched
-            && hostcalls::set_map_value(MapType::HttpResponseHeaders, "content-length", None)
-                .is_err()
-        {
-            error!(
-                "mcp-warden: request {}: cannot drop content-length",
-                self.context_id
-            );
+        if self.response_mode != ResponseMode::Untouched {
+            if let Err(e) = host::set_header(MapType::HttpResponseHeaders, "content-length", None) {
+                return self.response_failure(&format!("cannot drop content-length: {e}"));
+            }
         }
         Action::Continue
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        match self.response_mode {
-            ResponseMode::Untouched => Action::Continue,
-            ResponseMode::Replace if !end_of_stream => Action::Pause,
-            ResponseMode::Replace => {
-                if let Some(new) = self.flow.replacement_body() {
-                    if hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &new)
-                        .is_err()
-                    {
-                        error!(
-                            "mcp-warden: request {}: cannot replace the response",
-                            self.context_id
-                        );
-                    }
-                }
-                Action::Continue
+        let (replacement, what) = match self.response_mode {
+            ResponseMode::Untouched => return Action::Continue,
+            ResponseMode::Closed => return Action::Pause,
+            ResponseMode::Replace | ResponseMode::BufferJson if !end_of_stream => {
+                return Action::Pause
             }
-            ResponseMode::BufferJson if !end_of_stream => Action::Pause,
+            ResponseMode::Replace => (self.flow.replacement_body(), "replace the response"),
             ResponseMode::BufferJson => {
-                let body = match hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size) {
-                    Ok(b) => b.unwrap_or_default(),
-                    Err(_) => return self.host_failure("get response body"),
+                let body = match host::get_buffer(BufferType::HttpResponseBody, body_size) {
+                    Ok(b) => b,
+                    Err(e) => return self.response_failure(&format!("get response body: {e}")),
                 };
-                let replacement =
-                    self.flow
-                        .on_response_json(&self.config, &body, &SharedDefinitions);
-                self.log_notices();
-                if let Some(new) = replacement {
-                    if hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &new)
-                        .is_err()
-                    {
-                        error!(
-                            "mcp-warden: request {}: cannot rewrite the list answer",
-                            self.context_id
-                        );
-                    }
-                }
-                Action::Continue
+                let new = self
+                    .flow
+                    .on_response_json(&self.config, &body, &SharedDefinitions);
+                (new, "rewrite the list answer")
             }
             ResponseMode::StreamSse => {
-                let chunk = match hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size)
-                {
-                    Ok(b) => b.unwrap_or_default(),
-                    Err(_) => return self.host_failure("get response body"),
+                let chunk = match host::get_buffer(BufferType::HttpResponseBody, body_size) {
+                    Ok(b) => b,
+                    Err(e) => return self.response_failure(&format!("get response body: {e}")),
                 };
                 let out = self.flow.on_response_chunk(
                     &self.config,
@@ -627,19 +588,16 @@ impl HttpContext for WardenHttp {
                     end_of_stream,
                     &SharedDefinitions,
                 );
-                self.log_notices();
-                if out != chunk
-                    && hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &out)
-                        .is_err()
-                {
-                    error!(
-                        "mcp-warden: request {}: cannot rewrite the event stream",
-                        self.context_id
-                    );
-                }
-                Action::Continue
+                ((out != chunk).then_some(out), "rewrite the event stream")
+            }
+        };
+        self.log_notices();
+        if let Some(new) = replacement {
+            if let Err(e) = host::set_buffer(BufferType::HttpResponseBody, body_size, &new) {
+                return self.response_failure(&format!("cannot {what}: {e}"));
             }
         }
+        Action::Continue
     }
 
     fn on_log(&mut self) {

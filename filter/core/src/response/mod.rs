@@ -1,8 +1,10 @@
 //! The response path: what the filter does to an upstream answer.
 //!
-//! The filter remembers the method and the id of the request it forwarded. Only the answer to a
+//! The filter remembers the method and the id of the request it forwarded. The answer to a
 //! list request (`tools/list`, `prompts/list`, `resources/list`, `resources/templates/list`,
-//! see [`lists::ListKind::from_method`]) is ever rewritten; everything else passes untouched.
+//! see [`lists::ListKind::from_method`]) is filtered by the policy; with `response_filters`
+//! configured, every answer (JSON, SSE, the GET stream) also goes through [`content`]
+//! (redaction, injected-instruction markers). Without them, everything else passes untouched.
 //!
 //! - **`application/json` response**: the body is buffered to its end and handed once to
 //!   [`lists::filter_message`] with the request id and the keep decision (the same policy
@@ -25,6 +27,7 @@
 //! keep callback, which sees every item) so a definition that changes after it was trusted can be
 //! noticed.
 
+pub mod content;
 pub mod lists;
 pub mod sse;
 pub mod tool_hash;
