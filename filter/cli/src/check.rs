@@ -125,10 +125,14 @@ fn describe(c: &Config) -> String {
     } else {
         "no identity checks"
     };
-    match &c.policy {
+    let mut out = match &c.policy {
         Some(p) => format!("{identity}, policy with {}", plural(p.len(), "rule")),
         None => format!("{identity}, no policy"),
+    };
+    if let Some(f) = &c.response_filters {
+        out.push_str(&format!(", response filters ({})", f.summary()));
     }
+    out
 }
 
 #[cfg(test)]

@@ -3,10 +3,14 @@
 // (Client + StreamableHTTPClientTransport).
 //
 // Usage: node clients/ts-client.mjs --url http://127.0.0.1:PORT/mcp [--timeout-ms 60000]
-//                                   [--header "Name: value"]... [--scenario full|lists]
+//                                   [--header "Name: value"]... [--scenario full|lists|calls]
+//                                   [--call 'tool {"arg": ...}']...
 //
 // --scenario lists: only initialize, list tools / prompts / resources (names), terminate; for
 // checking what a caller is shown (e.g. policy-filtered lists).
+// --scenario calls: initialize (instructions), tools/list (names and descriptions), then each
+// --call in order (result or error as the SDK parsed it), the sampling requests the server
+// sent, terminate; for checking what a client receives (e.g. filtered answers).
 //
 // Every --header is sent on every HTTP request (POST, GET and DELETE), e.g. the caller's
 // `Authorization: Bearer …` and `x-agent-token: …` for a gateway; header values are never
@@ -26,11 +30,12 @@ const { values: opts } = parseArgs({
     'timeout-ms': { type: 'string', default: '60000' },
     header: { type: 'string', multiple: true, default: [] },
     scenario: { type: 'string', default: 'full' },
+    call: { type: 'string', multiple: true, default: [] },
   },
   strict: true,
 });
-if (!opts.url || !['full', 'lists'].includes(opts.scenario)) {
-  process.stderr.write('usage: ts-client.mjs --url http://127.0.0.1:PORT/mcp [--timeout-ms N] [--header "Name: value"]... [--scenario full|lists]\n');
+if (!opts.url || !['full', 'lists', 'calls'].includes(opts.scenario)) {
+  process.stderr.write('usage: ts-client.mjs --url http://127.0.0.1:PORT/mcp [--timeout-ms N] [--header "Name: value"]... [--scenario full|lists|calls] [--call \'tool {json}\']...\n');
   process.exit(2);
 }
 /** The --header options as [name, value] pairs (a repeated name is sent repeatedly). */
@@ -159,8 +164,35 @@ async function lists() {
   return out;
 }
 
+/** --scenario calls: what a client receives for each --call. */
+async function calls() {
+  const client = newClient();
+  const transport = new StreamableHTTPClientTransport(URL_, transportOptions());
+  await client.connect(transport, REQ);
+  const out = { instructions: client.getInstructions() ?? null };
+  out.tools = (await client.listTools({}, REQ)).tools
+    .map((t) => ({ name: t.name, description: t.description ?? null }))
+    .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  out.calls = [];
+  for (const spec of opts.call) {
+    const i = spec.indexOf(' ');
+    const name = i < 0 ? spec : spec.slice(0, i);
+    const args = i < 0 ? {} : JSON.parse(spec.slice(i + 1));
+    try {
+      out.calls.push({ name, result: await client.callTool({ name, arguments: args }, undefined, REQ) });
+    } catch (err) {
+      out.calls.push({ name, error: describeError(err) });
+    }
+  }
+  out.sampling_requests_seen = sampling;
+  await transport.terminateSession();
+  await client.close();
+  return out;
+}
+
 async function main() {
   if (opts.scenario === 'lists') return lists();
+  if (opts.scenario === 'calls') return calls();
   const out = { sdk: '@modelcontextprotocol/sdk', client: 'ts' };
   const client = newClient();
   client.onerror = (e) => process.stderr.write(`ts-client: client error: ${e?.stack ?? e}\n`);

@@ -337,6 +337,19 @@ impl ResponseFilters {
         self.servers.as_deref()
     }
 
+    /// A short description: `2 redactions, injection mark`.
+    pub fn summary(&self) -> String {
+        let n = self.redactions.len();
+        let redactions = format!("{n} redaction{}", if n == 1 { "" } else { "s" });
+        match &self.injection {
+            Some(i) if i.action == InjectionAction::Block => {
+                format!("{redactions}, injection block")
+            }
+            Some(_) => format!("{redactions}, injection mark"),
+            None => format!("{redactions}, no injection detection"),
+        }
+    }
+
     /// Whether answers of `server` are filtered (`""`: no servers configured).
     pub fn applies_to(&self, server: &str) -> bool {
         self.servers
