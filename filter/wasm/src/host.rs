@@ -216,9 +216,14 @@ pub fn close_response() -> Result<(), HostCallError> {
     })
 }
 
-/// The first `max` bytes of a buffer (empty when the host has none).
+/// The first `max` bytes of a buffer the host said has them (`max` from the callback's size).
+/// NotFound is an error: a body the filter was told about and cannot read must not pass
+/// unread (the host would forward its own copy).
 pub fn get_buffer(buffer: BufferType, max: usize) -> Result<Vec<u8>, HostCallError> {
-    let got = bytes_call("proxy_get_buffer_bytes", true, |data, size| {
+    if max == 0 {
+        return Ok(Vec::new());
+    }
+    let got = bytes_call("proxy_get_buffer_bytes", false, |data, size| {
         // SAFETY: the host writes a pointer and a size (see `take`).
         unsafe { proxy_get_buffer_bytes(buffer as u32, 0, max, data, size) }
     })?;

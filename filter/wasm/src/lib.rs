@@ -87,9 +87,18 @@ impl Context for WardenRoot {}
 
 impl RootContext for WardenRoot {
     fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
+        // The whole configuration, or nothing runs: a short read must not become the defaults
+        // (validation only, no identity, no policy).
         let raw = match host::get_buffer(BufferType::PluginConfiguration, plugin_configuration_size)
         {
-            Ok(bytes) => bytes,
+            Ok(bytes) if bytes.len() == plugin_configuration_size => bytes,
+            Ok(bytes) => {
+                error!(
+                    "mcp-warden: cannot read the plugin configuration: got {} of {plugin_configuration_size} bytes",
+                    bytes.len()
+                );
+                return false;
+            }
             Err(e) => {
                 error!("mcp-warden: cannot read the plugin configuration: {e}");
                 return false;
@@ -444,24 +453,42 @@ impl LiveDefinitions for SharedDefinitions {
 }
 
 /// Which instance answered, and why Envoy answered as it did: read only when routing asks.
-struct EnvoyResponseFacts;
+/// A failed read is remembered: the response is then not forwarded (a session sealed without
+/// its instance, or an Envoy error not recognised, would be a different answer).
+#[derive(Default)]
+struct EnvoyResponseFacts {
+    failed: std::cell::Cell<Option<host::HostCallError>>,
+}
 
 impl EnvoyResponseFacts {
-    fn property(path: &[&str]) -> Option<String> {
+    fn property(&self, path: &[&str]) -> Option<String> {
         match host::get_property(path) {
             Ok(Some(bytes)) => String::from_utf8(bytes).ok(),
-            _ => None,
+            Ok(None) => None,
+            Err(e) => {
+                self.failed.set(Some(e));
+                None
+            }
         }
     }
 }
 
 impl ResponseFacts for EnvoyResponseFacts {
     fn upstream_address(&self) -> Option<String> {
-        Self::property(&["upstream", "address"])
+        // Asked only for a new session from an upstream, which Envoy always knows: without
+        // it the session could not be pinned to its instance.
+        let address = self.property(&["upstream", "address"]);
+        if address.is_none() && self.failed.get().is_none() {
+            self.failed.set(Some(host::HostCallError {
+                call: "proxy_get_property(upstream.address)",
+                status: 1,
+            }));
+        }
+        address
     }
 
     fn code_details(&self) -> Option<String> {
-        Self::property(&["response", "code_details"])
+        self.property(&["response", "code_details"])
     }
 }
 
@@ -541,9 +568,13 @@ impl HttpContext for WardenHttp {
             Ok(h) => h,
             Err(e) => return self.response_failure(&format!("read response headers: {e:?}")),
         };
-        self.response_mode =
-            self.flow
-                .on_response_headers(&self.config, &headers, &EnvoyResponseFacts);
+        let facts = EnvoyResponseFacts::default();
+        self.response_mode = self
+            .flow
+            .on_response_headers(&self.config, &headers, &facts);
+        if let Some(e) = facts.failed.take() {
+            return self.response_failure(&format!("read response facts: {e}"));
+        }
         self.log_notices();
         if !edit_headers(
             MapType::HttpResponseHeaders,
