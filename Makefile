@@ -59,6 +59,7 @@ demo: build
 bench: build
 	cargo bench -q -p mcp-warden-core --bench decision
 	cargo bench -q -p mcp-warden-core --bench parse
+	cargo bench -q -p mcp-warden-core --bench content
 	cargo bench -q -p mcp-warden-core --features test-support --bench flow
 	cargo bench -q -p mcp-warden-core --features test-support --bench lists
 	bash bench/run.sh

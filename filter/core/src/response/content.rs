@@ -46,9 +46,19 @@ const BUILTIN_PATTERNS: &[(&str, &str)] = &[
         "ignore-instructions",
         r"(?i)\b(ignore|disregard|forget|override)\b[^.\n]{0,40}\b(previous|prior|above|earlier|all|any|your|system)\b[^.\n]{0,20}\b(instructions?|prompts?|rules|directions|guidelines)\b",
     ),
+    // An alternation of these words runs ~20× slower in the regex crate than three patterns
+    // (its literal prefilter gives up on it): one rule, three patterns.
     (
         "new-instructions",
-        r"(?i)\b(new|updated|real|actual|hidden)\s+(system\s+)?(instructions?|prompt)\s*:",
+        r"(?i)\bnew\s+(system\s+)?(instructions?|prompt)\s*:",
+    ),
+    (
+        "new-instructions",
+        r"(?i)\breal\s+(system\s+)?(instructions?|prompt)\s*:",
+    ),
+    (
+        "new-instructions",
+        r"(?i)\b(updated|actual|hidden)\s+(system\s+)?(instructions?|prompt)\s*:",
     ),
     (
         "instruction-tags",
@@ -159,9 +169,15 @@ struct Redaction {
 #[derive(Debug)]
 struct Injection {
     action: InjectionAction,
-    ids: Vec<String>,
+    /// (rule id, pattern), built-in ones first.
+    patterns: Vec<(String, Regex)>,
+    /// All of them: one pass decides for short text (most strings match nothing). For long
+    /// text the patterns one by one are faster (the set has no literal prefilter).
     set: RegexSet,
 }
+
+/// Text at least this long is checked pattern by pattern instead of with the set first.
+const LONG_TEXT: usize = 2048;
 
 /// The compiled filters.
 #[derive(Debug)]
@@ -229,38 +245,37 @@ impl RawResponseFilters {
             None => None,
             Some(raw) => {
                 let f = format!("{field}.injection");
-                let mut ids: Vec<String> = Vec::new();
-                let mut patterns: Vec<String> = Vec::new();
+                let mut patterns: Vec<(String, Regex)> = Vec::new();
                 if raw.builtin_patterns {
                     for (id, p) in BUILTIN_PATTERNS {
-                        ids.push((*id).to_string());
-                        patterns.push((*p).to_string());
+                        let re = compile_regex(&format!("{f} (built-in `{id}`)"), p)?;
+                        patterns.push(((*id).to_string(), re));
                     }
                 }
                 for (i, p) in raw.patterns.into_iter().enumerate() {
                     let pf = format!("{f}.patterns[{i}]");
                     check_id(&format!("{pf}.id"), &p.id)?;
-                    if ids.contains(&p.id) {
+                    if patterns.iter().any(|(id, _)| *id == p.id) {
                         return Err(err(
                             &format!("{pf}.id"),
                             format!("`{}` is used twice", p.id),
                         ));
                     }
-                    compile_regex(&format!("{pf}.pattern"), &p.pattern)?;
-                    ids.push(p.id);
-                    patterns.push(p.pattern);
+                    let re = compile_regex(&format!("{pf}.pattern"), &p.pattern)?;
+                    patterns.push((p.id, re));
                 }
-                if ids.is_empty() {
+                if patterns.is_empty() {
                     return Err(err(
                         &f,
                         "no patterns (builtin_patterns is false and patterns is empty); use `\"injection\": null` to turn detection off",
                     ));
                 }
-                let refs: Vec<&str> = patterns.iter().map(String::as_str).collect();
+                let sources: Vec<&str> = patterns.iter().map(|(_, re)| re.as_str()).collect();
+                let set = compile_set(&f, &sources)?;
                 Some(Injection {
                     action: raw.action,
-                    ids,
-                    set: compile_set(&f, &refs)?,
+                    patterns,
+                    set,
                 })
             }
         };
@@ -495,7 +510,8 @@ impl Text<'_> {
 
     fn string(&mut self, s: &mut String) {
         let f = self.filters;
-        if !f.redactions.is_empty() {
+        // `is_match` stops at the first hit; most text has none.
+        if !f.redactions.is_empty() && f.redaction_set.is_match(s) {
             let hits = f.redaction_set.matches(s);
             for i in hits.iter() {
                 let Some(r) = f.redactions.get(i) else {
@@ -515,19 +531,19 @@ impl Text<'_> {
         let Some(inj) = &f.injection else {
             return;
         };
-        let hits = inj.set.matches(s);
-        let Some(first) = hits.iter().next() else {
+        if s.len() < LONG_TEXT && !inj.set.is_match(s) {
             return;
-        };
-        for i in hits.iter() {
-            if let Some(id) = inj.ids.get(i) {
+        }
+        let mut first: Option<&str> = None;
+        for (id, re) in &inj.patterns {
+            if re.is_match(s) {
+                first.get_or_insert(id);
                 if !self.flagged.contains(id) {
                     self.flagged.push(id.clone());
                 }
             }
         }
-        if inj.action == InjectionAction::Mark {
-            let rule = inj.ids.get(first).map(String::as_str).unwrap_or("?");
+        if let (Some(rule), InjectionAction::Mark) = (first, inj.action) {
             *s = mark(s, rule, self.server);
             self.changed = true;
         }
