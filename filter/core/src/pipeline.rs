@@ -604,15 +604,15 @@ impl RequestFlow {
             && matches!(self.outcome, Outcome::Forwarded(_))
     }
 
-    /// Runs the response filters over one body or event data (`Ok(None)`: drop it); what
-    /// they found becomes a notice. `Err`: not JSON, withhold it.
+    /// Runs the response filters over one body or event data; what they found becomes a
+    /// notice. `Err`: not JSON, withhold it.
     fn filter_content(
         &mut self,
         cfg: &Config,
         bytes: &[u8],
-    ) -> Result<Option<Option<Vec<u8>>>, crate::json::JsonError> {
+    ) -> Result<Filtered, crate::json::JsonError> {
         let Some(filters) = &cfg.response_filters else {
-            return Ok(Some(None));
+            return Ok(Filtered::Unchanged);
         };
         let mut findings = Findings::default();
         let out = filters.filter(bytes, &self.server, MAX_CONTENT_DEPTH, &mut findings)?;
@@ -620,11 +620,7 @@ impl RequestFlow {
             self.notices
                 .push(format!("response filters: {}", findings.describe()));
         }
-        Ok(match out {
-            Filtered::Unchanged => Some(None),
-            Filtered::Replaced(bytes) => Some(Some(bytes)),
-            Filtered::Dropped => None,
-        })
+        Ok(out)
     }
 
     /// The whole JSON response body: the bytes to send instead, if they differ.
@@ -642,7 +638,7 @@ impl RequestFlow {
                     self.notices.push(format!(
                         "list answer could not be checked and was withheld: {e}"
                     ));
-                    return Some(list_error_body(&id, &e));
+                    return Some(unreadable_answer_body(&id, &e));
                 }
             }
         }
@@ -651,14 +647,14 @@ impl RequestFlow {
         };
         let current = replacement.as_deref().unwrap_or(body);
         match self.filter_content(cfg, current) {
-            Ok(Some(None)) => replacement,
-            Ok(Some(Some(filtered))) => Some(filtered),
-            Ok(None) => Some(Vec::new()),
+            Ok(Filtered::Unchanged) => replacement,
+            Ok(Filtered::Replaced(filtered)) => Some(filtered),
+            Ok(Filtered::Dropped) => Some(Vec::new()),
             Err(e) => {
                 self.notices.push(format!(
                     "answer could not be read by the response filters and was withheld: {e}"
                 ));
-                Some(content_error_body(&id, &e))
+                Some(unreadable_answer_body(&id, &e))
             }
         }
     }
@@ -701,7 +697,7 @@ impl RequestFlow {
                                     "list event could not be checked and was withheld: {e}"
                                 ));
                                 self.response.answered = true;
-                                let body = list_error_body(id, &e);
+                                let body = unreadable_answer_body(id, &e);
                                 new_data = Some(String::from_utf8_lossy(&body).into_owned());
                             }
                         }
@@ -709,11 +705,11 @@ impl RequestFlow {
                     if self.response.content.is_some() {
                         let current = new_data.as_deref().unwrap_or(data).to_owned();
                         match self.filter_content(cfg, current.as_bytes()) {
-                            Ok(Some(None)) => {}
-                            Ok(Some(Some(filtered))) => {
+                            Ok(Filtered::Unchanged) => {}
+                            Ok(Filtered::Replaced(filtered)) => {
                                 new_data = Some(String::from_utf8_lossy(&filtered).into_owned());
                             }
-                            Ok(None) => continue,
+                            Ok(Filtered::Dropped) => continue,
                             Err(e) => {
                                 self.notices.push(format!(
                                     "event could not be read by the response filters and was dropped: {e}"
@@ -1123,18 +1119,8 @@ impl RequestFlow {
     }
 }
 
-/// What replaces an answer the response filters cannot read (it is not forwarded).
-fn content_error_body(id: &serde_json::Value, e: &crate::json::JsonError) -> Vec<u8> {
-    serde_json::json!({
-        "jsonrpc": "2.0",
-        "id": id,
-        "error": {"code": -32603, "message": "Internal error", "data": {"reason": "unreadable_upstream_answer", "detail": e.to_string()}}
-    })
-    .to_string()
-    .into_bytes()
-}
-
-fn list_error_body(id: &serde_json::Value, e: &crate::response::lists::ListError) -> Vec<u8> {
+/// What replaces an upstream answer that cannot be checked (it is not forwarded).
+fn unreadable_answer_body(id: &serde_json::Value, e: &dyn std::fmt::Display) -> Vec<u8> {
     serde_json::json!({
         "jsonrpc": "2.0",
         "id": id,
