@@ -124,6 +124,35 @@ impl Payload {
         }
     }
 
+    /// The payload without `params` and `arguments` (methods, ids and targets stay): what is
+    /// kept once the request is decided, so a request waiting for its answer holds no copy of
+    /// its body.
+    pub fn into_envelope(self) -> Payload {
+        fn strip(m: Message) -> Message {
+            match m {
+                Message::Request {
+                    id, method, target, ..
+                } => Message::Request {
+                    id,
+                    method,
+                    target,
+                    params: Map::new(),
+                    arguments: None,
+                },
+                Message::Notification { method, .. } => Message::Notification {
+                    method,
+                    params: Map::new(),
+                    arguments: None,
+                },
+                response => response,
+            }
+        }
+        match self {
+            Payload::Single(m) => Payload::Single(strip(m)),
+            Payload::Batch(ms) => Payload::Batch(ms.into_iter().map(strip).collect()),
+        }
+    }
+
     /// The id to echo in an error about the payload as a whole.
     pub fn echo_id(&self) -> Option<RpcId> {
         match self {

@@ -27,6 +27,7 @@
 //! keep callback, which sees every item) so a definition that changes after it was trusted can be
 //! noticed.
 
+pub mod answers;
 pub mod content;
 pub mod lists;
 pub mod sse;

@@ -1,0 +1,332 @@
+//! The answer invariant: every message of every answer is classified and filtered for what it
+//! is, whatever the stream, event type, status or batch shape.
+
+use super::super::tests::{
+    compile, demo_server_json, forwarded, hdrs, names, policy_config, post_headers, TOOLS,
+};
+use super::super::{BodyStep, Outcome, RequestFlow, ResponseMode, Step};
+use crate::config::Config;
+use crate::jsonrpc::{Message, Payload};
+use crate::registry::{LiveDefinitions, MemoryDefinitions};
+use serde_json::{json, Value};
+
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
+fn headers(status: &str, content_type: &str) -> Vec<(String, Vec<u8>)> {
+    vec![
+        (":status".into(), status.as_bytes().to_vec()),
+        ("content-type".into(), content_type.as_bytes().to_vec()),
+    ]
+}
+
+/// Sends `stream` through the flow in chunks of `step` bytes.
+fn through_sse(flow: &mut RequestFlow, cfg: &Config, stream: &str, step: usize) -> String {
+    let live = MemoryDefinitions::default();
+    through_sse_live(flow, cfg, stream, step, &live)
+}
+
+fn through_sse_live(
+    flow: &mut RequestFlow,
+    cfg: &Config,
+    stream: &str,
+    step: usize,
+    live: &dyn LiveDefinitions,
+) -> String {
+    assert_eq!(
+        flow.on_response_headers(cfg, &headers("200", "text/event-stream"), &(None, None)),
+        ResponseMode::StreamSse
+    );
+    let chunks: Vec<&[u8]> = stream.as_bytes().chunks(step.max(1)).collect();
+    let mut out = Vec::new();
+    for (i, c) in chunks.iter().enumerate() {
+        out.extend(flow.on_response_chunk(cfg, c, i + 1 == chunks.len(), live));
+    }
+    String::from_utf8(out).unwrap()
+}
+
+fn tools_answer(id: Value) -> String {
+    let mut v: Value = serde_json::from_str(TOOLS).unwrap();
+    v["id"] = id;
+    v.to_string()
+}
+
+fn list_all_config() -> Config {
+    compile(&demo_server_json(
+        json!([
+            {"name": "echo", "status": "approved", "approved_for": ["*"]},
+            {"name": "admin", "status": "approved", "approved_for": ["it"]}
+        ]),
+        json!([
+            {"id": "discovery", "effect": "allow", "methods": ["tools/list", "prompts/list", "ping"]},
+            {"id": "tools", "effect": "allow", "tools": ["*"]}
+        ]),
+    ))
+}
+
+#[test]
+fn a_list_request_in_a_batch_gets_its_answer_filtered() {
+    let cfg = list_all_config();
+    let live = MemoryDefinitions::default();
+    let batch = r#"[{"jsonrpc":"2.0","id":"p","method":"ping"},{"jsonrpc":"2.0","id":5,"method":"tools/list"}]"#;
+    // As a JSON batch answer, in any order, and as SSE events.
+    let (mut flow, step) = forwarded(&cfg, batch, &live);
+    assert_eq!(step, Step::Continue);
+    assert_eq!(
+        flow.on_response_headers(&cfg, &headers("200", "application/json"), &(None, None)),
+        ResponseMode::BufferJson
+    );
+    let answer = format!(
+        r#"[{},{{"jsonrpc":"2.0","id":"p","result":{{}}}}]"#,
+        tools_answer(json!(5))
+    );
+    let out = flow
+        .on_response_json(&cfg, answer.as_bytes(), &live)
+        .unwrap();
+    let v: Vec<Value> = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v.len(), 2);
+    assert_eq!(names(v[0].to_string().as_bytes()), vec!["echo"]);
+    assert_eq!(v[1]["id"], json!("p"));
+
+    let stream = format!(
+        "data: {{\"jsonrpc\":\"2.0\",\"id\":\"p\",\"result\":{{}}}}\n\ndata: {}\n\n",
+        tools_answer(json!(5))
+    );
+    for step in [1, 9, stream.len()] {
+        let (mut flow, _) = forwarded(&cfg, batch, &live);
+        let text = through_sse(&mut flow, &cfg, &stream, step);
+        assert!(text.contains("\"echo\""), "{text}");
+        assert!(!text.contains("admin"), "{text}");
+        assert!(!text.contains("unknown"), "{text}");
+    }
+}
+
+#[test]
+fn decoys_before_the_real_list_do_not_pass_it_unfiltered() {
+    let cfg = policy_config();
+    let list = r#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#;
+    let decoys = [
+        // Another event type, then the real list.
+        format!("event: decoy\ndata: {}\n\n", tools_answer(json!(5))),
+        // Not quite JSON-RPC.
+        "data: {\"jsonrpc\":\"2.0\",\"id\":5,\"result\":{\"tools\":[]},\"x\":1}\n\n".to_string(),
+        "data: {\"jsonrpc\":\"2.0\",\"id\":5}\n\n".to_string(),
+        "data: not json\n\n".to_string(),
+        // An answer to another id.
+        format!("data: {}\n\n", tools_answer(json!(6))),
+        // A batch holding the list.
+        format!("data: [{}]\n\n", tools_answer(json!(5))),
+    ];
+    for decoy in decoys {
+        let stream = format!(
+            "{decoy}event: message\nid: 2\ndata: {}\n\n",
+            tools_answer(json!(5))
+        );
+        for step in [1, 13, stream.len()] {
+            let live = MemoryDefinitions::default();
+            let (mut flow, _) = forwarded(&cfg, list, &live);
+            let text = through_sse_live(&mut flow, &cfg, &stream, step, &live);
+            assert!(!text.contains("admin"), "{decoy}: {text}");
+            assert!(!text.contains("unknown"), "{decoy}: {text}");
+            assert!(!text.contains("\"x\""), "{decoy}: {text}");
+            assert!(!text.contains("not json"), "{decoy}: {text}");
+        }
+    }
+}
+
+#[test]
+fn answers_to_no_request_of_the_stream_are_dropped() {
+    let cfg = policy_config();
+    let live = MemoryDefinitions::default();
+    // On a tools/call's stream: an unsolicited list answer, a second answer, notifications.
+    let call = r#"{"jsonrpc":"2.0","id":11,"method":"tools/call","params":{"name":"echo","arguments":{}}}"#;
+    let (mut flow, _) = forwarded(&cfg, call, &live);
+    let stream = format!(
+        concat!(
+            "data: {}\n\n",
+            "data: {{\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{{\"progressToken\":1,\"progress\":1}}}}\n\n",
+            "data: {{\"jsonrpc\":\"2.0\",\"id\":\"s1\",\"method\":\"sampling/createMessage\",\"params\":{{}}}}\n\n",
+            "data: {{\"jsonrpc\":\"2.0\",\"id\":11,\"result\":{{\"content\":[]}}}}\n\n",
+            "data: {{\"jsonrpc\":\"2.0\",\"id\":11,\"result\":{{\"content\":[{{\"type\":\"text\",\"text\":\"second\"}}]}}}}\n\n"
+        ),
+        tools_answer(json!(5))
+    );
+    let text = through_sse(&mut flow, &cfg, &stream, 7);
+    assert!(!text.contains("tools"), "{text}");
+    assert!(text.contains("notifications/progress"), "{text}");
+    assert!(text.contains("sampling/createMessage"), "{text}");
+    assert!(text.contains("\"content\":[]"), "{text}");
+    assert!(!text.contains("second"), "{text}");
+    let notices = flow.take_notices();
+    assert!(
+        notices
+            .iter()
+            .any(|n| n.contains("no request of this stream")),
+        "{notices:?}"
+    );
+
+    // The GET stream asks nothing: every answer on it is dropped; the rest passes.
+    let mut get = RequestFlow::new();
+    let h: Vec<(String, Vec<u8>)> = vec![
+        (":method".into(), b"GET".to_vec()),
+        (":path".into(), b"/mcp".to_vec()),
+        ("accept".into(), b"text/event-stream".to_vec()),
+    ];
+    let open = Config::default();
+    assert_eq!(hdrs(&mut get, &open, &h, true), Step::Continue);
+    let stream = format!(
+        "id: 1\ndata: {}\n\ndata: {{\"jsonrpc\":\"2.0\",\"method\":\"notifications/tools/list_changed\"}}\n\n",
+        tools_answer(json!(5))
+    );
+    let text = through_sse(&mut get, &open, &stream, 5);
+    assert!(!text.contains("echo"), "{text}");
+    assert!(
+        text.starts_with("id: 1\n\n"),
+        "the dropped event's id stays: {text}"
+    );
+    assert!(text.contains("list_changed"), "{text}");
+}
+
+#[test]
+fn priming_events_comments_and_retry_hints_pass_as_they_are() {
+    let cfg = policy_config();
+    let live = MemoryDefinitions::default();
+    let (mut flow, _) = forwarded(
+        &cfg,
+        r#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#,
+        &live,
+    );
+    let head = "id: abc-0\ndata:\n\n: keep-alive\n\nretry: 3000\n\nid: abc-1\ndata: \n\n";
+    let stream = format!("{head}id: abc-2\ndata: {}\n\n", tools_answer(json!(5)));
+    let text = through_sse(&mut flow, &cfg, &stream, 3);
+    assert!(text.starts_with(head), "{text}");
+    assert!(text.contains("id: abc-2\n"), "{text}");
+}
+
+#[test]
+fn an_unfinished_event_at_the_end_is_never_sent() {
+    let cfg = Config::default();
+    let live = MemoryDefinitions::default();
+    let (mut flow, _) = forwarded(&cfg, r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#, &live);
+    let text = through_sse(
+        &mut flow,
+        &cfg,
+        "data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,",
+        4,
+    );
+    assert_eq!(
+        text,
+        "data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n\n"
+    );
+}
+
+#[test]
+fn json_answers_that_answer_nothing_become_an_error_for_the_request() {
+    let cfg = Config::default();
+    let live = MemoryDefinitions::default();
+    for body in [
+        r#"{"jsonrpc":"2.0","id":2,"result":{}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"result":{},"extra":true}"#,
+        r#"[{"jsonrpc":"2.0","id":2,"result":{}}]"#,
+        r#"[]"#,
+        r#""text""#,
+    ] {
+        let (mut flow, _) = forwarded(&cfg, r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#, &live);
+        flow.on_response_headers(&cfg, &headers("200", "application/json"), &(None, None));
+        let out = flow.on_response_json(&cfg, body.as_bytes(), &live).unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["id"], json!(1), "{body}");
+        assert_eq!(
+            v["error"]["data"]["reason"],
+            json!("unreadable_upstream_answer"),
+            "{body}"
+        );
+    }
+    // The answer itself passes untouched.
+    let (mut flow, _) = forwarded(&cfg, r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#, &live);
+    flow.on_response_headers(&cfg, &headers("200", "application/json"), &(None, None));
+    assert_eq!(
+        flow.on_response_json(&cfg, br#"{"jsonrpc":"2.0","id":"1","result":{}}"#, &live),
+        None
+    );
+}
+
+#[test]
+fn ambiguous_content_types_are_replaced_by_the_type_that_was_checked() {
+    let cfg = Config::default();
+    let live = MemoryDefinitions::default();
+    let (mut flow, _) = forwarded(&cfg, r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#, &live);
+    flow.on_response_headers(
+        &cfg,
+        &headers("200", "application/json; x=text/event-stream"),
+        &(None, None),
+    );
+    assert!(flow
+        .take_response_edits()
+        .contains(&super::super::HeaderEdit::Set(
+            "content-type".into(),
+            "application/json".into()
+        )));
+}
+
+#[test]
+fn batches_whose_ids_clients_could_confuse_are_refused() {
+    let cfg = list_all_config();
+    let live = MemoryDefinitions::default();
+    let (flow, step) = forwarded(
+        &cfg,
+        r#"[{"jsonrpc":"2.0","id":1,"method":"tools/list"},{"jsonrpc":"2.0","id":"1","method":"ping"}]"#,
+        &live,
+    );
+    let Step::Reply(reply) = step else {
+        panic!("{step:?}")
+    };
+    assert_eq!(reply.status, 400);
+    assert!(matches!(flow.outcome(), Outcome::Rejected(_)));
+}
+
+#[test]
+fn a_forwarded_request_keeps_no_copy_of_its_params() {
+    let cfg = Config::default();
+    let live = MemoryDefinitions::default();
+    let big = "x".repeat(100_000);
+    let body = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"echo","arguments":{{"text":"{big}"}},"_meta":{{"m":"{big}"}}}}}}"#
+    );
+    let mut flow = RequestFlow::new();
+    assert_eq!(hdrs(&mut flow, &cfg, &post_headers(), false), Step::Pause);
+    let BodyStep::ReadBody(n) = flow.on_request_body(&cfg, body.len(), true) else {
+        panic!()
+    };
+    assert_eq!(
+        flow.on_body(&cfg, &body.as_bytes()[..n], &live),
+        Step::Continue
+    );
+    let Outcome::Forwarded(Some(Payload::Single(Message::Request {
+        params, arguments, ..
+    }))) = flow.outcome()
+    else {
+        panic!("{:?}", flow.outcome())
+    };
+    assert!(params.is_empty());
+    assert!(arguments.is_none());
+    assert!(format!("{flow:?}").len() < 10_000);
+}
+
+#[test]
+fn a_body_without_content_type_is_not_forwarded() {
+    let cfg = Config::default();
+    let live = MemoryDefinitions::default();
+    let (mut flow, _) = forwarded(&cfg, r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#, &live);
+    let h: Vec<(String, Vec<u8>)> = vec![(":status".into(), b"202".to_vec())];
+    assert_eq!(
+        flow.on_response_headers(&cfg, &h, &(None, None)),
+        ResponseMode::BufferJson
+    );
+    assert!(flow.take_response_edits().is_empty());
+    assert_eq!(flow.on_response_json(&cfg, b"", &live), None);
+    assert_eq!(
+        flow.on_response_json(&cfg, br#"{"jsonrpc":"2.0","id":1,"result":{}}"#, &live),
+        Some(Vec::new())
+    );
+}
