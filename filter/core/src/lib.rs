@@ -16,4 +16,5 @@ pub mod policy;
 pub mod registry;
 pub mod response;
 pub mod routing;
+pub mod sealing;
 pub mod transport;

@@ -651,6 +651,17 @@ impl RequestFlow {
         if let Err(r) = self.route_request(cfg, head.session_id.as_deref(), &carried) {
             return self.reject(r);
         }
+        if head.method == HttpMethod::Get {
+            let last = headers
+                .iter()
+                .find(|(k, _)| k.as_ref().eq_ignore_ascii_case("last-event-id"))
+                .map(|(_, v)| String::from_utf8_lossy(v.as_ref()).into_owned());
+            if let Some(last) = last {
+                if let Err(r) = self.resume(cfg, &last) {
+                    return self.reject(r);
+                }
+            }
+        }
         if !verdict.expects_body {
             self.state = State::Forwarding;
             self.outcome = Outcome::Forwarded(None);
@@ -912,7 +923,7 @@ mod tests {
         hdrs_with(flow, cfg, h, eos, &JsonClaims(vec![]))
     }
 
-    fn hdrs_with(
+    pub(super) fn hdrs_with(
         flow: &mut RequestFlow,
         cfg: &Config,
         h: &[(String, Vec<u8>)],
@@ -1941,7 +1952,7 @@ mod tests {
         );
     }
 
-    fn routing_config() -> Config {
+    pub(super) fn routing_config() -> Config {
         let mut cfg = demo_server_json(
             json!([{"name": "echo", "status": "approved", "approved_for": ["*"]}]),
             json!([{"id": "all", "effect": "allow", "methods": ["*"]}, {"id": "tools", "effect": "allow", "tools": ["*"]}]),
@@ -1954,7 +1965,7 @@ mod tests {
         compile(&cfg)
     }
 
-    fn claims_for(sub: &str) -> JsonClaims {
+    pub(super) fn claims_for(sub: &str) -> JsonClaims {
         JsonClaims(vec![(
             "user".into(),
             json!({"iss":"http://idp","sub":sub,"aud":"http://gw/mcp","exp":1_800_000_600u64,"groups":["finance"]}),

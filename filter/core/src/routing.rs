@@ -235,6 +235,15 @@ pub enum SessionError {
 
 const PREFIX: &str = "mw1";
 
+impl crate::sealing::KeyRing for RoutingConfig {
+    fn sealing_key(&self) -> Option<(&str, &[u8; 32])> {
+        self.keys.first().map(|(id, k)| (id.as_str(), k))
+    }
+    fn key(&self, id: &str) -> Option<&[u8; 32]> {
+        self.keys.iter().find(|(i, _)| i == id).map(|(_, k)| k)
+    }
+}
+
 fn hmac(key: &[u8; 32], parts: &[&[u8]]) -> [u8; 32] {
     let mut h = hmac_sha256::HMAC::new(key);
     for p in parts {

@@ -17,13 +17,16 @@
 
 use super::{HeaderEdit, Outcome, RequestFlow, ResponseFacts, ResponseMode};
 use crate::config::Config;
+use crate::error::{Reason, Rejection};
 use crate::policy::{Facts, Purpose};
 use crate::registry::LiveDefinitions;
 use crate::response::answers::{classify, split, Claim, Kind, Media, Messages, Outstanding};
 use crate::response::content::{Filtered, Findings};
 use crate::response::lists::{filter_message, ListItem, ListKind};
+use crate::response::resume::{open_event_id, seal_event_id, EventBinding, ResumeError};
 use crate::response::sse::SseSplitter;
 use crate::response::tool_hash::tool_definition_hash;
+use crate::sealing::KeyRing;
 use serde_json::Value;
 
 /// Nesting accepted in an upstream message checked by the response filters.
@@ -383,26 +386,45 @@ impl RequestFlow {
                     // empty `data`, for resumption): nothing a client dispatches.
                     let data = match event.data() {
                         None | Some("") => {
-                            out.extend_from_slice(event.raw());
+                            match self.sealed_event_id(cfg, event.id()) {
+                                Some(id) => {
+                                    out.extend_from_slice(&event.rewritten(Some(&id), None))
+                                }
+                                None => out.extend_from_slice(event.raw()),
+                            }
                             continue;
                         }
                         Some(d) => d,
                     };
-                    let verdict = match self.messages(cfg, data.as_bytes(), live) {
-                        Ok(v) => v,
-                        Err(e) => {
-                            self.notices.push(format!("upstream event dropped: {e}"));
-                            Verdict::Drop
+                    // Clients dispatch only `message` events: another type is never read by
+                    // them, so it must not stand for (or claim) an answer either.
+                    let verdict = if !matches!(event.event_type(), None | Some("" | "message")) {
+                        self.notices
+                            .push("upstream event of a type clients ignore dropped".into());
+                        Verdict::Drop
+                    } else {
+                        match self.messages(cfg, data.as_bytes(), live) {
+                            Ok(v) => v,
+                            Err(e) => {
+                                self.notices.push(format!("upstream event dropped: {e}"));
+                                Verdict::Drop
+                            }
                         }
                     };
+                    // Sealed after the verdict: it carries what the stream still owes.
+                    let sealed = self.sealed_event_id(cfg, event.id());
                     match verdict {
-                        Verdict::Keep => out.extend_from_slice(event.raw()),
-                        Verdict::Replace(b) => {
-                            out.extend_from_slice(&event.with_data(&String::from_utf8_lossy(&b)))
-                        }
+                        Verdict::Keep => match &sealed {
+                            Some(id) => out.extend_from_slice(&event.rewritten(Some(id), None)),
+                            None => out.extend_from_slice(event.raw()),
+                        },
+                        Verdict::Replace(b) => out.extend_from_slice(
+                            &event.rewritten(sealed.as_deref(), Some(&String::from_utf8_lossy(&b))),
+                        ),
                         Verdict::Drop => {
                             // The id still moves the client's resumption point forward.
-                            if let Some(id) = event.id().filter(|id| !id.contains(['\r', '\n'])) {
+                            let id = sealed.as_deref().or(event.id());
+                            if let Some(id) = id.filter(|id| !id.contains(['\r', '\n'])) {
                                 out.extend_from_slice(b"id: ");
                                 out.extend_from_slice(id.as_bytes());
                                 out.extend_from_slice(b"\n\n");
@@ -423,6 +445,62 @@ impl RequestFlow {
         }
         // At the end, an unfinished event is discarded by clients; unchecked, it is not sent.
         out
+    }
+
+    /// The keys that seal event ids (the session keys), if any.
+    fn key_ring<'c>(&self, cfg: &'c Config) -> Option<&'c dyn KeyRing> {
+        cfg.routing.as_ref().map(|r| r as &dyn KeyRing)
+    }
+
+    /// The id the client sees for an upstream event id: sealed with what the stream still owes
+    /// (`None`: no id, an id reset, or no keys to seal with: the id passes as it is).
+    fn sealed_event_id(&self, cfg: &Config, id: Option<&str>) -> Option<String> {
+        let id = id.filter(|id| !id.is_empty())?;
+        let ring = self.key_ring(cfg)?;
+        let owner = self.owner();
+        seal_event_id(
+            ring,
+            &EventBinding {
+                event_id: id.to_string(),
+                server: self.server.clone(),
+                user: owner.user().to_string(),
+                agent: owner.agent().to_string(),
+                outstanding: self.response.outstanding.unanswered(),
+            },
+        )
+    }
+
+    /// A stream resumed with `Last-Event-ID`: the upstream gets its own event id back and the
+    /// stream may carry the answers the sealed id says it still owes. Without keys the header
+    /// passes as it is (and the resumed stream answers nothing).
+    pub(super) fn resume(&mut self, cfg: &Config, last_event_id: &str) -> Result<(), Rejection> {
+        let Some(ring) = self.key_ring(cfg) else {
+            return Ok(());
+        };
+        let owner = self.owner();
+        let binding = open_event_id(
+            ring,
+            last_event_id,
+            &self.server,
+            owner.user(),
+            owner.agent(),
+        )
+        .map_err(|e| match e {
+            ResumeError::Unknown => Rejection::new(
+                Reason::InvalidHeader,
+                "Last-Event-ID is not an event id this gateway handed out",
+            )
+            .with_rule("resume.unknown_event_id"),
+            ResumeError::Foreign => Rejection::new(
+                Reason::SessionForbidden,
+                "this stream belongs to another caller",
+            )
+            .with_rule("resume.owner"),
+        })?;
+        self.edits
+            .push(HeaderEdit::Set("last-event-id".into(), binding.event_id));
+        self.response.outstanding = binding.outstanding;
+        Ok(())
     }
 
     fn filter_list(

@@ -17,21 +17,48 @@
 
 use crate::jsonrpc::{Message, Payload};
 use crate::response::lists::{ids_match, ListKind};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
 /// One request of the stream's POST body that has not been answered yet.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Entry {
+    #[serde(rename = "i")]
     id: Value,
+    #[serde(rename = "l", default, with = "list_kind")]
     list: Option<ListKind>,
+    #[serde(rename = "d", default)]
     answered: bool,
 }
 
+/// A list kind as its request method (in sealed event ids).
+mod list_kind {
+    use crate::response::lists::ListKind;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(k: &Option<ListKind>, s: S) -> Result<S::Ok, S::Error> {
+        match k {
+            Some(k) => s.serialize_some(k.method()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ListKind>, D::Error> {
+        let m: Option<String> = Option::deserialize(d)?;
+        match m {
+            None => Ok(None),
+            Some(m) => ListKind::from_method(&m)
+                .map(Some)
+                .ok_or_else(|| serde::de::Error::custom("unknown list method")),
+        }
+    }
+}
+
 /// The requests a stream may answer: those of its own POST body. The GET stream and a DELETE
-/// answer none.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// answer none; a resumed stream answers what its sealed `Last-Event-ID` says.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct Outstanding {
     entries: Vec<Entry>,
 }
@@ -95,6 +122,18 @@ impl Outstanding {
             .iter()
             .find(|e| !e.answered)
             .map_or(Value::Null, |e| e.id.clone())
+    }
+
+    /// The requests not answered yet (what a resumed stream may still answer).
+    pub fn unanswered(&self) -> Outstanding {
+        Outstanding {
+            entries: self
+                .entries
+                .iter()
+                .filter(|e| !e.answered)
+                .cloned()
+                .collect(),
+        }
     }
 
     /// Whether the stream has requests at all.

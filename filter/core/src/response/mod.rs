@@ -30,5 +30,6 @@
 pub mod answers;
 pub mod content;
 pub mod lists;
+pub mod resume;
 pub mod sse;
 pub mod tool_hash;

@@ -123,11 +123,20 @@ impl SseEvent {
     /// line. A stream-start BOM is kept; a split-off `\n` half is not (the previous event's
     /// `\r` already ended its line).
     pub fn with_data(&self, new_data: &str) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.raw.len() + new_data.len() + 16);
+        self.rewritten(None, Some(new_data))
+    }
+
+    /// Serialises the event again like [`SseEvent::with_data`], with `new_id` (when given) as
+    /// its only `id` field (where the first one was) and `new_data` (when given) as its data.
+    /// `new_id` must not hold a line break or U+0000 (a sealed id never does).
+    pub fn rewritten(&self, new_id: Option<&str>, new_data: Option<&str>) -> Vec<u8> {
+        let extra = new_data.map_or(0, str::len) + new_id.map_or(0, str::len);
+        let mut out = Vec::with_capacity(self.raw.len() + extra + 16);
         if self.bom {
             out.extend_from_slice(BOM);
         }
         let mut data_written = false;
+        let mut id_written = false;
         for line in &self.lines {
             match line {
                 SseLine::Comment(text) => {
@@ -135,17 +144,27 @@ impl SseEvent {
                     out.extend_from_slice(text.as_bytes());
                     out.push(b'\n');
                 }
-                SseLine::Field { name, .. } if name == "data" => {
-                    if !data_written {
-                        write_data(&mut out, new_data);
+                SseLine::Field { name, value } if name == "data" => match new_data {
+                    Some(d) if !data_written => {
+                        write_data(&mut out, d);
                         data_written = true;
                     }
-                }
+                    Some(_) => {}
+                    None => write_field(&mut out, name, value),
+                },
+                SseLine::Field { name, value } if name == "id" => match new_id {
+                    Some(id) if !id_written => {
+                        write_field(&mut out, "id", id);
+                        id_written = true;
+                    }
+                    Some(_) => {}
+                    None => write_field(&mut out, name, value),
+                },
                 SseLine::Field { name, value } => write_field(&mut out, name, value),
             }
         }
-        if !data_written {
-            write_data(&mut out, new_data);
+        if let (Some(d), false) = (new_data, data_written) {
+            write_data(&mut out, d);
         }
         out.push(b'\n');
         out

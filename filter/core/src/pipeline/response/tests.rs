@@ -130,6 +130,9 @@ fn decoys_before_the_real_list_do_not_pass_it_unfiltered() {
             assert!(!text.contains("unknown"), "{decoy}: {text}");
             assert!(!text.contains("\"x\""), "{decoy}: {text}");
             assert!(!text.contains("not json"), "{decoy}: {text}");
+            assert!(!text.contains("event: decoy"), "{decoy}: {text}");
+            // Exactly one answer reaches the client, filtered.
+            assert_eq!(text.matches("\"echo\"").count(), 1, "{decoy}: {text}");
         }
     }
 }
@@ -329,4 +332,109 @@ fn a_body_without_content_type_is_not_forwarded() {
         flow.on_response_json(&cfg, br#"{"jsonrpc":"2.0","id":1,"result":{}}"#, &live),
         Some(Vec::new())
     );
+}
+
+/// The sealed `id:` values of a stream, in order.
+fn event_ids(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("id: "))
+        .map(str::to_string)
+        .collect()
+}
+
+fn get_with_last_event_id(
+    cfg: &Config,
+    sub: &str,
+    last: &str,
+) -> (RequestFlow, Step, Vec<super::super::HeaderEdit>) {
+    let mut flow = RequestFlow::new();
+    let h: Vec<(String, Vec<u8>)> = vec![
+        (":method".into(), b"GET".to_vec()),
+        (":path".into(), b"/mcp".to_vec()),
+        ("accept".into(), b"text/event-stream".to_vec()),
+        ("last-event-id".into(), last.as_bytes().to_vec()),
+    ];
+    let step = super::super::tests::hdrs_with(
+        &mut flow,
+        cfg,
+        &h,
+        true,
+        &super::super::tests::claims_for(sub),
+    );
+    let edits = flow.take_header_edits();
+    (flow, step, edits)
+}
+
+#[test]
+fn a_resumed_stream_gets_what_its_sealed_event_id_says_it_owes() {
+    let cfg = super::super::tests::routing_config();
+    let live = MemoryDefinitions::default();
+    // alice's tools/list stream: a priming event, then the connection breaks.
+    let mut flow = RequestFlow::new();
+    let h = post_headers();
+    super::super::tests::hdrs_with(
+        &mut flow,
+        &cfg,
+        &h,
+        false,
+        &super::super::tests::claims_for("alice"),
+    );
+    let body = r#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#;
+    let BodyStep::ReadBody(n) = flow.on_request_body(&cfg, body.len(), true) else {
+        panic!()
+    };
+    assert_eq!(
+        flow.on_body(&cfg, &body.as_bytes()[..n], &live),
+        Step::Continue
+    );
+    let text = through_sse(&mut flow, &cfg, "id: up-1\ndata:\n\n", 4);
+    let ids = event_ids(&text);
+    assert_eq!(ids.len(), 1, "{text}");
+    assert!(
+        ids[0].starts_with("mwe1."),
+        "the upstream id is sealed: {text}"
+    );
+    assert!(!text.contains("up-1"), "{text}");
+
+    // Resumed by alice: the upstream gets its own id, the list answer on the GET stream is
+    // the answer owed, filtered.
+    let (mut get, step, edits) = get_with_last_event_id(&cfg, "alice", &ids[0]);
+    assert_eq!(step, Step::Continue, "{edits:?}");
+    assert!(edits.contains(&super::super::HeaderEdit::Set(
+        "last-event-id".into(),
+        "up-1".into()
+    )));
+    let text = through_sse(
+        &mut get,
+        &cfg,
+        &format!("id: up-2\ndata: {}\n\n", tools_answer(json!(5))),
+        9,
+    );
+    assert!(text.contains("\"echo\""), "{text}");
+    assert!(!text.contains("admin"), "{text}");
+    assert!(!text.contains("unknown"), "{text}");
+    // Once answered, the stream owes nothing more: resuming after it answers nothing.
+    let after = event_ids(&text);
+    let (mut again, _, _) = get_with_last_event_id(&cfg, "alice", &after[0]);
+    let text = through_sse(
+        &mut again,
+        &cfg,
+        &format!("data: {}\n\n", tools_answer(json!(5))),
+        50,
+    );
+    assert!(!text.contains("echo"), "{text}");
+
+    // Another caller, or an id the gateway never handed out, is refused.
+    let (_, step, _) = get_with_last_event_id(&cfg, "bob", &ids[0]);
+    let Step::Reply(r) = step else {
+        panic!("{step:?}")
+    };
+    assert_eq!(r.status, 403);
+    for forged in ["up-1", "mwe1.k1.AAAA", &ids[0].replace('.', "x")] {
+        let (_, step, _) = get_with_last_event_id(&cfg, "alice", forged);
+        let Step::Reply(r) = step else {
+            panic!("{forged}: {step:?}")
+        };
+        assert_eq!(r.status, 400, "{forged}");
+    }
 }

@@ -1,0 +1,136 @@
+//! Resumable streams: SSE event ids the client sees are sealed, and carry what the stream still
+//! owes, so a stream resumed with `Last-Event-ID` (a GET, possibly on another worker or
+//! replica) knows which answers it may carry and which of them are lists to filter.
+//!
+//! Every event id the upstream sends (priming events included) is replaced by a sealed token:
+//! the upstream's own id, the server, the owner (user and agent) and the requests of the stream
+//! not answered yet. A GET with `Last-Event-ID` must present such a token, for this server and
+//! this caller: the upstream gets its own id back, and the resumed stream the requests.
+//! Without sealing keys the ids pass as they are and a resumed stream answers nothing (its
+//! answers are dropped).
+
+use crate::response::answers::Outstanding;
+use crate::sealing::{open, seal, KeyRing};
+use serde::{Deserialize, Serialize};
+
+const PREFIX: &str = "mwe1";
+const PURPOSE: &str = "sse event id";
+
+/// What a sealed event id carries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventBinding {
+    /// The upstream's event id.
+    #[serde(rename = "e")]
+    pub event_id: String,
+    /// The server.
+    #[serde(rename = "n")]
+    pub server: String,
+    /// The owning user.
+    #[serde(rename = "u")]
+    pub user: String,
+    /// The owning agent (empty when none).
+    #[serde(rename = "a", default)]
+    pub agent: String,
+    /// The requests of the stream still unanswered after this event.
+    #[serde(rename = "o", default)]
+    pub outstanding: Outstanding,
+}
+
+/// Why a presented `Last-Event-ID` is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResumeError {
+    /// Not an id this gateway handed out, altered, or sealed with a key no longer configured.
+    Unknown,
+    /// Sealed for another caller or server.
+    Foreign,
+}
+
+/// The event id the client sees in place of the upstream's.
+pub fn seal_event_id(ring: &dyn KeyRing, binding: &EventBinding) -> Option<String> {
+    let plain = serde_json::to_vec(binding).ok()?;
+    seal(ring, PREFIX, PURPOSE, &plain)
+}
+
+/// Opens a `Last-Event-ID` and checks it belongs to this caller and server.
+pub fn open_event_id(
+    ring: &dyn KeyRing,
+    token: &str,
+    server: &str,
+    user: &str,
+    agent: &str,
+) -> Result<EventBinding, ResumeError> {
+    let plain = open(ring, PREFIX, PURPOSE, token.trim()).ok_or(ResumeError::Unknown)?;
+    let b: EventBinding = serde_json::from_slice(&plain).map_err(|_| ResumeError::Unknown)?;
+    if b.server != server || b.user != user || b.agent != agent {
+        return Err(ResumeError::Foreign);
+    }
+    Ok(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jsonrpc::{parse_payload, ParseRules};
+    use serde_json::json;
+
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    struct Ring([u8; 32]);
+
+    impl KeyRing for Ring {
+        fn sealing_key(&self) -> Option<(&str, &[u8; 32])> {
+            Some(("k", &self.0))
+        }
+        fn key(&self, id: &str) -> Option<&[u8; 32]> {
+            (id == "k").then_some(&self.0)
+        }
+    }
+
+    #[test]
+    fn event_ids_round_trip_for_their_owner_only() {
+        let rules = ParseRules {
+            max_depth: 8,
+            max_batch: 4,
+            extra_methods: &[],
+        };
+        let p = parse_payload(
+            br#"[{"jsonrpc":"2.0","id":5,"method":"tools/list"},{"jsonrpc":"2.0","id":"x","method":"ping"}]"#,
+            &rules,
+            true,
+        )
+        .unwrap();
+        let b = EventBinding {
+            event_id: "upstream-7".into(),
+            server: "corp".into(),
+            user: "alice".into(),
+            agent: "agent-claude".into(),
+            outstanding: Outstanding::of(&p),
+        };
+        let ring = Ring([9; 32]);
+        let t = seal_event_id(&ring, &b).unwrap();
+        assert!(!t.contains("upstream-7"));
+        let mut back = open_event_id(&ring, &t, "corp", "alice", "agent-claude").unwrap();
+        assert_eq!(back, b);
+        assert!(back
+            .outstanding
+            .claim(&json!(5))
+            .is_some_and(|c| c.list.is_some()));
+        assert_eq!(
+            open_event_id(&ring, &t, "corp", "bob", "agent-claude"),
+            Err(ResumeError::Foreign)
+        );
+        assert_eq!(
+            open_event_id(&ring, &t, "other", "alice", "agent-claude"),
+            Err(ResumeError::Foreign)
+        );
+        assert_eq!(
+            open_event_id(&ring, "upstream-7", "corp", "alice", "agent-claude"),
+            Err(ResumeError::Unknown)
+        );
+        assert_eq!(
+            open_event_id(&Ring([8; 32]), &t, "corp", "alice", "agent-claude"),
+            Err(ResumeError::Unknown)
+        );
+    }
+}
