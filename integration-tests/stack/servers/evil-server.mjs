@@ -16,7 +16,8 @@
 //   id. Without a script entry: a JSON answer with an empty result.
 //
 // stdout: exactly one line "READY <port>" once listening.
-// stderr: one JSON line per request: {"ev":"req","method","path","headers":{...},"body":"..."}
+// stderr: one JSON line per request: {"ev":"req","method","path","headers":{...},"body":"..."
+//   (its first 4 KiB),"bytes":N}
 //   (header values of `authorization` and `x-agent-token` are replaced by "<present>").
 import http from 'node:http';
 import fs from 'node:fs';
@@ -63,7 +64,7 @@ const server = http.createServer((req, res) => {
     for (const h of ['authorization', 'x-agent-token']) {
       if (headers[h] !== undefined) headers[h] = '<present>';
     }
-    process.stderr.write(`${JSON.stringify({ ev: 'req', method: req.method, path: req.url, headers, body: raw })}\n`);
+    process.stderr.write(`${JSON.stringify({ ev: 'req', method: req.method, path: req.url, headers, body: raw.slice(0, 4096), bytes: raw.length })}\n`);
     if (req.url === '/healthz') {
       res.writeHead(200, { 'content-type': 'text/plain' });
       res.end('ok');
