@@ -7,7 +7,7 @@
 //! with `--nocapture` to see it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use mcp_warden_integration_tests::evil::{answer, EvilServer};
+use mcp_warden_integration_tests::evil::EvilServer;
 use mcp_warden_integration_tests::{
     demo_plugin_config, open_session, rpc_call, rpc_message, tool_call, Envoy, EnvoyConfig, Idp,
     TestCtx, ALL_MCP_SCOPES,
