@@ -1,27 +1,21 @@
 //! The response path: what the filter does to an upstream answer.
 //!
-//! The filter remembers the method and the id of the request it forwarded. The answer to a
-//! list request (`tools/list`, `prompts/list`, `resources/list`, `resources/templates/list`,
-//! see [`lists::ListKind::from_method`]) is filtered by the policy; with `response_filters`
-//! configured, every answer (JSON, SSE, the GET stream) also goes through [`content`]
-//! (redaction, injected-instruction markers). Without them, everything else passes untouched.
+//! Every message of every answer is classified by [`answers::classify`] and filtered for what it
+//! is (the driver is `pipeline/response.rs`): an answer only if it answers an
+//! [`answers::Outstanding`] request of its stream, a list answer through [`lists`] (the same
+//! policy decision that guards `tools/call`, so a hidden tool is also a refused one), and, with
+//! `response_filters`, every message through [`content`] (redaction, injected-instruction
+//! markers).
 //!
-//! - **`application/json` response**: the body is buffered to its end and handed once to
-//!   [`lists::filter_message`] with the request id and the keep decision (the same policy
-//!   decision that guards `tools/call`, so a hidden tool is also a refused one). `Ok(Some(bytes))`
-//!   replaces the body (drop `content-length` in the response headers first), `Ok(None)` forwards
-//!   it as it was, an error means the answer cannot be checked and must not reach the client.
-//! - **`text/event-stream` response**: chunks go to an [`sse::SseSplitter`] as they arrive.
-//!   Each completed [`sse::SseEvent`] whose [`data`](sse::SseEvent::data) is the response to the
-//!   list request (`filter_message` returns `Ok(Some(json))`) is replaced by
-//!   [`SseEvent::with_data(json)`](sse::SseEvent::with_data); every other event (notifications,
-//!   server requests, comments/keep-alives, responses to other ids) is forwarded as its exact
-//!   [`raw`](sse::SseEvent::raw) bytes the moment it is complete, so streaming gains no delay
-//!   beyond one event. Bytes of an unfinished event are held until its blank line; at end of
-//!   stream [`SseSplitter::finish`](sse::SseSplitter::finish) returns them (clients discard an
-//!   unterminated event, so forwarding or dropping them is equivalent).
-//!   An event over the size limit ([`sse::SseError::EventTooLarge`]) ends the stream: the rest
-//!   cannot be framed safely.
+//! - **`application/json` response** (any status): buffered to its end, read as one message or
+//!   a batch, each message judged on its own.
+//! - **`text/event-stream` response** (2xx): chunks go to an [`sse::SseSplitter`]; each complete
+//!   event is judged as it arrives (no delay beyond one event). Events without data (comments,
+//!   retry hints, priming events) pass; events of a type other than `message` are dropped (clients
+//!   do not dispatch them). Their ids are sealed by [`resume`] when keys are configured, so a
+//!   stream resumed with `Last-Event-ID` knows what it still owes. An unfinished event at the end
+//!   is never sent; an event over the size limit ends the stream.
+//! - Any other 2xx body is not MCP (replaced); any other error body is text (filtered).
 //!
 //! [`tool_hash::tool_definition_hash`] fingerprints each tool of a `tools/list` answer (from the
 //! keep callback, which sees every item) so a definition that changes after it was trusted can be
