@@ -334,6 +334,22 @@ fn a_malicious_server_cannot_get_past_the_answer_filters() {
             "no refused resumption reached the server"
         );
     });
+    // 11. A compressed answer (which the gateway could not read) never reaches the client,
+    //     and the gateway never asks for one.
+    case(&mut failed, "compressed answer", || {
+        let mut a = answer(200, "application/json", &[&full_list("{{id}}")]);
+        a["headers"]["content-encoding"] = json!("x-evil");
+        s.evil.script(&json!({ "tools/list": a }));
+        let resp = s.send(
+            list_req().header("Accept-Encoding", "gzip, x-evil"),
+            "compressed",
+        );
+        assert_only_whoami(&resp.body_str(), "compressed");
+        assert!(resp.header("content-encoding").is_none(), "{resp}");
+        let last = s.evil.requests().pop().unwrap();
+        assert!(last["headers"]["accept-encoding"].is_null(), "{last}");
+    });
+
     assert!(
         failed.is_empty(),
         "cases that let the attack through: {failed:?}"

@@ -648,6 +648,11 @@ impl RequestFlow {
             Err(r) => return self.reject(r),
         };
         let carried = |name: &str| carries(headers, name);
+        // Answers are read by the filter: the upstream must not compress them.
+        if carried("accept-encoding") {
+            self.edits
+                .push(HeaderEdit::Remove("accept-encoding".to_string()));
+        }
         if let Err(r) = self.route_request(cfg, head.session_id.as_deref(), &carried) {
             return self.reject(r);
         }

@@ -69,6 +69,8 @@ pub(super) struct ResponseState {
     error_status: bool,
     /// Whether the answer had a content type.
     typed: bool,
+    /// Whether the body is encoded (compressed): it cannot be read at all.
+    unreadable: bool,
     splitter: Option<SseSplitter>,
     failed: bool,
 }
@@ -113,7 +115,17 @@ impl RequestFlow {
         }
         let ok = status.is_some_and(|s| s.starts_with('2'));
         let content_type = value("content-type");
-        let media = Media::of(content_type.as_deref());
+        // A compressed body cannot be read (the request asked for none): never forwarded.
+        let encoded = value("content-encoding")
+            .is_some_and(|e| !e.trim().is_empty() && !e.trim().eq_ignore_ascii_case("identity"));
+        let media = if encoded {
+            self.response_edits
+                .push(HeaderEdit::Remove("content-encoding".into()));
+            self.response.unreadable = true;
+            Media::Other
+        } else {
+            Media::of(content_type.as_deref())
+        };
         let set_type = |flow: &mut RequestFlow, ct: &str| {
             flow.response_edits
                 .push(HeaderEdit::Set("content-type".into(), ct.into()));
@@ -134,7 +146,7 @@ impl RequestFlow {
                 // Without a content type no client reads the body as MCP (a 202 has none):
                 // a body there is dropped; with another type it becomes a JSON-RPC error.
                 self.response.body = Body::NotMcp;
-                if content_type.is_some() {
+                if content_type.is_some() || self.response.unreadable {
                     set_type(self, "application/json");
                 }
                 return ResponseMode::BufferJson;
@@ -203,11 +215,16 @@ impl RequestFlow {
                     "the upstream answered with a body that is not MCP (content type); replaced"
                         .into(),
                 );
-                if self.response.typed {
+                if self.response.typed || self.response.unreadable {
                     Some(self.error_body("the upstream's answer is not an MCP message"))
                 } else {
                     Some(Vec::new())
                 }
+            }
+            Body::Text if self.response.unreadable => {
+                self.notices
+                    .push("the upstream's error body is compressed; replaced".into());
+                Some(WITHHELD_TEXT.as_bytes().to_vec())
             }
             Body::Text => self.text_body(cfg, body),
             Body::Messages if self.response.error_status && !is_jsonrpc(body) => {

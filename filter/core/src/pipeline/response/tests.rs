@@ -438,3 +438,34 @@ fn a_resumed_stream_gets_what_its_sealed_event_id_says_it_owes() {
         assert_eq!(r.status, 400, "{forged}");
     }
 }
+
+#[test]
+fn compressed_answers_are_never_forwarded_and_never_asked_for() {
+    let cfg = Config::default();
+    let live = MemoryDefinitions::default();
+    let mut flow = RequestFlow::new();
+    let mut h = post_headers();
+    h.push(("accept-encoding".into(), b"gzip, br".to_vec()));
+    assert_eq!(hdrs(&mut flow, &cfg, &h, false), Step::Pause);
+    assert!(flow
+        .take_header_edits()
+        .contains(&super::super::HeaderEdit::Remove("accept-encoding".into())));
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+    let BodyStep::ReadBody(n) = flow.on_request_body(&cfg, body.len(), true) else {
+        panic!()
+    };
+    flow.on_body(&cfg, &body.as_bytes()[..n], &live);
+    let mut h = headers("200", "application/json");
+    h.push(("content-encoding".into(), b"gzip".to_vec()));
+    assert_eq!(
+        flow.on_response_headers(&cfg, &h, &(None, None)),
+        ResponseMode::BufferJson
+    );
+    let edits = flow.take_response_edits();
+    assert!(edits.contains(&super::super::HeaderEdit::Remove("content-encoding".into())));
+    let out = flow
+        .on_response_json(&cfg, b"\x1f\x8b\x08\x00garbage", &live)
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["id"], json!(1));
+}
