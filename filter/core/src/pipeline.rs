@@ -249,12 +249,14 @@ impl RequestFlow {
         session_id: Option<&str>,
         carried: &dyn Fn(&str) -> bool,
     ) -> Result<(), Rejection> {
-        let Some(r) = &cfg.routing else { return Ok(()) };
+        // The routing headers are the filter's own, with or without routing: a client's copy
+        // could steer a route or `override_host` the operator configured by hand.
         for h in ROUTING_HEADERS {
             if carried(h) {
                 self.edits.push(HeaderEdit::Remove(h.to_string()));
             }
         }
+        let Some(r) = &cfg.routing else { return Ok(()) };
         let owner = self.owner();
         let (user, agent, groups) = (owner.user(), owner.agent(), owner.groups());
         self.edits

@@ -469,3 +469,20 @@ fn compressed_answers_are_never_forwarded_and_never_asked_for() {
     let v: Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(v["id"], json!(1));
 }
+
+#[test]
+fn routing_headers_from_the_client_are_removed_even_without_routing() {
+    let cfg = Config::default();
+    let mut flow = RequestFlow::new();
+    let mut h = post_headers();
+    h.push(("x-mcp-upstream-host".into(), b"10.0.0.1:22".to_vec()));
+    h.push(("X-MCP-Server".into(), b"other".to_vec()));
+    assert_eq!(hdrs(&mut flow, &cfg, &h, false), Step::Pause);
+    let edits = flow.take_header_edits();
+    for name in ["x-mcp-upstream-host", "x-mcp-server"] {
+        assert!(
+            edits.contains(&super::super::HeaderEdit::Remove(name.into())),
+            "{edits:?}"
+        );
+    }
+}
