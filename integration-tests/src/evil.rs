@@ -74,3 +74,53 @@ impl EvilServer {
             .collect()
     }
 }
+
+/// The demo IdP, the evil server and Envoy with the demo plugin configuration (without token
+/// exchange: the evil server verifies no token), with an open session of bob's.
+pub struct EvilStack {
+    pub ctx: TestCtx,
+    pub idp: crate::Idp,
+    pub evil: EvilServer,
+    pub envoy: crate::Envoy,
+    pub bob: crate::Tokens,
+    pub session: String,
+}
+
+impl EvilStack {
+    /// Starts the stack; `tweak` changes the plugin configuration first.
+    pub fn start(test: &str, tweak: impl FnOnce(&mut serde_json::Value)) -> EvilStack {
+        let ctx = TestCtx::new(test);
+        let idp = crate::Idp::start(&ctx);
+        let evil = EvilServer::start(&ctx);
+        let mut cfg = crate::demo_plugin_config();
+        if let Some(o) = cfg.as_object_mut() {
+            o.remove("token_exchange");
+        }
+        tweak(&mut cfg);
+        let config = crate::EnvoyConfig::demo(evil.port, idp.port).plugin_config(&cfg.to_string());
+        let envoy = crate::Envoy::start(&ctx, "envoy", &config);
+        let bob = idp.tokens("bob", "agent-claude", crate::ALL_MCP_SCOPES);
+        let session = crate::open_session(envoy.listener_port, &bob.headers())
+            .unwrap_or_else(|e| panic!("{e}"));
+        EvilStack {
+            ctx,
+            idp,
+            evil,
+            envoy,
+            bob,
+            session,
+        }
+    }
+
+    /// Envoy's listener port.
+    pub fn port(&self) -> u16 {
+        self.envoy.listener_port
+    }
+}
+
+/// Runs one case of a suite; a failing case is recorded and the others still run.
+pub fn case(failed: &mut Vec<&'static str>, name: &'static str, f: impl FnOnce()) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
+        failed.push(name);
+    }
+}

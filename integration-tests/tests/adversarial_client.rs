@@ -4,52 +4,12 @@
 //! what reached the server (a scripted server that logs every request it receives).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use mcp_warden_integration_tests::evil::EvilServer;
-use mcp_warden_integration_tests::{
-    demo_plugin_config, open_session, Envoy, EnvoyConfig, HttpRequest, Idp, TestCtx, Tokens,
-    ALL_MCP_SCOPES, RAW_PROTOCOL_VERSION,
-};
+use mcp_warden_integration_tests::evil::{case, EvilServer, EvilStack};
+use mcp_warden_integration_tests::{HttpRequest, Tokens, RAW_PROTOCOL_VERSION};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::process::Command;
 use std::time::Duration;
-
-struct Stack {
-    _ctx: TestCtx,
-    _idp: Idp,
-    evil: EvilServer,
-    envoy: Envoy,
-    bob: Tokens,
-    session: String,
-}
-
-fn start() -> Stack {
-    let ctx = TestCtx::new("adversarial_client");
-    let idp = Idp::start(&ctx);
-    let evil = EvilServer::start(&ctx);
-    let mut cfg = demo_plugin_config();
-    cfg.as_object_mut().unwrap().remove("token_exchange");
-    let config = EnvoyConfig::demo(evil.port, idp.port).plugin_config(&cfg.to_string());
-    let envoy = Envoy::start(&ctx, "envoy", &config);
-    let bob = idp.tokens("bob", "agent-claude", ALL_MCP_SCOPES);
-    let session =
-        open_session(envoy.listener_port, &bob.headers()).unwrap_or_else(|e| panic!("{e}"));
-    Stack {
-        _ctx: ctx,
-        _idp: idp,
-        evil,
-        envoy,
-        bob,
-        session,
-    }
-}
-
-/// Runs one case; a failing case is reported and the others still run.
-fn case(failed: &mut Vec<&'static str>, name: &'static str, f: impl FnOnce()) {
-    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
-        failed.push(name);
-    }
-}
 
 /// Whether any request that reached the server calls `tool`.
 fn reached_tool(evil: &EvilServer, tool: &str) -> bool {
@@ -97,8 +57,8 @@ fn h2_post(port: u16, tokens: &Tokens, session: &str, body: &str, extra: &[&str]
 
 #[test]
 fn a_hostile_client_gets_nothing_past_the_decision() {
-    let s = start();
-    let port = s.envoy.listener_port;
+    let s = EvilStack::start("adversarial_client", |_| {});
+    let port = s.port();
     let mut failed = Vec::new();
 
     // 1. A refused call hidden as the second element of a batch (batches are legal without

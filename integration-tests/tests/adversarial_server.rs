@@ -5,10 +5,9 @@
 //! received, and that the request did reach the server (the server really sent the trick).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use mcp_warden_integration_tests::evil::{answer, EvilServer};
+use mcp_warden_integration_tests::evil::{answer, case, EvilStack};
 use mcp_warden_integration_tests::{
-    demo_plugin_config, list_names, open_session, rpc_call, rpc_message, tool_call, Envoy,
-    EnvoyConfig, HttpRequest, HttpResponse, Idp, TestCtx, Tokens, ALL_MCP_SCOPES,
+    list_names, rpc_call, rpc_message, tool_call, HttpRequest, HttpResponse, Tokens, ALL_MCP_SCOPES,
 };
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -27,32 +26,19 @@ fn full_list(id: &str) -> String {
     .replace("\"ID\"", id)
 }
 
-fn plugin_config() -> String {
-    let mut cfg = demo_plugin_config();
-    cfg.as_object_mut().unwrap().remove("token_exchange");
-    cfg["response_filters"]["injection"] = json!({"action": "mark"});
-    // Session keys: sessions sealed and bound, event ids sealed for resumption.
-    cfg["routing"] = json!({"session_keys": [
-        {"id": "t1", "secret": "dGVzdC1vbmx5LWtleS1hZHZlcnNhcmlhbC0zMmJ5dGU="}
-    ]});
-    cfg.to_string()
+struct Stack {
+    s: EvilStack,
+    alice: Tokens,
 }
 
-struct Stack {
-    _ctx: TestCtx,
-    _idp: Idp,
-    evil: EvilServer,
-    envoy: Envoy,
-    bob: Tokens,
-    alice: Tokens,
-    session: String,
+impl std::ops::Deref for Stack {
+    type Target = EvilStack;
+    fn deref(&self) -> &EvilStack {
+        &self.s
+    }
 }
 
 impl Stack {
-    fn port(&self) -> u16 {
-        self.envoy.listener_port
-    }
-
     /// Sends `req` as bob and checks the request reached the evil server.
     fn send(&self, req: HttpRequest, what: &str) -> HttpResponse {
         let before = self.evil.requests().len();
@@ -70,24 +56,15 @@ impl Stack {
 }
 
 fn start() -> Stack {
-    let ctx = TestCtx::new("adversarial_server");
-    let idp = Idp::start(&ctx);
-    let evil = EvilServer::start(&ctx);
-    let config = EnvoyConfig::demo(evil.port, idp.port).plugin_config(&plugin_config());
-    let envoy = Envoy::start(&ctx, "envoy", &config);
-    let bob = idp.tokens("bob", "agent-claude", ALL_MCP_SCOPES);
-    let alice = idp.tokens("alice", "agent-claude", ALL_MCP_SCOPES);
-    let session =
-        open_session(envoy.listener_port, &bob.headers()).unwrap_or_else(|e| panic!("{e}"));
-    Stack {
-        _ctx: ctx,
-        _idp: idp,
-        evil,
-        envoy,
-        bob,
-        alice,
-        session,
-    }
+    let s = EvilStack::start("adversarial_server", |cfg| {
+        cfg["response_filters"]["injection"] = json!({"action": "mark"});
+        // Session keys: sessions sealed and bound, event ids sealed for resumption.
+        cfg["routing"] = json!({"session_keys": [
+            {"id": "t1", "secret": "dGVzdC1vbmx5LWtleS1hZHZlcnNhcmlhbC0zMmJ5dGU="}
+        ]});
+    });
+    let alice = s.idp.tokens("alice", "agent-claude", ALL_MCP_SCOPES);
+    Stack { s, alice }
 }
 
 fn assert_only_whoami(body: &str, what: &str) {
@@ -354,11 +331,4 @@ fn a_malicious_server_cannot_get_past_the_answer_filters() {
         failed.is_empty(),
         "cases that let the attack through: {failed:?}"
     );
-}
-
-/// Runs one case; a failing case is reported and the others still run.
-fn case(failed: &mut Vec<&'static str>, name: &'static str, f: impl FnOnce()) {
-    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
-        failed.push(name);
-    }
 }

@@ -7,11 +7,8 @@
 //! with `--nocapture` to see it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use mcp_warden_integration_tests::evil::EvilServer;
-use mcp_warden_integration_tests::{
-    demo_plugin_config, open_session, rpc_call, rpc_message, tool_call, Envoy, EnvoyConfig, Idp,
-    TestCtx, ALL_MCP_SCOPES,
-};
+use mcp_warden_integration_tests::evil::EvilStack;
+use mcp_warden_integration_tests::{rpc_call, rpc_message, tool_call};
 use serde_json::json;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -32,16 +29,9 @@ fn rss_kib(pid: u32) -> u64 {
 
 #[test]
 fn hundreds_of_held_one_mib_calls_do_not_exhaust_the_gateway() {
-    let ctx = TestCtx::new("memory_held_calls");
-    let idp = Idp::start(&ctx);
-    let evil = EvilServer::start(&ctx);
-    let mut cfg = demo_plugin_config();
-    cfg.as_object_mut().unwrap().remove("token_exchange");
-    let config = EnvoyConfig::demo(evil.port, idp.port).plugin_config(&cfg.to_string());
-    let envoy = Envoy::start(&ctx, "envoy", &config);
-    let port = envoy.listener_port;
-    let bob = idp.tokens("bob", "agent-claude", ALL_MCP_SCOPES);
-    let session = open_session(port, &bob.headers()).unwrap_or_else(|e| panic!("{e}"));
+    let stack = EvilStack::start("memory_held_calls", |_| {});
+    let (evil, envoy, port) = (&stack.evil, &stack.envoy, stack.port());
+    let (bob, session) = (&stack.bob, &stack.session);
     // whoami answers after 8 s: the calls stay in flight meanwhile.
     evil.script(&json!({
         "tools/call:whoami": {
@@ -60,8 +50,8 @@ fn hundreds_of_held_one_mib_calls_do_not_exhaust_the_gateway() {
     let threads: Vec<_> = (0..HELD)
         .map(|i| {
             let (held, errors) = (Arc::clone(&held), Arc::clone(&errors));
-            let req = tool_call(&session, 1000 + i as u64, "whoami", json!({"pad": pad}))
-                .tokens(&bob)
+            let req = tool_call(session, 1000 + i as u64, "whoami", json!({"pad": pad}))
+                .tokens(bob)
                 .timeout(Duration::from_secs(30));
             std::thread::spawn(move || match req.open(port) {
                 Ok(stream) if stream.status == 200 => held.lock().unwrap().push(stream),
@@ -87,8 +77,8 @@ fn hundreds_of_held_one_mib_calls_do_not_exhaust_the_gateway() {
     let during = rss_kib(pid);
 
     // Meanwhile the gateway still answers.
-    let resp = rpc_call(&session, 7, "ping", json!({}))
-        .tokens(&bob)
+    let resp = rpc_call(session, 7, "ping", json!({}))
+        .tokens(bob)
         .timeout(Duration::from_secs(5))
         .send(port)
         .expect("ping while the calls are held");
