@@ -10,6 +10,7 @@ use crate::policy::config::RawPolicy;
 use crate::policy::Policy;
 use crate::response::content::{RawResponseFilters, ResponseFilters};
 use crate::routing::{RawRouting, RoutingConfig};
+use crate::sessions::{RawSessions, SessionKeys};
 use crate::transport::KNOWN_PROTOCOL_VERSIONS;
 use serde::Deserialize;
 use std::fmt;
@@ -59,6 +60,12 @@ pub struct RawConfig {
     /// (see README "Routing"). Needs `identity` and `policy.servers`.
     #[serde(default)]
     pub routing: Option<RawRouting>,
+    /// Keys sealing session ids (see README "Sessions"). Sessions are sealed and bound to
+    /// their caller whenever `identity` is on; without configured keys each Envoy process uses
+    /// a random key shared by its workers (replicas that share sessions need configured keys).
+    /// Needs `identity`.
+    #[serde(default)]
+    pub sessions: Option<RawSessions>,
     /// What is changed in what servers send back: `redact` patterns, injected-instruction
     /// detection (`mark` or `block`), optionally only for some `servers` (see README "Response
     /// filters"). Omit to forward answers unchanged (lists are still filtered by the policy).
@@ -100,6 +107,8 @@ pub struct Config {
     pub token_exchange: Option<ExchangeConfig>,
     /// See [`RawConfig::routing`].
     pub routing: Option<RoutingConfig>,
+    /// Session sealing: `Some` whenever `identity` is on (see [`RawConfig::sessions`]).
+    pub sessions: Option<SessionKeys>,
     /// See [`RawConfig::audit_log`].
     pub audit_log: bool,
     /// See [`RawConfig::response_filters`].
@@ -121,6 +130,7 @@ impl Default for Config {
             policy: None,
             token_exchange: None,
             routing: None,
+            sessions: None,
             audit_log: true,
             response_filters: None,
         }
@@ -177,7 +187,7 @@ impl Config {
 
 impl RawConfig {
     /// Validates cross-field rules and builds the runtime configuration.
-    pub fn compile(self) -> Result<Config, ConfigError> {
+    pub fn compile(mut self) -> Result<Config, ConfigError> {
         if !(1..=64 * 1024 * 1024).contains(&self.max_body_bytes) {
             return Err(err(
                 "max_body_bytes",
@@ -236,6 +246,33 @@ impl RawConfig {
                 ));
             }
         }
+        let legacy_keys = self.routing.as_mut().and_then(|r| r.session_keys.take());
+        let sessions = match (self.sessions, legacy_keys) {
+            (Some(_), Some(_)) => {
+                return Err(err(
+                    "routing.session_keys",
+                    "session keys are set in `sessions.keys`: remove this copy",
+                ))
+            }
+            (Some(s), None) => Some(SessionKeys::compile(s.keys, "sessions.keys")?),
+            (None, Some(keys)) => Some(SessionKeys::compile(keys, "routing.session_keys")?),
+            (None, None) => None,
+        };
+        if sessions.is_some() && self.identity.is_none() {
+            return Err(err(
+                if self.routing.is_some() {
+                    "routing"
+                } else {
+                    "sessions"
+                },
+                "needs `identity`: sessions are bound to the verified caller",
+            ));
+        }
+        // With identity, sessions are always sealed and bound: a generated key when none is set.
+        let sessions = match sessions {
+            None if self.identity.is_some() => Some(SessionKeys::generated()),
+            s => s,
+        };
         Ok(Config {
             max_body_bytes: self.max_body_bytes,
             max_json_depth: self.max_json_depth,
@@ -249,6 +286,7 @@ impl RawConfig {
                 .map(|x| x.compile("token_exchange"))
                 .transpose()?,
             routing: self.routing.map(|r| r.compile("routing")).transpose()?,
+            sessions,
             audit_log: self.audit_log,
             response_filters: self
                 .response_filters
@@ -429,5 +467,50 @@ mod tests {
             .as_bytes()
         )
         .is_ok());
+    }
+
+    #[test]
+    fn sessions_are_on_whenever_identity_is() {
+        let key = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+        let identity = r#""identity":{"protected_resource":{"resource":"http://gw/mcp","authorization_servers":["i"]},"user":{"issuers":["i"]}}"#;
+        let policy = r#""policy":{"servers":[{"name":"a","path":"/mcp"}]}"#;
+        let cfg = |body: String| Config::from_json(format!("{{{body}}}").as_bytes());
+        // Identity without any session setting: a generated key.
+        let c = cfg(identity.to_string()).unwrap();
+        assert!(c.sessions.as_ref().is_some_and(|s| s.is_generated()));
+        // No identity: nothing to bind a session to.
+        assert!(cfg(String::new()).unwrap().sessions.is_none());
+        let sessions = format!(r#""sessions":{{"keys":[{{"id":"k","secret":"{key}"}}]}}"#);
+        assert_eq!(cfg(sessions.clone()).unwrap_err().field, "sessions");
+        let c = cfg(format!("{identity},{sessions}")).unwrap();
+        assert!(c.sessions.as_ref().is_some_and(|s| !s.is_generated()));
+        assert!(cfg(format!(r#"{identity},"sessions":{{}}"#))
+            .unwrap()
+            .sessions
+            .is_some_and(|s| s.is_generated()));
+        // routing.session_keys still works; both places at once is refused.
+        let routing = format!(r#""routing":{{"session_keys":[{{"id":"k","secret":"{key}"}}]}}"#);
+        let c = cfg(format!("{identity},{policy},{routing}")).unwrap();
+        assert!(c.sessions.as_ref().is_some_and(|s| !s.is_generated()));
+        assert_eq!(
+            cfg(format!("{identity},{policy},{routing},{sessions}"))
+                .unwrap_err()
+                .field,
+            "routing.session_keys"
+        );
+        assert_eq!(
+            cfg(format!(
+                r#"{identity},"sessions":{{"keys":[{{"id":"k","secret":"c2hvcnQ="}}]}}"#
+            ))
+            .unwrap_err()
+            .field,
+            "sessions.keys[0].secret"
+        );
+        assert_eq!(
+            cfg(format!(r#"{identity},"sessions":{{"key":[]}}"#))
+                .unwrap_err()
+                .field,
+            "sessions.key"
+        );
     }
 }

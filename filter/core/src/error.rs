@@ -65,6 +65,9 @@ pub enum Reason {
     SessionNotFound,
     /// The session belongs to another user or agent.
     SessionForbidden,
+    /// The request path is not a configured MCP endpoint (only the exact `policy.servers[].path`
+    /// is; the 2024-11-05 HTTP+SSE transport's `/sse` and `/messages` are not supported).
+    UnknownEndpoint,
 }
 
 impl Reason {
@@ -99,6 +102,7 @@ impl Reason {
             Reason::ExchangeRefused => "token_exchange_refused",
             Reason::SessionNotFound => "session_not_found",
             Reason::SessionForbidden => "session_forbidden",
+            Reason::UnknownEndpoint => "unknown_endpoint",
         }
     }
 
@@ -124,6 +128,7 @@ impl Reason {
             | Reason::SessionForbidden => (403, -32003),
             Reason::ExchangeUnavailable => (503, -32004),
             Reason::SessionNotFound => (404, -32001),
+            Reason::UnknownEndpoint => (404, -32600),
             Reason::DuplicateKey
             | Reason::TooDeep
             | Reason::InvalidRequest

@@ -17,4 +17,5 @@ pub mod registry;
 pub mod response;
 pub mod routing;
 pub mod sealing;
+pub mod sessions;
 pub mod transport;

@@ -21,9 +21,10 @@ use crate::policy::{Decision, Facts, Purpose};
 use crate::registry::LiveDefinitions;
 use crate::response::answers::Outstanding;
 use crate::routing::{
-    affinity_key, SessionBinding, SessionError, AFFINITY_HEADER, ROUTING_HEADERS, SERVER_HEADER,
-    UPSTREAM_HOST_HEADER, VARIANT_HEADER,
+    affinity_key, AFFINITY_HEADER, ROUTING_HEADERS, SERVER_HEADER, UPSTREAM_HOST_HEADER,
+    VARIANT_HEADER,
 };
+use crate::sessions::{SessionBinding, SessionError, SessionOwner};
 use crate::transport::{batch_allowed, check_body_agrees, check_head, HttpMethod, RequestHead};
 use std::sync::Arc;
 
@@ -78,6 +79,18 @@ impl Owner {
 
     fn groups(&self) -> &[String] {
         self.0.as_ref().map_or(&[], |id| id.user.groups.as_slice())
+    }
+
+    /// Who a session of `server` belongs to: issuer and subject of the user and the agent.
+    fn of_session<'a>(&'a self, server: &'a str) -> SessionOwner<'a> {
+        let agent = self.0.as_ref().and_then(|id| id.agent.as_ref());
+        SessionOwner {
+            server,
+            user_issuer: self.0.as_ref().map_or("", |id| id.user.token.iss.as_str()),
+            user: self.user(),
+            agent_issuer: agent.map_or("", |a| a.token.iss.as_str()),
+            agent: self.agent(),
+        }
     }
 }
 
@@ -241,7 +254,8 @@ impl RequestFlow {
         Owner(self.identity.clone())
     }
 
-    /// Sets the routing headers; opens a presented sealed session id.
+    /// Sets the routing headers; opens a presented sealed session id (whenever sessions are
+    /// sealed, i.e. with `identity`: a raw or foreign id never reaches the server).
     /// `carried` says whether the request carries a header (client copies are removed).
     fn route_request(
         &mut self,
@@ -256,51 +270,50 @@ impl RequestFlow {
                 self.edits.push(HeaderEdit::Remove(h.to_string()));
             }
         }
-        let Some(r) = &cfg.routing else { return Ok(()) };
         let owner = self.owner();
-        let (user, agent, groups) = (owner.user(), owner.agent(), owner.groups());
-        self.edits
-            .push(HeaderEdit::Set(SERVER_HEADER.into(), self.server.clone()));
-        self.edits.push(HeaderEdit::Set(
-            AFFINITY_HEADER.into(),
-            affinity_key(&self.server, user),
-        ));
-        match session_id {
-            Some(sealed) => {
-                let b = r
-                    .open(sealed, &self.server, user, agent)
-                    .map_err(|e| match e {
-                        SessionError::Unknown => Rejection::new(
-                            Reason::SessionNotFound,
-                            "unknown or altered session id; initialize a new session",
-                        )
-                        .with_rule("session.unknown"),
-                        SessionError::Foreign => Rejection::new(
-                            Reason::SessionForbidden,
-                            "this session belongs to another caller",
-                        )
-                        .with_rule("session.owner"),
-                    })?;
-                self.edits.push(HeaderEdit::Set(
-                    "mcp-session-id".into(),
-                    b.session_id.clone(),
-                ));
+        if cfg.routing.is_some() {
+            self.edits
+                .push(HeaderEdit::Set(SERVER_HEADER.into(), self.server.clone()));
+            self.edits.push(HeaderEdit::Set(
+                AFFINITY_HEADER.into(),
+                affinity_key(&self.server, owner.user()),
+            ));
+        }
+        if let (Some(keys), Some(sealed)) = (&cfg.sessions, session_id) {
+            let b = keys
+                .open(sealed, &owner.of_session(&self.server))
+                .map_err(|e| match e {
+                    SessionError::Unknown => Rejection::new(
+                        Reason::SessionNotFound,
+                        "unknown or altered session id; initialize a new session",
+                    )
+                    .with_rule("session.unknown"),
+                    SessionError::Foreign => Rejection::new(
+                        Reason::SessionForbidden,
+                        "this session belongs to another caller",
+                    )
+                    .with_rule("session.owner"),
+                })?;
+            self.edits.push(HeaderEdit::Set(
+                "mcp-session-id".into(),
+                b.session_id.clone(),
+            ));
+            if cfg.routing.is_some() {
                 self.edits
                     .push(HeaderEdit::Set(UPSTREAM_HOST_HEADER.into(), b.host.clone()));
                 if let Some(v) = &b.variant {
                     self.edits
                         .push(HeaderEdit::Set(VARIANT_HEADER.into(), v.clone()));
                 }
-                self.variant = b.variant.clone();
-                self.presented_session = Some(sealed.to_string());
-                self.session = Some(b);
             }
-            None => {
-                self.variant = r.choose_variant(&self.server, user, groups, None);
-                if let Some(v) = &self.variant {
-                    self.edits
-                        .push(HeaderEdit::Set(VARIANT_HEADER.into(), v.clone()));
-                }
+            self.variant = b.variant.clone();
+            self.presented_session = Some(sealed.to_string());
+            self.session = Some(b);
+        } else if let Some(r) = &cfg.routing {
+            self.variant = r.choose_variant(&self.server, owner.user(), owner.groups(), None);
+            if let Some(v) = &self.variant {
+                self.edits
+                    .push(HeaderEdit::Set(VARIANT_HEADER.into(), v.clone()));
             }
         }
         Ok(())
@@ -330,36 +343,50 @@ impl RequestFlow {
         status: Option<&str>,
         facts: &dyn ResponseFacts,
     ) -> bool {
-        let Some(r) = &cfg.routing else { return false };
+        let Some(keys) = &cfg.sessions else {
+            return false;
+        };
         if let Some(real) = headers_session {
             let sealed = match (&self.session, &self.presented_session) {
                 (Some(b), Some(p)) if b.session_id == real => Some(p.clone()),
                 _ => {
                     let owner = self.owner();
-                    let binding = SessionBinding {
-                        session_id: real.to_string(),
-                        host: facts.upstream_address().unwrap_or_default(),
-                        variant: self.variant.clone(),
-                        server: self.server.clone(),
-                        user: owner.user().to_string(),
-                        agent: owner.agent().to_string(),
+                    let o = owner.of_session(&self.server);
+                    // The instance matters only to routing (override_host): not read otherwise.
+                    let host = match cfg.routing {
+                        Some(_) => facts.upstream_address().unwrap_or_default(),
+                        None => String::new(),
                     };
-                    if binding.host.is_empty() {
+                    if cfg.routing.is_some() && host.is_empty() {
                         self.notices.push("session created but the upstream address is unknown: it cannot be pinned".into());
                     }
-                    r.seal(&binding)
+                    let binding = SessionBinding {
+                        session_id: real.to_string(),
+                        host,
+                        variant: self.variant.clone(),
+                        server: self.server.clone(),
+                        user_issuer: o.user_issuer.to_string(),
+                        user: o.user.to_string(),
+                        agent_issuer: o.agent_issuer.to_string(),
+                        agent: o.agent.to_string(),
+                    };
+                    keys.seal(&binding)
                 }
             };
             match sealed {
                 Some(s) => self
                     .response_edits
                     .push(HeaderEdit::Set("mcp-session-id".into(), s)),
-                None => self
-                    .response_edits
-                    .push(HeaderEdit::Remove("mcp-session-id".into())),
+                None => {
+                    self.notices
+                        .push("no session key: the server's session id is withheld".into());
+                    self.response_edits
+                        .push(HeaderEdit::Remove("mcp-session-id".into()))
+                }
             }
         }
-        let lost = self.session.is_some()
+        let lost = cfg.routing.is_some()
+            && self.session.is_some()
             && status == Some("503")
             && facts.code_details().is_some_and(|d| {
                 d.starts_with("upstream_reset_before_response_started")
@@ -628,15 +655,13 @@ impl RequestFlow {
             if !policy.registry().is_empty() {
                 match policy.registry().server_for_path(&head.path) {
                     Some(s) => self.server = s.name.clone(),
-                    None => {
-                        return self.reject(
-                            Rejection::new(
-                                Reason::PolicyDenied,
-                                "no MCP server is configured for this path",
-                            )
-                            .with_rule("registry.unknown_server"),
+                    None => return self.reject(
+                        Rejection::new(
+                            Reason::UnknownEndpoint,
+                            "no MCP endpoint at this path (only each server's exact `path` is MCP)",
                         )
-                    }
+                        .with_rule("endpoint.unknown"),
+                    ),
                 }
             }
         }
@@ -670,6 +695,9 @@ impl RequestFlow {
             }
         }
         if !verdict.expects_body {
+            if let Some(r) = self.decide_stream_or_end(cfg) {
+                return self.reject(r);
+            }
             self.state = State::Forwarding;
             self.outcome = Outcome::Forwarded(None);
             return self.plan_credentials(cfg, &[]);
@@ -821,6 +849,36 @@ impl RequestFlow {
         self.plan_credentials(cfg, &refs)
     }
 
+    /// GET (the server's event stream) and DELETE (end a session) carry no JSON-RPC message:
+    /// the policy decides them as the `initialize` of that server, the request that opens the
+    /// session they belong to. Who may not open a session may not listen to one or end one
+    /// (and the session itself must be the caller's: see [`RequestFlow::route_request`]).
+    fn decide_stream_or_end(&mut self, cfg: &Config) -> Option<Rejection> {
+        let policy = cfg.policy.as_ref()?;
+        let decision = policy.decide(&Facts {
+            identity: self.identity.as_deref(),
+            server: &self.server,
+            method: SESSION_METHOD,
+            target: &crate::jsonrpc::Target::None,
+            arguments: None,
+            live_hash: None,
+            now: self.now,
+            purpose: Purpose::Call,
+        });
+        let denied = (!decision.allowed()).then(|| {
+            Rejection::new(
+                Reason::PolicyDenied,
+                format!(
+                    "{} (GET and DELETE are decided as `{SESSION_METHOD}`)",
+                    decision.reason
+                ),
+            )
+            .with_rule(&decision.rule)
+        });
+        self.decisions.push(decision);
+        denied
+    }
+
     fn reject_unexpected(&mut self, what: &str) -> Step {
         self.edits.clear();
         // Fail closed on a callback order we do not expect.
@@ -830,6 +888,9 @@ impl RequestFlow {
         ))
     }
 }
+
+/// The method GET and DELETE requests are decided as (see `decide_stream_or_end`).
+pub const SESSION_METHOD: &str = "initialize";
 
 /// Whether the request carries this header (names compared case-insensitively).
 fn carries<K: AsRef<str>, V>(headers: &[(K, V)], name: &str) -> bool {
@@ -2114,3 +2175,6 @@ mod tests {
         assert_eq!(reads(&mut flow, &answer("503", None)), (0, 1));
     }
 }
+
+#[cfg(test)]
+mod endpoint_tests;

@@ -38,7 +38,7 @@ pub struct RegistryTool {
 pub struct ServerEntry {
     /// Server name.
     pub name: String,
-    /// Path prefix routed to it.
+    /// Its MCP endpoint: the exact request path (see [`Registry::server_for_path`]).
     pub path: String,
     /// Tools by name.
     pub tools: HashMap<String, RegistryTool>,
@@ -108,16 +108,13 @@ impl Registry {
         self.servers.iter().find(|s| s.name == name)
     }
 
-    /// The server whose path is the longest prefix of `path` (on a `/` boundary).
+    /// The server whose endpoint is exactly this request path (`:path` with its query string
+    /// removed). Nothing else is MCP: not a path below the endpoint (`/mcp/sse`, `/mcp/extra`),
+    /// not `/mcp/` nor `/MCP` nor `/mcp;x`, nor an encoded or dot-segment variant; Envoy
+    /// normalises paths before the filter sees them (`normalize_path`, `merge_slashes`).
     pub fn server_for_path(&self, path: &str) -> Option<&ServerEntry> {
-        let path = path.split(['?', '#']).next().unwrap_or_default();
-        self.servers
-            .iter()
-            .filter(|s| {
-                let p = s.path.trim_end_matches('/');
-                path == p || path.starts_with(&format!("{p}/")) || p.is_empty()
-            })
-            .max_by_key(|s| s.path.len())
+        let path = path.split_once('?').map_or(path, |(p, _)| p);
+        self.servers.iter().find(|s| s.path == path)
     }
 
     /// The other servers that also register a tool of this name (shadowing candidates).
@@ -195,6 +192,31 @@ impl Registry {
         }
         Ok(t)
     }
+}
+
+/// Checks a configured endpoint path: absolute and already in the form Envoy's path
+/// normalisation produces, so that exact comparison is the only comparison.
+pub fn check_endpoint_path(path: &str) -> Result<(), &'static str> {
+    if !path.starts_with('/') {
+        return Err("must start with `/`");
+    }
+    if path.len() > 1 && path.ends_with('/') {
+        return Err("must not end with `/` (the endpoint is an exact path)");
+    }
+    if !path.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+        return Err("must be visible ASCII");
+    }
+    if path.contains(['?', '#', ';', '%', '\\']) {
+        return Err("must not contain `?`, `#`, `;`, `%` or `\\`");
+    }
+    if path.len() > 1
+        && path[1..]
+            .split('/')
+            .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+    {
+        return Err("must not contain empty, `.` or `..` segments");
+    }
+    Ok(())
 }
 
 /// Why a tool is not usable, before any text is written for it (see [`Unusable`]).
@@ -422,20 +444,64 @@ mod tests {
     }
 
     #[test]
-    fn longest_path_prefix_picks_the_server() {
+    fn only_the_exact_endpoint_picks_a_server() {
         let r = registry();
-        assert_eq!(
-            r.server_for_path("/mcp").map(|s| s.name.as_str()),
-            Some("files")
-        );
-        assert_eq!(
-            r.server_for_path("/mcp/other?x").map(|s| s.name.as_str()),
-            Some("other")
-        );
-        assert_eq!(
-            r.server_for_path("/mcp/otherwise").map(|s| s.name.as_str()),
-            Some("files")
-        );
-        assert_eq!(r.server_for_path("/mcpx"), None);
+        let name = |p: &str| r.server_for_path(p).map(|s| s.name.as_str());
+        assert_eq!(name("/mcp"), Some("files"));
+        assert_eq!(name("/mcp?x=1"), Some("files"));
+        assert_eq!(name("/mcp?"), Some("files"));
+        assert_eq!(name("/mcp/other"), Some("other"));
+        assert_eq!(name("/mcp/other?x"), Some("other"));
+        for p in [
+            "",
+            "/",
+            "/mcp/",
+            "/MCP",
+            "/Mcp",
+            "/mcpx",
+            "/mcp/sse",
+            "/mcp/messages",
+            "/mcp/extra",
+            "/mcp/otherwise",
+            "/mcp/other/",
+            "/mcp;x",
+            "/mcp%2F",
+            "/m%63p",
+            "//mcp",
+            "/mcp/.",
+            "/mcp/..",
+            "/mcp/../mcp",
+            "/./mcp",
+            "/mcp#x",
+            "mcp",
+            "/mcp ",
+        ] {
+            assert_eq!(name(p), None, "{p:?}");
+        }
+    }
+
+    #[test]
+    fn endpoint_paths_must_be_normalised() {
+        for ok in ["/", "/mcp", "/mcp/hr", "/a-b_c.d~e/f"] {
+            assert_eq!(check_endpoint_path(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "mcp",
+            "/mcp/",
+            "//mcp",
+            "/mcp//hr",
+            "/mcp/./hr",
+            "/mcp/..",
+            "/m%63p",
+            "/mcp;x",
+            "/mcp?x",
+            "/mcp#x",
+            "/mc p",
+            "/m\\cp",
+            "/m\u{e9}",
+        ] {
+            assert!(check_endpoint_path(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -228,7 +228,7 @@ pub fn check_head(
             {
                 return Err(Rejection::new(
                     Reason::NotAcceptable,
-                    "POST must send Accept listing both application/json and text/event-stream",
+                    "POST must send Accept listing both application/json and text/event-stream (the 2024-11-05 HTTP+SSE transport is not supported)",
                 ));
             }
             if let Some(len) = head.content_length {
@@ -326,9 +326,11 @@ fn check_post_content_type(ct: Option<&str>) -> Result<(), Rejection> {
     Ok(())
 }
 
-/// Whether an Accept header value admits `media` (exact type, `type/*` or `*/*`; q=0 refuses).
+/// Whether an Accept header value lists `media` itself, with a non-zero quality. Ranges
+/// (`*/*`, `text/*`) do not count: Streamable HTTP requires clients to list the types they can
+/// read, and a client that sends only `*/*` (the 2024-11-05 HTTP+SSE transport's clients do)
+/// may not understand an SSE answer to its POST.
 pub fn accepts(accept: &str, media: &str) -> bool {
-    let (ty, _) = media.split_once('/').unwrap_or((media, ""));
     accept.split(',').any(|item| {
         let mut parts = item.split(';').map(str::trim);
         let range = parts.next().unwrap_or_default();
@@ -337,7 +339,7 @@ pub fn accepts(accept: &str, media: &str) -> bool {
                 k.trim() == "q" && v.trim().parse::<f32>().is_ok_and(|q| q == 0.0)
             })
         });
-        !q_zero && (range == media || range == "*/*" || range.strip_suffix("/*") == Some(ty))
+        !q_zero && range == media
     })
 }
 
@@ -528,7 +530,19 @@ mod tests {
             ),
             Reason::BodyTooLarge
         );
-        assert!(check(&[(":method", "POST"), ct, ("accept", "*/*")], false).is_ok());
+        // Ranges do not list the types: the legacy HTTP+SSE transport's `*/*` is refused.
+        for accept in [
+            "*/*",
+            "application/*, text/*",
+            "*/*, text/event-stream",
+            "application/json, */*",
+        ] {
+            assert_eq!(
+                reason(&[(":method", "POST"), ct, ("accept", accept)], false),
+                Reason::NotAcceptable,
+                "{accept}"
+            );
+        }
         assert!(check(
             &[
                 (":method", "POST"),
@@ -557,6 +571,10 @@ mod tests {
         let sse = ("accept", "text/event-stream");
         assert!(check(&[(":method", "GET"), sse], true).is_ok());
         assert_eq!(reason(&[(":method", "GET")], true), Reason::NotAcceptable);
+        assert_eq!(
+            reason(&[(":method", "GET"), ("accept", "*/*")], true),
+            Reason::NotAcceptable
+        );
         assert_eq!(
             reason(&[(":method", "GET"), sse], false),
             Reason::InvalidRequest
@@ -826,7 +844,9 @@ mod tests {
 
     #[test]
     fn accept_matching() {
-        assert!(accepts("text/*", "text/event-stream"));
+        assert!(accepts("text/event-stream;q=0.5", "text/event-stream"));
+        assert!(!accepts("text/*", "text/event-stream"));
+        assert!(!accepts("*/*", "text/event-stream"));
         assert!(!accepts("text/html", "text/event-stream"));
         assert!(!accepts("", "application/json"));
         assert!(!accepts("application/jsonx", "application/json"));

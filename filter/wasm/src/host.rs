@@ -301,6 +301,25 @@ pub fn set_shared(key: &str, value: &[u8]) -> Result<(), HostCallError> {
     })
 }
 
+/// proxy-wasm `WasmResult::CasMismatch`.
+pub const CAS_MISMATCH: u32 = 8;
+
+/// Stores a value in the VM's shared data only if the key does not exist yet: Envoy ignores
+/// the CAS of a new key and refuses (CasMismatch) a write to an existing one whose CAS differs,
+/// and no entry has the CAS `u32::MAX` before 2^32 - 1 writes.
+pub fn create_shared(key: &str, value: &[u8]) -> Result<(), HostCallError> {
+    // SAFETY: pointers and lengths of live slices.
+    check("proxy_set_shared_data", unsafe {
+        proxy_set_shared_data(
+            key.as_ptr(),
+            key.len(),
+            value.as_ptr(),
+            value.len(),
+            u32::MAX,
+        )
+    })
+}
+
 /// Answers the current request locally (nothing reaches the upstream).
 pub fn send_local_reply(
     status: u32,

@@ -105,7 +105,14 @@ impl RootContext for WardenRoot {
             }
         };
         match Config::from_json(&raw) {
-            Ok(config) => {
+            Ok(mut config) => {
+                if let Err(e) = share_generated_session_key(&mut config) {
+                    error!("mcp-warden configuration: field `sessions.keys`: {e}");
+                    return false;
+                }
+                if config.sessions.as_ref().is_some_and(|k| k.is_generated()) {
+                    info!("mcp-warden: session ids are sealed with a key generated for this Envoy process; replicas that share sessions need `sessions.keys`");
+                }
                 follow_envoy_log_level();
                 if host::set_tick_period(LOG_LEVEL_REFRESH_MS).is_err() {
                     warn!("mcp-warden: no timer: the log level is read at start only");
@@ -425,6 +432,42 @@ fn edit_headers(map: MapType, edits: Vec<HeaderEdit>) -> bool {
         ok &= result.is_ok();
     }
     ok
+}
+
+/// Shared-data key of the generated session key (one per Envoy process and VM id).
+const SESSION_KEY_SHARED: &str = "mcp-warden/session-key/v1";
+
+/// Without a configured session key every worker VM must seal with the same random key, or a
+/// session opened through one worker would be unknown to the next: the first worker to
+/// configure stores its key in shared data (create-only), every worker uses the stored one.
+/// The key lives as long as the Envoy process (configuration reloads keep it).
+fn share_generated_session_key(config: &mut Config) -> Result<(), String> {
+    let Some(keys) = config.sessions.as_mut().filter(|k| k.is_generated()) else {
+        return Ok(());
+    };
+    for _ in 0..4 {
+        match host::get_shared(SESSION_KEY_SHARED) {
+            Ok(Some(stored)) => {
+                let secret: [u8; 32] = stored
+                    .try_into()
+                    .map_err(|_| "the shared session key is not 32 bytes".to_string())?;
+                keys.install_generated(secret);
+                return Ok(());
+            }
+            Ok(None) => {}
+            Err(e) => return Err(format!("cannot read the shared session key: {e}")),
+        }
+        let Some(mine) = keys.generated_secret() else {
+            return Err("no key configured and no random source to generate one".into());
+        };
+        match host::create_shared(SESSION_KEY_SHARED, &mine) {
+            // Stored (or another worker was first): read back what everyone uses.
+            Ok(()) => {}
+            Err(e) if e.status == host::CAS_MISMATCH => {}
+            Err(e) => return Err(format!("cannot store the generated session key: {e}")),
+        }
+    }
+    Err("workers could not agree on a generated session key".into())
 }
 
 /// Live tool definition hashes in Envoy's shared data (visible to every worker of this VM id).

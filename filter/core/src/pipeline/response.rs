@@ -77,9 +77,15 @@ pub(super) struct ResponseState {
 
 impl RequestFlow {
     /// Whether the response needs looking at: every answer to a forwarded request does (its
-    /// messages are classified), and with routing every answer (session ids, lost instances).
+    /// messages are classified), and with sealed sessions (identity on) every answer (session
+    /// ids; with routing, lost instances).
     pub fn inspects_response(&self, cfg: &Config) -> bool {
-        cfg.routing.is_some() || matches!(self.outcome, Outcome::Forwarded(_))
+        match self.outcome {
+            Outcome::Forwarded(_) => true,
+            // A refused request's answer is the filter's own local reply.
+            Outcome::Rejected(_) => false,
+            Outcome::Pending => cfg.sessions.is_some(),
+        }
     }
 
     /// Response headers arrived: decide how the body is read. `facts` are read only when
@@ -99,7 +105,7 @@ impl RequestFlow {
         };
         let status = value(":status");
         let status = status.as_deref().map(str::trim);
-        if cfg.routing.is_some() {
+        if cfg.sessions.is_some() {
             let session = value("mcp-session-id");
             if self.route_response(cfg, session.as_deref().map(str::trim), status, facts) {
                 return ResponseMode::Replace;
@@ -466,7 +472,11 @@ impl RequestFlow {
 
     /// The keys that seal event ids (the session keys), if any.
     fn key_ring<'c>(&self, cfg: &'c Config) -> Option<&'c dyn KeyRing> {
-        cfg.routing.as_ref().map(|r| r as &dyn KeyRing)
+        // As before sessions were sealed without routing: event ids only with routing.
+        cfg.routing
+            .as_ref()
+            .and(cfg.sessions.as_ref())
+            .map(|k| k as &dyn KeyRing)
     }
 
     /// The id the client sees for an upstream event id: sealed with what the stream still owes

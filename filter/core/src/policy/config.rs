@@ -40,7 +40,9 @@ fn default_trust_levels() -> Vec<String> {
 pub struct RawServer {
     /// Server name, used by rules' `servers` and by routing.
     pub name: String,
-    /// Request path prefix that reaches this server (longest prefix wins), e.g. `/mcp`.
+    /// The server's MCP endpoint, e.g. `/mcp`: only this exact path (a query string aside) is
+    /// MCP; any other path is refused (`unknown_endpoint`). A normalised absolute path: no
+    /// trailing `/`, empty, `.` or `..` segments, `%`, `;`, `?` or `#`.
     pub path: String,
     /// Registered tools. A tool not listed here is invisible and uncallable.
     #[serde(default)]
@@ -241,8 +243,17 @@ fn compile_registry(servers: Vec<RawServer>, at: &str) -> Result<Registry, Confi
                 format!("server `{}` is defined twice", s.name),
             ));
         }
-        if !s.path.starts_with('/') {
-            return Err(err(&format!("{f}.path"), "must start with `/`"));
+        if let Err(why) = crate::registry::check_endpoint_path(&s.path) {
+            return Err(err(&format!("{f}.path"), why));
+        }
+        if let Some(other) = out.iter().find(|e: &&ServerEntry| e.path == s.path) {
+            return Err(err(
+                &format!("{f}.path"),
+                format!(
+                    "`{}` is already the endpoint of server `{}`",
+                    s.path, other.name
+                ),
+            ));
         }
         let mut tools: HashMap<String, RegistryTool> = HashMap::new();
         for (j, t) in s.tools.into_iter().enumerate() {
