@@ -349,9 +349,12 @@ def tested_config(upstream_port: int, filters: list[dict]) -> dict:
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "bench", "codec_type": "AUTO",
         "request_timeout": "0s", "stream_idle_timeout": "3600s",
+        # As in every shipped config (envoy/*.yaml): normalised paths, escaped slashes refused.
+        "normalize_path": True, "merge_slashes": True,
+        "path_with_escaped_slashes_action": "REJECT_REQUEST",
         "route_config": {"name": "bench", "virtual_hosts": [{
             "name": "mcp", "domains": ["*"],
-            "routes": [{"match": {"prefix": "/mcp"},
+            "routes": [{"match": {"path": "/mcp"},
                         "route": {"cluster": "mcp_upstream", "timeout": "0s", "idle_timeout": "3600s"}}]}]},
         "http_filters": filters + [_router()],
     }

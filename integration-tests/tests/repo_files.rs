@@ -313,3 +313,89 @@ fn demo_attestation_key_is_the_demo_attesters() {
          as its attestation key"
     );
 }
+
+/// The path settings every http_connection_manager in front of mcp-warden needs: the filter and
+/// the routes compare the exact endpoint path, so Envoy must hand them the path a server would
+/// resolve (dot segments, `//`, unreserved escapes) and refuse encoded slashes.
+const HCM_PATH_SETTINGS: [&str; 3] = [
+    "normalize_path: true",
+    "merge_slashes: true",
+    "path_with_escaped_slashes_action: REJECT_REQUEST",
+];
+
+/// Every http_connection_manager of every shipped Envoy config (and of `make bench`) normalises
+/// paths and refuses escaped slashes, and only exact-path routes lead to a cluster (a prefix
+/// route may only answer directly): nothing but the MCP endpoint itself reaches an MCP server.
+#[test]
+fn every_shipped_envoy_config_normalises_paths_and_routes_only_exact_endpoints() {
+    let mut checked = 0;
+    for rel in envoy_configs() {
+        let text = read(&rel);
+        let managers = text
+            .lines()
+            .filter(|l| l.contains("http_connection_manager.v3.HttpConnectionManager"))
+            .count();
+        if managers == 0 {
+            continue;
+        }
+        checked += 1;
+        for setting in HCM_PATH_SETTINGS {
+            let n = text.lines().filter(|l| l.trim() == setting).count();
+            assert_eq!(
+                n, managers,
+                "{rel}: every http_connection_manager needs `{setting}`"
+            );
+        }
+        let lines: Vec<&str> = text.lines().collect();
+        let indent = |l: &str| l.len() - l.trim_start().len();
+        for (i, line) in lines.iter().enumerate() {
+            let t = line.trim_start().trim_start_matches("- ");
+            let is_match = t.starts_with("match: { prefix:")
+                || (t.starts_with("prefix:")
+                    && i > 0
+                    && lines[i - 1].trim_start().trim_start_matches("- ") == "match:");
+            if !is_match {
+                continue;
+            }
+            // The list item this match belongs to, through the line before the next item.
+            let start = (0..=i)
+                .rev()
+                .find(|&k| lines[k].trim_start().starts_with("- "))
+                .unwrap_or(i);
+            let item_indent = indent(lines[start]);
+            let end = (start + 1..lines.len())
+                .find(|&k| {
+                    let l = lines[k];
+                    !l.trim().is_empty()
+                        && (indent(l) < item_indent
+                            || (indent(l) == item_indent && l.trim_start().starts_with("- ")))
+                })
+                .unwrap_or(lines.len());
+            assert!(
+                !lines[start..end].iter().any(|l| l.contains("cluster:")),
+                "{rel}:{}: a prefix route leads to a cluster; route MCP servers by exact `path`:\n{}",
+                i + 1,
+                lines[start..end].join("\n")
+            );
+        }
+    }
+    assert!(
+        checked >= 3,
+        "expected the demo, routing and hot-reload configs"
+    );
+    let bench = read("bench/bench.py");
+    for setting in [
+        "\"normalize_path\": True",
+        "\"merge_slashes\": True",
+        "\"path_with_escaped_slashes_action\": \"REJECT_REQUEST\"",
+    ] {
+        assert!(
+            bench.contains(setting),
+            "bench/bench.py: the tested Envoy needs {setting}"
+        );
+    }
+    assert!(
+        !bench.contains("\"routes\": [{\"match\": {\"prefix\": \"/mcp\"}"),
+        "bench/bench.py: route the MCP endpoint by exact path"
+    );
+}
