@@ -194,9 +194,9 @@ fn open_session(cfg: &Config, path: &str, who: &JsonClaims, real: &str) -> Strin
         now: 1_800_000_000,
     };
     assert_eq!(flow.on_request_headers(cfg, &h, false, ctx), Step::Pause);
-    // Without routing the filter sets no routing header (and removes none: Envoy's routes do
-    // not read them).
+    // Without routing the filter sets no routing header, and removes a client's copy.
     let edits = flow.take_header_edits();
+    assert!(edits.contains(&HeaderEdit::Remove("x-mcp-upstream-host".into())));
     assert!(
         !edits
             .iter()
