@@ -859,13 +859,17 @@ pub struct EnvoyConfig {
 }
 
 impl EnvoyConfig {
-    /// `envoy/demo.yaml` with its upstream (8101) pointed at `upstream_port` and its `idp`
-    /// cluster (4000) at `idp_port` (an [`Idp`] started before Envoy: the listener waits for the
-    /// first JWKS fetch).
+    /// `envoy/demo.yaml` with its upstreams (stable 8101 and canary 8102) both pointed at
+    /// `upstream_port` and its `idp` cluster (4000) at `idp_port` (an [`Idp`] started before
+    /// Envoy: the listener waits for the first JWKS fetch).
     pub fn demo(upstream_port: u16, idp_port: u16) -> Self {
         EnvoyConfig {
             template: repo_root().join("envoy/demo.yaml"),
-            upstreams: vec![(8101, upstream_port), (IDP_TEMPLATE_PORT, idp_port)],
+            upstreams: vec![
+                (8101, upstream_port),
+                (8102, upstream_port),
+                (IDP_TEMPLATE_PORT, idp_port),
+            ],
             plugin_config: None,
             with_filter: true,
             replacements: Vec::new(),
@@ -874,8 +878,8 @@ impl EnvoyConfig {
         }
     }
 
-    /// [`EnvoyConfig::demo`] with the plugin configuration of `envoy/demo.yaml` minus `policy`
-    /// and `token_exchange`: identity checks only, every valid request of a verified caller is
+    /// [`EnvoyConfig::demo`] with the plugin configuration of `envoy/demo.yaml` minus `policy`,
+    /// `token_exchange` and `routing`: identity checks only, every valid request of a verified caller is
     /// forwarded unchanged (no list filtering, no exchanged token; the caller's tokens are
     /// removed). For comparing what clients see with and without the gateway.
     pub fn demo_without_policy(upstream_port: u16, idp_port: u16) -> Self {
@@ -883,6 +887,7 @@ impl EnvoyConfig {
         let o = plugin.as_object_mut().expect("plugin config is an object");
         o.remove("policy");
         o.remove("token_exchange");
+        o.remove("routing");
         EnvoyConfig::demo(upstream_port, idp_port).plugin_config(&plugin.to_string())
     }
 
