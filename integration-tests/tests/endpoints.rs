@@ -6,7 +6,7 @@
 //!    `/mcp/extra`, `/mcp;x`, …) with valid tokens: refused, and nothing reaches the server;
 //!    `//mcp` and `/mcp?x=1` are the endpoint and reach it as `/mcp`.
 //! 2. The 2024-11-05 HTTP+SSE transport (`/mcp/sse`, `/mcp/messages`, `Accept: */*`): refused.
-//! 3. Sessions in the demo (no `routing`, no configured key, four Envoy workers): the client
+//! 3. Sessions in the demo (no configured session key, four Envoy workers): the client
 //!    only sees a sealed id; bob presenting alice's sealed id, or anyone presenting the raw
 //!    one, is refused and the server never sees the request; every worker opens the id.
 //! 4. GET and DELETE are decided (as `initialize`): two Envoys with the same configured
@@ -449,10 +449,45 @@ fn demo_sessions_are_sealed_and_belong_to_their_caller() {
     let ctx = TestCtx::new("endpoints-sessions");
     let idp = Idp::start(&ctx);
     let server = McpServer::start(&ctx, "corp");
-    // envoy/demo.yaml as shipped: identity on, no `routing`, no session key configured.
+    // envoy/demo.yaml as shipped: identity on, no session key configured anywhere.
     let plugin = demo_plugin_config();
-    assert!(plugin.get("routing").is_none() && plugin.get("sessions").is_none());
-    let envoy = start_envoy_workers(&ctx, "envoy", &EnvoyConfig::demo(server.port, idp.port), 4);
+    assert!(plugin.get("sessions").is_none() && plugin["routing"].get("session_keys").is_none());
+    let mut problems = Vec::new();
+    {
+        let envoy =
+            start_envoy_workers(&ctx, "envoy", &EnvoyConfig::demo(server.port, idp.port), 4);
+        problems.extend(
+            sessions_scenario(&server, &idp, &envoy)
+                .into_iter()
+                .map(|p| format!("demo.yaml: {p}")),
+        );
+    }
+    // The same without `routing`: sealing and binding do not depend on it.
+    let mut no_routing = plugin.clone();
+    no_routing.as_object_mut().unwrap().remove("routing");
+    let envoy = start_envoy_workers(
+        &ctx,
+        "envoy-no-routing",
+        &EnvoyConfig::demo(server.port, idp.port).plugin_config(&no_routing.to_string()),
+        4,
+    );
+    problems.extend(
+        sessions_scenario(&server, &idp, &envoy)
+            .into_iter()
+            .map(|p| format!("without routing: {p}")),
+    );
+    assert!(
+        problems.is_empty(),
+        "{} problems:\n{}\n--- envoy log:\n{}",
+        problems.len(),
+        problems.join("\n"),
+        tail(&envoy.proc.log(), 40)
+    );
+}
+
+/// alice opens a session; every worker opens its sealed id, nobody else can use it, the raw id
+/// never reaches the client nor opens anything; alice ends it.
+fn sessions_scenario(server: &McpServer, idp: &Idp, envoy: &Envoy) -> Vec<String> {
     let alice = idp.tokens("alice", "agent-claude", ALICE_ALL_SCOPES);
     let bob = idp.tokens("bob", "agent-claude", "mcp:tools mcp:resources mcp:prompts");
     let mut problems = Vec::new();
@@ -503,7 +538,7 @@ fn demo_sessions_are_sealed_and_belong_to_their_caller() {
             problems.push(format!("tools/list #{i}: the raw id is in the answer"));
         }
         seen_real.extend(
-            requests(&server)
+            requests(server)
                 .last()
                 .and_then(|e| e["session"].as_str().map(str::to_string)),
         );
@@ -511,7 +546,7 @@ fn demo_sessions_are_sealed_and_belong_to_their_caller() {
     if seen_real.iter().any(|s| *s != real) {
         problems.push(format!("the server got other session ids: {seen_real:?}"));
     }
-    let workers = connections_per_worker(&envoy);
+    let workers = connections_per_worker(envoy);
     if workers.iter().filter(|&&n| n > 0).count() < 2 {
         problems.push(format!(
             "the requests did not spread over several workers: {workers:?}"
@@ -579,7 +614,7 @@ fn demo_sessions_are_sealed_and_belong_to_their_caller() {
             });
         }
     }
-    problems.extend(check_refused(&server, &envoy, cases));
+    problems.extend(check_refused(server, envoy, cases));
     // alice's session is untouched by all that: she can still use it, then end it.
     let r = rpc_call(
         &sealed,
@@ -606,13 +641,7 @@ fn demo_sessions_are_sealed_and_belong_to_their_caller() {
     {
         problems.push("the server did not end alice's session".into());
     }
-    assert!(
-        problems.is_empty(),
-        "{} problems:\n{}\n--- envoy log:\n{}",
-        problems.len(),
-        problems.join("\n"),
-        tail(&envoy.proc.log(), 40)
-    );
+    problems
 }
 
 #[test]

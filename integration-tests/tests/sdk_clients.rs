@@ -2,10 +2,12 @@
 //! between (the clients print deterministic, port- and session-independent output).
 //!
 //! Both runs send the same credentials (`Authorization: Bearer <alice>`, `x-agent-token:
-//! <agent-claude for alice>`) and a forged `x-mcp-user: mallory`; the server ignores them. The
-//! one part that must differ is what the server saw of the caller (`whoami_headers`): directly
-//! it sees the client's own headers, through the filter only the verified identity. That part
-//! is compared separately; everything else must be identical.
+//! <agent-claude for alice>`) and a forged `x-mcp-user: mallory`; the server ignores them. Two
+//! parts must differ: what the server saw of the caller (`whoami_headers`): directly it sees the
+//! client's own headers, through the filter only the verified identity; and whether the
+//! session id the client holds is the server's (`whoami[].sessionIdMatches`): through the filter
+//! the client only ever holds the sealed id. Those are compared separately; everything else must
+//! be identical.
 //!
 //! The gateway runs `envoy/demo.yaml` without `policy` and `token_exchange`
 //! ([`EnvoyConfig::demo_without_policy`]): what the policy hides or refuses, and the exchanged
@@ -31,8 +33,9 @@ fn first_difference(a: &str, b: &str) -> String {
     "no line differs (line endings?)".into()
 }
 
-/// Splits a client's output into (everything but `whoami_headers`, `whoami_headers`).
-fn split_identity(client: Client, label: &str, out: &str) -> (String, Value) {
+/// Splits a client's output into (everything but `whoami_headers` and the whoami results'
+/// `sessionIdMatches`, `whoami_headers`, the `sessionIdMatches` values).
+fn split_identity(client: Client, label: &str, out: &str) -> (String, Value, Vec<Value>) {
     let mut doc: Value = serde_json::from_str(out).unwrap_or_else(|e| {
         panic!(
             "{} {label} output is not JSON ({e}):\n{out}",
@@ -43,7 +46,13 @@ fn split_identity(client: Client, label: &str, out: &str) -> (String, Value) {
         .as_object_mut()
         .and_then(|o| o.remove("whoami_headers"))
         .unwrap_or_else(|| panic!("{} {label} output has no whoami_headers", client.label()));
-    (serde_json::to_string_pretty(&doc).unwrap(), seen)
+    let matches = doc["whoami"]
+        .as_array_mut()
+        .into_iter()
+        .flatten()
+        .filter_map(|w| w.as_object_mut().and_then(|o| o.remove("sessionIdMatches")))
+        .collect();
+    (serde_json::to_string_pretty(&doc).unwrap(), seen, matches)
 }
 
 fn same_output_through_the_filter(test: &str, client: Client) {
@@ -69,8 +78,17 @@ fn same_output_through_the_filter(test: &str, client: Client) {
     );
     let direct_requests = server.mcp_requests().len();
     let through = run_client_with_headers(&ctx, client, "envoy", &envoy.mcp_url(), &headers);
-    let (direct_rest, direct_seen) = split_identity(client, "direct", &direct);
-    let (through_rest, through_seen) = split_identity(client, "through Envoy", &through);
+    let (direct_rest, direct_seen, direct_ids) = split_identity(client, "direct", &direct);
+    let (through_rest, through_seen, through_ids) =
+        split_identity(client, "through Envoy", &through);
+    // Directly the client holds the server's session id; through the filter (identity on:
+    // sessions sealed) never.
+    assert_eq!(
+        (direct_ids, through_ids),
+        (vec![json!(true); 2], vec![json!(false); 2]),
+        "{}: whoami sessionIdMatches directly / through the filter",
+        client.label()
+    );
     assert!(
         direct_rest == through_rest,
         "{} output differs through Envoy+mcp-warden; {}\n--- direct ---\n{direct}\n--- through envoy ---\n{through}",
