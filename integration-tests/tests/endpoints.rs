@@ -3,8 +3,9 @@
 //! policy and token exchange), the demo IdP and the demo MCP server.
 //!
 //! 1. Path variants (`/mcp/../actuator/env`, `/mcp/%2e%2e/x`, `/mcp%2Fx`, `/mcp/`, `/MCP`,
-//!    `/mcp/extra`, `/mcp;x`, …) with valid tokens: refused, and nothing reaches the server;
-//!    `//mcp` and `/mcp?x=1` are the endpoint and reach it as `/mcp`.
+//!    `/mcp/extra`, `/mcp;x`, reserved escapes, absolute-form targets, …) with valid tokens:
+//!    refused, and nothing reaches the server; `//mcp`, `/mcp?x=1`, `/m%63p`, `/x/../mcp` are
+//!    the endpoint once Envoy has normalised them and reach it as `/mcp`.
 //! 2. The 2024-11-05 HTTP+SSE transport (`/mcp/sse`, `/mcp/messages`, `Accept: */*`): refused.
 //! 3. Sessions in the demo (no configured session key, four Envoy workers): the client
 //!    only sees a sealed id; bob presenting alice's sealed id, or anyone presenting the raw
@@ -285,6 +286,48 @@ fn only_the_mcp_endpoint_reaches_the_server() {
         status: 401,
         reason: Some("missing_token"),
         rule: "user.missing",
+    });
+    // Absolute-form request targets are normalised like the others.
+    for (name, path) in [
+        ("absolute_dot_dot", "http://127.0.0.1/mcp/../actuator/env"),
+        ("absolute_below", "http://127.0.0.1/mcp/extra"),
+    ] {
+        cases.push(unknown(name, get_to(path, &alice, Some(&session))));
+    }
+    problems.extend(check_refused(&server, &envoy, cases));
+
+    // Spellings Envoy normalises to `/mcp` (unreserved escapes decoded, dot segments resolved):
+    // they are the endpoint, and the server sees `/mcp`.
+    for path in [
+        "/%6Dcp",
+        "/m%63p",
+        "/./mcp",
+        "/%2e/mcp",
+        "/x/../mcp",
+        "/MCP/../mcp",
+        "http://127.0.0.1/mcp",
+    ] {
+        if let Err(e) = reaches_endpoint(
+            &server,
+            &envoy,
+            path,
+            post_to(path, &alice, init_body(4)),
+            200,
+        ) {
+            problems.push(e);
+        }
+    }
+    // Reserved or invalid escapes stay escaped: not the endpoint.
+    let mut cases = Vec::new();
+    for path in ["/mcp%3Bx", "/mcp%3F", "/mcp%20", "/mcp%2E"] {
+        cases.push(unknown("escaped", post_to(path, &alice, init_body(5))));
+    }
+    cases.push(Refused {
+        name: "nul_escape",
+        req: post_to("/mcp%00", &alice, init_body(6)),
+        status: 400,
+        reason: None,
+        rule: "",
     });
     problems.extend(check_refused(&server, &envoy, cases));
 
