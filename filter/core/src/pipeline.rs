@@ -1819,7 +1819,9 @@ mod tests {
             assert!(!text.contains("you are now root"), "{text}");
             assert!(!text.contains("not json"), "{text}");
             assert!(!text.contains("obey"), "{text}");
-            assert!(text.contains("id: 9\n"), "{text}");
+            // The event id reaches the client sealed (identity on: sessions and event ids).
+            assert!(text.contains("id: mwe1."), "{text}");
+            assert!(!text.contains("id: 9\n"), "{text}");
             assert!(text.contains("\"reason\":\"injection_blocked\""), "{text}");
             assert!(text.contains("\"id\":11"), "{text}");
             let notices = flow.take_notices();
@@ -1888,7 +1890,7 @@ mod tests {
                 vec!["echo"],
                 "chunk size {step}"
             );
-            assert!(text.contains("id: 7\n"));
+            assert!(text.contains("id: mwe1."), "{text}");
         }
     }
 

@@ -472,11 +472,8 @@ impl RequestFlow {
 
     /// The keys that seal event ids (the session keys), if any.
     fn key_ring<'c>(&self, cfg: &'c Config) -> Option<&'c dyn KeyRing> {
-        // As before sessions were sealed without routing: event ids only with routing.
-        cfg.routing
-            .as_ref()
-            .and(cfg.sessions.as_ref())
-            .map(|k| k as &dyn KeyRing)
+        // Whenever sessions are sealed (identity on), so are event ids.
+        cfg.sessions.as_ref().map(|k| k as &dyn KeyRing)
     }
 
     /// The id the client sees for an upstream event id: sealed with what the stream still owes
