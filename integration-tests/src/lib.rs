@@ -14,6 +14,7 @@
 //! The harness panics on purpose: a panic is how a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod evil_sts;
 pub mod routing_support;
 
 use std::collections::HashSet;
