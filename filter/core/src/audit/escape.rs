@@ -45,7 +45,7 @@ pub fn log_safe(line: &str) -> Cow<'_, str> {
 }
 
 fn escape(s: &str, backslashes: bool) -> Cow<'_, str> {
-    let clean = |c: char| !is_unsafe_in_log(c) && !(backslashes && c == '\\');
+    let clean = |c: char| !is_unsafe_in_log(c) && (!backslashes || c != '\\');
     if s.chars().all(clean) {
         return Cow::Borrowed(s);
     }
