@@ -18,7 +18,8 @@
 //   status         HTTP status (default 200); content_type (default application/json)
 //   delay_ms       wait this long before answering (default 0)
 // Placeholders: {{subject_token}}, {{actor_token}}, {{scope}}, {{requested_token_type}} (from the
-// request) and {{access_token}} (from the upstream's answer).
+// request), {{subject_token_padded}} ("==" appended), {{subject_token_std_b64}} ("-_" written
+// "+/": the same bytes to a lenient base64 decoder) and {{access_token}} (the upstream's answer).
 //
 // stdout: exactly one line "READY <port>" once listening (port 0 = pick a free one).
 // stderr: one JSON line per token request ({"ev":"token-request","scenario",…}): never a token.
@@ -107,8 +108,11 @@ async function tokenRequest(req, res) {
     scope: form.get('scope'), requested_token_type: form.get('requested_token_type'),
     has_subject: form.has('subject_token'), has_actor: form.has('actor_token'),
   });
+  const subject = form.get('subject_token') ?? '';
   const vars = {
-    subject_token: form.get('subject_token') ?? '',
+    subject_token: subject,
+    subject_token_padded: `${subject}==`,
+    subject_token_std_b64: subject.replaceAll('-', '+').replaceAll('_', '/'),
     actor_token: form.get('actor_token') ?? '',
     scope: form.get('scope') ?? '',
     requested_token_type: form.get('requested_token_type') ?? '',

@@ -79,6 +79,41 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
+/// What identifies a token however it is written: each `.`-separated segment base64url-decoded
+/// as leniently as an upstream's decoder may (either alphabet, padded or not, non-canonical
+/// trailing bits), or kept as it is where it is not base64; each segment length-prefixed. So
+/// the caller's token handed back with `=` appended or `-_` written `+/` is still recognised.
+fn token_identity(t: &str) -> Vec<u8> {
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    use base64::Engine;
+    const LENIENT: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::URL_SAFE,
+        GeneralPurposeConfig::new()
+            .with_decode_allow_trailing_bits(true)
+            .with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    let mut out = Vec::with_capacity(t.len());
+    for segment in t.split('.') {
+        let url_safe: String = segment
+            .trim_end_matches('=')
+            .chars()
+            .map(|c| match c {
+                '+' => '-',
+                '/' => '_',
+                c => c,
+            })
+            .collect();
+        let (kind, bytes) = match LENIENT.decode(&url_safe) {
+            Ok(decoded) => (1u8, decoded),
+            Err(_) => (0u8, segment.as_bytes().to_vec()),
+        };
+        out.push(kind);
+        out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+        out.extend_from_slice(&bytes);
+    }
+    out
+}
+
 /// RFC 6750 §2.1 `b64token`: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
 fn is_b64token(t: &str) -> bool {
     let body = t.trim_end_matches('=');
@@ -209,7 +244,8 @@ pub fn parse_answer(
     })
 }
 
-/// The token itself: usable as a bearer credential, and not one the caller presented.
+/// The token itself: usable as a bearer credential, and not one the caller presented (however
+/// it is re-encoded).
 fn check_token(token: &str, want: &Expected<'_>) -> Result<(), Rejection> {
     if token.is_empty() {
         return Err(invalid("token_syntax", "the issued token is empty"));
@@ -226,7 +262,8 @@ fn check_token(token: &str, want: &Expected<'_>) -> Result<(), Rejection> {
             "the issued token has characters a bearer token cannot have (RFC 6750 b64token)",
         ));
     }
-    if same_secret(token.as_bytes(), want.subject.as_bytes()) {
+    let issued = token_identity(token);
+    if same_secret(&issued, &token_identity(want.subject)) {
         return Err(invalid(
             "subject_token",
             "the token service handed back the caller's own token",
@@ -234,7 +271,7 @@ fn check_token(token: &str, want: &Expected<'_>) -> Result<(), Rejection> {
     }
     if want
         .actor
-        .is_some_and(|a| same_secret(token.as_bytes(), a.as_bytes()))
+        .is_some_and(|a| same_secret(&issued, &token_identity(a)))
     {
         return Err(invalid(
             "actor_token",

@@ -211,8 +211,46 @@ fn the_callers_own_tokens_are_never_handed_back() {
         ),
         "exchange.answer.subject_token"
     );
-    // A token that only shares a prefix is another token.
+    // Re-encodings an upstream's base64 decoder reads as the same bytes: padding, the other
+    // alphabet, non-canonical trailing bits.
+    let (jwt, std_alphabet) = (
+        "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2ln-_A",
+        "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2ln+/A",
+    );
     let s = scopes();
+    let subject_jwt = Expected {
+        subject: jwt,
+        ..want(&s)
+    };
+    for echo in [
+        jwt.to_string(),
+        format!("{jwt}="),
+        format!("{jwt}=="),
+        std_alphabet.to_string(),
+        // `A` and `B` differ only in bits a decoder without strict checks drops.
+        format!("{}B", &jwt[..jwt.len() - 1]),
+    ] {
+        let r = parse_answer(
+            200,
+            &answer(json!({ "access_token": echo })),
+            0,
+            &subject_jwt,
+        )
+        .unwrap_err();
+        assert_eq!(
+            r.rule.as_deref(),
+            Some("exchange.answer.subject_token"),
+            "{echo}"
+        );
+    }
+    assert!(parse_answer(
+        200,
+        &answer(json!({ "access_token": format!("{}Q", &jwt[..jwt.len() - 1]) })),
+        0,
+        &subject_jwt
+    )
+    .is_ok());
+    // A token that only shares a prefix is another token.
     let longer = format!("{SUBJECT}x");
     assert!(parse_answer(
         200,
