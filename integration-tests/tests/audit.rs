@@ -381,3 +381,87 @@ fn names_with_line_breaks_forge_no_log_line() {
         problems.join("\n")
     );
 }
+
+#[test]
+fn requests_that_end_while_waiting_for_an_exchange_are_recorded() {
+    let ctx = TestCtx::new("audit_abandoned");
+    let idp = Idp::start(&ctx);
+    let server = McpServer::start(&ctx, "corp");
+    let sts = EvilSts::start(&ctx, idp.port);
+    let envoy = Envoy::start(
+        &ctx,
+        "envoy",
+        &EnvoyConfig::demo(server.port, idp.port).cluster_port("sts", sts.port),
+    );
+    let port = envoy.listener_port;
+    let session = open_session(
+        port,
+        &idp.tokens("alice", "agent-claude", ALICE_ALL_SCOPES)
+            .headers(),
+    )
+    .expect("session");
+    // The token service answers after 1.5 s; the clients give up after 1 s: the first
+    // request's exchange and the others' wait end with their streams.
+    sts.scenario("honest_slow");
+    let tokens = idp.tokens("alice", "agent-claude", ALICE_ALL_SCOPES);
+    let reached = server.mcp_requests().len();
+    const N: u64 = 6;
+    let barrier = Arc::new(Barrier::new(N as usize));
+    let handles: Vec<_> = (600..600 + N)
+        .map(|id| {
+            let (barrier, session, tokens) = (barrier.clone(), session.clone(), tokens.clone());
+            std::thread::spawn(move || {
+                let req = tool_call(&session, id, "add", json!({"a": 1, "b": 2}))
+                    .tokens(&tokens)
+                    .timeout(Duration::from_millis(1000));
+                barrier.wait();
+                req.send(port)
+            })
+        })
+        .collect();
+    let mut problems = Vec::new();
+    for h in handles {
+        if let Ok(r) = h.join().unwrap() {
+            problems.push(format!("a client that gave up got an answer:\n{r}"));
+        }
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    if server.mcp_requests().len() != reached {
+        problems.push("a request whose client left reached the server".into());
+    }
+    let all = wait_for(Duration::from_secs(5), Duration::from_millis(200), || {
+        (600..600 + N)
+            .all(|id| !records_for(&envoy, id).is_empty())
+            .then_some(())
+    });
+    if all.is_none() {
+        problems.push("not every abandoned request has an audit record".into());
+    }
+    for id in 600..600 + N {
+        let recs = records_for(&envoy, id);
+        let ok = recs.len() == 1
+            && recs[0]["outcome"] == "refused"
+            && recs[0]["rule"] == "exchange.abandoned";
+        if !ok {
+            problems.push(format!(
+                "call {id}: records {recs:?} (expected one, refused, exchange.abandoned)"
+            ));
+        }
+    }
+    // Nothing is left waiting: the next call is served (with a new exchange, or the token
+    // the abandoned one cached if its answer still arrived).
+    sts.scenario("honest");
+    let r = tool_call(&session, 650, "add", json!({"a": 1, "b": 2}))
+        .tokens(&tokens)
+        .timeout(Duration::from_secs(5))
+        .send(port)
+        .expect("call after the abandoned ones");
+    if r.status != 200 || server.mcp_requests().len() != reached + 1 {
+        problems.push(format!("the call after the abandoned ones:\n{r}"));
+    }
+    assert!(
+        problems.is_empty(),
+        "abandoned requests:\n{}",
+        problems.join("\n")
+    );
+}
