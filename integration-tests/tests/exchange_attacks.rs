@@ -13,12 +13,12 @@
 
 use mcp_warden_integration_tests::evil_sts::{attack_scenarios, EvilSts};
 use mcp_warden_integration_tests::{
-    jwt_payload, open_session, refusal_problems, rpc_message, tool_call, Envoy, EnvoyConfig, Idp,
-    McpServer, ServerOptions, TestCtx, Tokens,
+    demo_plugin_config, jwt_payload, open_session, refusal_problems, rpc_message, tool_call, Envoy,
+    EnvoyConfig, Idp, McpServer, ServerOptions, TestCtx, Tokens,
 };
 use serde_json::{json, Value};
 use std::sync::{Arc, Barrier};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const AGENT: &str = "agent:agent-claude";
 const SCOPES: &str = "mcp:tools files:delete sql:read";
@@ -67,6 +67,11 @@ struct Stack {
 
 impl Stack {
     fn start(test: &str) -> Stack {
+        Stack::start_with(test, None)
+    }
+
+    /// With another plugin configuration.
+    fn start_with(test: &str, plugin: Option<Value>) -> Stack {
         let ctx = TestCtx::new(test);
         let idp = Idp::start(&ctx);
         let server = McpServer::start_with(
@@ -78,11 +83,11 @@ impl Stack {
             },
         );
         let sts = EvilSts::start(&ctx, idp.port);
-        let envoy = Envoy::start(
-            &ctx,
-            "envoy",
-            &EnvoyConfig::demo(server.port, idp.port).cluster_port("sts", sts.port),
-        );
+        let mut config = EnvoyConfig::demo(server.port, idp.port).cluster_port("sts", sts.port);
+        if let Some(p) = plugin {
+            config = config.plugin_config(&p.to_string());
+        }
+        let envoy = Envoy::start(&ctx, "envoy", &config);
         Stack {
             idp,
             server,
@@ -315,5 +320,52 @@ fn every_scenario_of_the_script_is_expected_here() {
     assert!(
         missing.is_empty(),
         "scenarios without an expectation: {missing:?}"
+    );
+}
+
+/// A token service that claims a 30-year lifetime for a token asked for 6 s: the gateway keeps
+/// it no longer than it asked for (here until 6 s - the 1 s refresh margin), then exchanges again.
+#[test]
+fn a_claimed_lifetime_longer_than_requested_does_not_keep_the_token_cached() {
+    let mut plugin = demo_plugin_config();
+    plugin["token_exchange"]["refresh_margin_seconds"] = json!(1);
+    plugin["token_exchange"]["servers"]["corp"]["lifetime_seconds"] = json!(6);
+    let stack = Stack::start_with("exchange_attacks_lifetime", Some(plugin));
+    let port = stack.envoy.listener_port;
+    let t0 = stack.idp.tokens("alice", "agent-claude", SCOPES);
+    let session = open_session(port, &t0.headers()).unwrap_or_else(|e| panic!("{e}"));
+    let t = stack.idp.tokens("alice", "agent-claude", SCOPES);
+    stack.sts.scenario("long_expires_in");
+    let mut problems = Vec::new();
+    let call = |id: u64| {
+        let before = stack.sts.requests();
+        let r = tool_call(&session, id, "whoami", json!({}))
+            .tokens(&t)
+            .send(port)
+            .unwrap_or_else(|e| panic!("call {id}: {e}"));
+        (r, stack.sts.requests() - before)
+    };
+    let started = Instant::now();
+    let checks = [(1, 1, "first call"), (2, 0, "right after (cached)")];
+    for (id, want, what) in checks {
+        let (r, asked) = call(id);
+        if r.status != 200 || asked != want {
+            problems.push(format!("{what}: {asked} exchanges (expected {want}):\n{r}"));
+        }
+    }
+    // Past `lifetime - margin` of the requested lifetime: a new exchange.
+    std::thread::sleep(Duration::from_millis(5_600).saturating_sub(started.elapsed()));
+    let (r, asked) = call(3);
+    if r.status != 200 || asked != 1 {
+        problems.push(format!(
+            "after the requested lifetime: {asked} exchanges (expected 1: the 30-year claim kept the token):\n{r}"
+        ));
+    }
+    // Every request reached the server with an unexpired exchanged token.
+    problems.extend(server_problems(&stack.server, &[t0, t]));
+    assert!(
+        problems.is_empty(),
+        "claimed lifetime:\n{}",
+        problems.join("\n")
     );
 }
