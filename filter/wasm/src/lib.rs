@@ -9,7 +9,7 @@ use log::{error, info, warn};
 use mcp_warden_core::audit;
 use mcp_warden_core::config::Config;
 use mcp_warden_core::error::{Reason, Rejection, Reply, RpcId};
-use mcp_warden_core::exchange::{Begin, ExchangeState, Issued};
+use mcp_warden_core::exchange::{self, Begin, ExchangeState, Issued};
 use mcp_warden_core::identity::attestation::AttestationCache;
 use mcp_warden_core::identity::metadata::{ClaimSource, HostError};
 use mcp_warden_core::identity::IdentityCache;
@@ -201,7 +201,10 @@ impl Context for WardenHttp {
                 .unwrap_or(0),
             _ => 0,
         };
-        let body = match host::get_buffer(BufferType::HttpCallResponseBody, body_size) {
+        // Never more than the core reads: one byte over its cap is enough to refuse (a huge
+        // answer must not fill the VM's memory).
+        let read = body_size.min(exchange::MAX_ANSWER_BYTES + 1);
+        let body = match host::get_buffer(BufferType::HttpCallResponseBody, read) {
             Ok(b) if status != 0 => b,
             _ => Vec::new(),
         };
