@@ -1,7 +1,8 @@
 //! A malicious token service through a real Envoy: `stack/sts/evil-sts.mjs` sits in the `sts`
 //! cluster in front of the demo IdP and tampers with its answers as each scenario of
 //! `stack/sts/attacks.json` says (wrong token type, `N_A`, wider scope, the caller's own token
-//! handed back, CR LF in the token, absurd lifetimes, duplicate keys, non-JSON, odd statuses…).
+//! handed back, CR LF in the token, absurd lifetimes, duplicate keys, non-JSON, odd statuses, a
+//! real token whose own claims grant more scope or name another audience…).
 //! The demo MCP server runs with `--verify-tokens`.
 //!
 //! For each scenario the client gets the specific refusal (502 / -32004
@@ -37,7 +38,9 @@ enum Want {
 fn want(scenario: &str) -> Option<Want> {
     use Want::*;
     Some(match scenario {
-        "honest" | "honest_slow" | "extra_members" | "long_expires_in" => Served,
+        "honest" | "honest_slow" | "extra_members" | "long_expires_in" | "minted_honest" => Served,
+        "minted_wider_scope" => Invalid("token_scope"),
+        "minted_other_audience" => Invalid("token_audience"),
         "id_token" | "id_token_slow" | "refresh_token_type" => Invalid("issued_token_type"),
         "token_type_n_a" | "token_type_dpop" => Invalid("token_type"),
         "no_issued_token_type" | "no_token_type" | "no_access_token" => Invalid("missing_field"),

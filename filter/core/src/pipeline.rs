@@ -504,6 +504,7 @@ impl RequestFlow {
             lifetime: pending.params.lifetime,
             subject,
             actor: self.tokens.actor.as_deref(),
+            audience: &pending.params.audience,
         };
         parse_answer(status, body, self.now, &want)
     }

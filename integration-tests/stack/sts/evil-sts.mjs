@@ -15,6 +15,8 @@
 //   remove         member names to remove
 //   raw            the exact body (placeholders substituted), instead of JSON built from the above
 //   pad_bytes      adds a member "pad" of that many "x" (an oversized answer)
+//   mint           a /test/mint spec for the upstream IdP (placeholders filled): its token is
+//                  {{minted_token}} — a real, signed token with whatever claims the spec says
 //   status         HTTP status (default 200); content_type (default application/json)
 //   delay_ms       wait this long before answering (default 0)
 // Placeholders: {{subject_token}}, {{actor_token}}, {{scope}}, {{requested_token_type}} (from the
@@ -86,6 +88,15 @@ async function upstreamAnswer(req, body) {
   }
 }
 
+/** A token minted by the upstream IdP's test endpoint (`--test-mode`). */
+async function mint(spec) {
+  const r = await fetch(new URL('/test/mint', opts.upstream), {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(spec),
+  });
+  const v = await r.json();
+  return typeof v.token === 'string' ? v.token : '';
+}
+
 function fill(text, vars) {
   return text.replace(/\{\{(\w+)\}\}/g, (_, k) => vars[k] ?? '');
 }
@@ -125,6 +136,7 @@ async function tokenRequest(req, res) {
     if (s.status === undefined) status = up.status;
   }
   vars.access_token = typeof answer.access_token === 'string' ? answer.access_token : '';
+  if (s.mint) vars.minted_token = await mint(fillDeep(s.mint, vars));
   for (const k of s.remove ?? []) delete answer[k];
   Object.assign(answer, fillDeep(s.set ?? {}, vars));
   if (s.pad_bytes) answer.pad = 'x'.repeat(s.pad_bytes);

@@ -6,9 +6,13 @@
 //! a header value: no space, CR, LF, comma or quote) that is neither the subject token nor the
 //! actor token it was exchanged for; `issued_token_type` exactly the requested type;
 //! `token_type` `Bearer`; `scope`, when given, within the scopes asked for; `expires_in`, when
-//! given, a positive integer (the cache keeps the token at most the requested lifetime).
+//! given, a positive integer (the cache keeps the token at most the requested lifetime). When
+//! the token is a JWT (RFC 9068), what it says of itself must agree: its `scope` / `scp` within
+//! the scopes asked for, its `aud` exactly the audience asked for ([`claims`]).
 //! Members RFC 8693 does not name are ignored. Every refusal names its check in the rule
 //! (`exchange.answer.<check>`), and its detail never contains a token.
+
+mod claims;
 
 use super::Issued;
 use crate::error::{Reason, Rejection};
@@ -39,6 +43,8 @@ pub struct Expected<'a> {
     pub subject: &'a str,
     /// The actor token: the issued token must not be it.
     pub actor: Option<&'a str>,
+    /// The audience asked for: a JWT's `aud` must be exactly this.
+    pub audience: &'a str,
 }
 
 #[derive(Deserialize)]
@@ -84,6 +90,22 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
 /// trailing bits), or kept as it is where it is not base64; each segment length-prefixed. So
 /// the caller's token handed back with `=` appended or `-_` written `+/` is still recognised.
 fn token_identity(t: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(t.len());
+    for segment in t.split('.') {
+        let (kind, bytes) = match decode_segment(segment) {
+            Some(decoded) => (1u8, decoded),
+            None => (0u8, segment.as_bytes().to_vec()),
+        };
+        out.push(kind);
+        out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+        out.extend_from_slice(&bytes);
+    }
+    out
+}
+
+/// A token segment base64url-decoded as leniently as an upstream's decoder may: either
+/// alphabet, padded or not, non-canonical trailing bits.
+fn decode_segment(segment: &str) -> Option<Vec<u8>> {
     use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
     use base64::Engine;
     const LENIENT: GeneralPurpose = GeneralPurpose::new(
@@ -92,26 +114,16 @@ fn token_identity(t: &str) -> Vec<u8> {
             .with_decode_allow_trailing_bits(true)
             .with_decode_padding_mode(DecodePaddingMode::Indifferent),
     );
-    let mut out = Vec::with_capacity(t.len());
-    for segment in t.split('.') {
-        let url_safe: String = segment
-            .trim_end_matches('=')
-            .chars()
-            .map(|c| match c {
-                '+' => '-',
-                '/' => '_',
-                c => c,
-            })
-            .collect();
-        let (kind, bytes) = match LENIENT.decode(&url_safe) {
-            Ok(decoded) => (1u8, decoded),
-            Err(_) => (0u8, segment.as_bytes().to_vec()),
-        };
-        out.push(kind);
-        out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
-        out.extend_from_slice(&bytes);
-    }
-    out
+    let url_safe: String = segment
+        .trim_end_matches('=')
+        .chars()
+        .map(|c| match c {
+            '+' => '-',
+            '/' => '_',
+            c => c,
+        })
+        .collect();
+    LENIENT.decode(url_safe).ok()
 }
 
 /// RFC 6750 §2.1 `b64token`: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
@@ -223,6 +235,7 @@ pub fn parse_answer(
         ));
     }
     check_scope(o.get("scope"), want.scopes)?;
+    claims::check(token, want)?;
     let lifetime = match o.get("expires_in") {
         None => want.lifetime,
         Some(v) => match v.as_u64() {
@@ -291,33 +304,52 @@ fn check_scope(scope: Option<&Value>, requested: &[String]) -> Result<(), Reject
     if granted.is_empty() {
         return Ok(());
     }
-    let mut wider = Vec::new();
-    for s in granted.split(' ') {
-        if !is_scope_token(s) {
-            return Err(invalid(
-                "scope",
-                "`scope` is not a list of scope tokens separated by single spaces",
-            ));
-        }
-        if !requested.iter().any(|r| r == s) && !wider.contains(&s) {
-            wider.push(s);
-        }
-    }
+    let Some(wider) = beyond(granted.split(' '), requested) else {
+        return Err(invalid(
+            "scope",
+            "`scope` is not a list of scope tokens separated by single spaces",
+        ));
+    };
     if wider.is_empty() {
         return Ok(());
     }
     Err(invalid(
         "scope",
         format!(
-            "the token service granted scope beyond the request: {} (asked for: {})",
-            quote(&wider.join(" "), 200),
-            if requested.is_empty() {
-                "none".to_string()
-            } else {
-                requested.join(" ")
-            }
+            "the token service granted scope beyond the request: {}",
+            wider_detail(&wider, requested)
         ),
     ))
+}
+
+/// The granted scopes that were not asked for, once each; `None` if one is not a scope token.
+fn beyond<'g>(
+    granted: impl Iterator<Item = &'g str>,
+    requested: &[String],
+) -> Option<Vec<&'g str>> {
+    let mut wider = Vec::new();
+    for s in granted {
+        if !is_scope_token(s) {
+            return None;
+        }
+        if !requested.iter().any(|r| r == s) && !wider.contains(&s) {
+            wider.push(s);
+        }
+    }
+    Some(wider)
+}
+
+/// `extra (asked for: requested)`, for a detail.
+fn wider_detail(wider: &[&str], requested: &[String]) -> String {
+    format!(
+        "{} (asked for: {})",
+        quote(&wider.join(" "), 200),
+        if requested.is_empty() {
+            "none".to_string()
+        } else {
+            requested.join(" ")
+        }
+    )
 }
 
 /// A 4xx answer: the token service refused the exchange.

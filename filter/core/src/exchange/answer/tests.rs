@@ -7,6 +7,7 @@ use wasm_bindgen_test::wasm_bindgen_test as test;
 const AT: &str = "urn:ietf:params:oauth:token-type:access_token";
 const SUBJECT: &str = "eyJ1c2VyIn0.c3ViamVjdA.c2ln";
 const ACTOR: &str = "eyJhZ2VudCJ9.YWN0b3I.c2ln";
+const AUD: &str = "https://corp.example/mcp";
 
 fn scopes() -> Vec<String> {
     vec!["files:delete".into(), "mcp:tools".into()]
@@ -19,6 +20,7 @@ fn want(scopes: &[String]) -> Expected<'_> {
         lifetime: 60,
         subject: SUBJECT,
         actor: Some(ACTOR),
+        audience: AUD,
     }
 }
 
@@ -403,4 +405,88 @@ fn absurd_lifetimes_are_refused_and_long_ones_bounded() {
     let s = scopes();
     let issued = parse_answer(200, &answer(json!({})), u64::MAX - 5, &want(&s)).unwrap();
     assert_eq!(issued.expires_at, u64::MAX);
+}
+
+/// An unsigned-looking JWS with these claims (the signature is the upstream's to check).
+fn jwt(claims: serde_json::Value) -> String {
+    use base64::Engine;
+    let b64 = |v: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+    format!(
+        "{}.{}.c2lnbmF0dXJl",
+        b64(br#"{"alg":"ES256","typ":"at+jwt"}"#),
+        b64(claims.to_string().as_bytes())
+    )
+}
+
+#[test]
+fn a_jwt_must_not_grant_more_than_asked_nor_be_for_another_audience() {
+    let s = scopes();
+    let check = |claims: serde_json::Value| {
+        parse_answer(
+            200,
+            &answer(json!({ "access_token": jwt(claims) })),
+            0,
+            &want(&s),
+        )
+        .map(|_| ())
+        .map_err(|r| r.rule.unwrap())
+    };
+    // What it says of itself agrees with the request: accepted.
+    assert_eq!(check(json!({"aud": AUD, "scope": "files:delete"})), Ok(()));
+    assert_eq!(check(json!({"aud": [AUD], "scp": ["mcp:tools"]})), Ok(()));
+    assert_eq!(check(json!({"sub": "alice", "scope": ""})), Ok(()));
+    // The answer says files:delete, the token grants HR_read too.
+    for claims in [
+        json!({"aud": AUD, "scope": "files:delete HR_read"}),
+        json!({"aud": AUD, "scp": ["files:delete", "HR_read"]}),
+        json!({"aud": AUD, "scp": "admin"}),
+        json!({"aud": AUD, "scope": "files:delete\nHR_read"}),
+        json!({"aud": AUD, "scope": 7}),
+        json!({"aud": AUD, "scp": [1]}),
+    ] {
+        assert_eq!(
+            check(claims.clone()),
+            Err("exchange.answer.token_scope".into()),
+            "{claims}"
+        );
+    }
+    // Minted for another server (or for this one and another): it must not be handed here.
+    for aud in [
+        json!("https://other.example/mcp"),
+        json!(["https://other.example/mcp"]),
+        json!([AUD, "https://other.example/mcp"]),
+        json!([]),
+        json!(42),
+    ] {
+        assert_eq!(
+            check(json!({ "aud": aud, "scope": "files:delete" })),
+            Err("exchange.answer.token_audience".into()),
+            "{aud}"
+        );
+    }
+    // A JWS whose claims cannot be read one way.
+    use base64::Engine;
+    let b64 = |v: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+    let header = b64(br#"{"alg":"ES256"}"#);
+    for payload in [
+        b64(br#"{"scope":"files:delete","scope":"HR_read"}"#),
+        b64(b"not json"),
+        b64(b"[1]"),
+        "!!".to_string(),
+    ] {
+        let token = format!("{header}.{payload}.c2ln");
+        let r = parse_answer(200, &answer(json!({ "access_token": token })), 0, &want(&s));
+        let rule = r.map(|_| String::new()).unwrap_or_else(|r| r.rule.unwrap());
+        assert!(
+            rule == "exchange.answer.token_claims" || rule == "exchange.answer.token_syntax",
+            "{payload}: {rule}"
+        );
+    }
+    // Opaque tokens and tokens that only look like three segments are not read.
+    for token in ["opaque-token", "a.b.c", "YQ.YQ.YQ", "a.b.c.d.e"] {
+        assert!(
+            parse_answer(200, &answer(json!({ "access_token": token })), 0, &want(&s)).is_ok(),
+            "{token}"
+        );
+    }
 }
