@@ -45,23 +45,15 @@ pub(super) fn check(token: &str, want: &Expected<'_>) -> Result<(), Rejection> {
             Some(Value::Array(a)) => a.iter().map(Value::as_str).collect(),
             Some(_) => None,
         };
-        let wider = granted.and_then(|g| beyond(g.into_iter(), want.scopes));
-        match wider {
-            Some(w) if w.is_empty() => {}
-            Some(w) => return Err(invalid(
-                "token_scope",
-                format!(
-                    "the issued token grants scope beyond the request in its `{name}` claim: {}",
-                    wider_detail(&w, want.scopes)
-                ),
-            )),
-            None => {
-                return Err(invalid(
-                    "token_scope",
-                    format!("the issued token's `{name}` claim is not a list of scope tokens"),
-                ))
-            }
-        }
+        let detail = match granted.and_then(|g| beyond(g.into_iter(), want.scopes)) {
+            Some(w) if w.is_empty() => continue,
+            Some(w) => format!(
+                "the issued token grants scope beyond the request in `{name}`: {}",
+                wider_detail(&w, want.scopes)
+            ),
+            None => format!("the issued token's `{name}` is not a list of scope tokens"),
+        };
+        return Err(invalid("token_scope", detail));
     }
     let for_us = match claims.get("aud") {
         None => true,
