@@ -15,6 +15,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod evil;
+pub mod evil_sts;
 pub mod routing_support;
 
 use std::collections::HashSet;

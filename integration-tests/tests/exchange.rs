@@ -11,6 +11,7 @@
 //! - [`cached_token_expires_and_is_refreshed`]: lifetime 6 s, refresh margin 1 s.
 //! - [`token_service_failures_fail_closed`]: a fake token service (garbage, errors, refusals,
 //!   silence, slowness) in place of the IdP; also the exact RFC 8693 request the filter sends.
+//!   (`exchange_attacks.rs` has the answers of a malicious token service.)
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use mcp_warden_integration_tests::{
@@ -638,6 +639,18 @@ fn sts_unavailable(name: &'static str, answer: StubResponse, rule: &'static str)
     }
 }
 
+/// A token service answer that is not acceptable: 502, `data.rule` names the check.
+fn sts_invalid(name: &'static str, answer: StubResponse, rule: &'static str) -> StsCase {
+    StsCase {
+        name,
+        answer,
+        status: 502,
+        code: -32004,
+        reason: "token_service_invalid_answer",
+        rule,
+    }
+}
+
 fn sts_refused(name: &'static str, answer: StubResponse) -> StsCase {
     StsCase {
         name,
@@ -670,31 +683,33 @@ fn token_service_failures_fail_closed() {
 
     let json_answer = |status: u16, body: Value| StubResponse::json(status, body);
     let cases = vec![
-        sts_unavailable(
+        sts_invalid(
             "200 not JSON",
             StubResponse::text(200, "text/plain", "not json"),
-            "exchange.invalid_response",
+            "exchange.answer.not_json",
         ),
-        sts_unavailable(
+        sts_invalid(
             "200 JSON without access_token",
             json_answer(200, json!({"token_type": "Bearer"})),
-            "exchange.invalid_response",
+            "exchange.answer.missing_field",
         ),
-        sts_unavailable(
+        sts_invalid(
             "200 token_type mac",
             json_answer(
                 200,
-                json!({"access_token": "x", "token_type": "mac", "expires_in": 60}),
+                json!({"access_token": "x", "token_type": "mac", "expires_in": 60,
+                       "issued_token_type": "urn:ietf:params:oauth:token-type:access_token"}),
             ),
-            "exchange.invalid_response",
+            "exchange.answer.token_type",
         ),
-        sts_unavailable(
+        sts_invalid(
             "200 token with a space",
             json_answer(
                 200,
-                json!({"access_token": "a b", "token_type": "Bearer", "expires_in": 60}),
+                json!({"access_token": "a b", "token_type": "Bearer", "expires_in": 60,
+                       "issued_token_type": "urn:ietf:params:oauth:token-type:access_token"}),
             ),
-            "exchange.invalid_response",
+            "exchange.answer.token_syntax",
         ),
         sts_unavailable(
             "500",

@@ -3,20 +3,70 @@
 //!
 //! The record is serialised straight from borrowed fields of the flow (no intermediate JSON
 //! value); its keys come out in alphabetical order, absent ones omitted.
+//!
+//! [`Once`] holds the rule "one record per decided request", for every request: also those
+//! resumed by another request's token exchange. Every line the filter writes is safe
+//! ([`escape`]): client-, server- or token-service-controlled text cannot forge a line.
 
-use crate::error::RpcId;
+pub mod escape;
+
+use crate::error::{Rejection, RpcId};
 use crate::identity::Delegation;
 use crate::jsonrpc::Message;
 use crate::pipeline::{Outcome, RequestFlow};
 use crate::policy::Decision;
 use serde::ser::{Serialize, Serializer};
 
-/// Builds the record (a JSON object, one line) for a request whose fate is known.
+/// Builds the record (a JSON object, one line, no raw control or invisible characters) for a
+/// request whose fate is known.
 pub fn record(flow: &RequestFlow) -> String {
     let r = Record::of(flow);
-    serde_json::to_string(&r).unwrap_or_else(|e| {
-        serde_json::json!({"outcome": r.outcome, "audit_error": e.to_string()}).to_string()
+    escape::to_log_json(&r).unwrap_or_else(|e| {
+        serde_json::json!({"outcome": r.outcome, "audit_error": escape::escape_text(&e.to_string())})
+            .to_string()
     })
+}
+
+/// The rule "one audit record per decided request": a request's record is handed out once,
+/// as soon as its fate is known (refused, or forwarded with its token), never while it waits
+/// for a token exchange — its own or one another request makes for it.
+#[derive(Debug, Default)]
+pub struct Once {
+    written: bool,
+}
+
+impl Once {
+    /// The record of `flow`, the first time it is asked for once the request is decided.
+    pub fn take(&mut self, flow: &RequestFlow) -> Option<String> {
+        if self.written || !flow.decided() {
+            return None;
+        }
+        self.written = true;
+        Some(record(flow))
+    }
+
+    /// Whether the record was handed out.
+    pub fn written(&self) -> bool {
+        self.written
+    }
+}
+
+/// The log line of a refusal (`mcp-warden: request N refused: status=… reason=… detail=…`),
+/// the detail escaped.
+pub fn refusal_line(context_id: u32, status: u32, r: &Rejection) -> String {
+    format!(
+        "mcp-warden: request {context_id} refused: status={status} reason={} detail={}",
+        r.reason.as_str(),
+        escape::escape_text(&r.detail)
+    )
+}
+
+/// The log line of a notice about a request (`mcp-warden: request N: …`), escaped.
+pub fn notice_line(context_id: u32, notice: &str) -> String {
+    format!(
+        "mcp-warden: request {context_id}: {}",
+        escape::escape_text(notice)
+    )
 }
 
 /// The record's fields, in the order they are written (alphabetical).

@@ -61,6 +61,9 @@ pub enum Reason {
     ExchangeUnavailable,
     /// The token service refused the exchange.
     ExchangeRefused,
+    /// The token service answered, but not with what was asked for (wrong token type, wider
+    /// scope, the caller's own token, malformed): its token is not used.
+    ExchangeInvalidAnswer,
     /// The session id is unknown, tampered with, or its instance is gone: re-initialize.
     SessionNotFound,
     /// The session belongs to another user or agent.
@@ -100,6 +103,7 @@ impl Reason {
             Reason::PolicyDenied => "policy_denied",
             Reason::ExchangeUnavailable => "token_service_unavailable",
             Reason::ExchangeRefused => "token_exchange_refused",
+            Reason::ExchangeInvalidAnswer => "token_service_invalid_answer",
             Reason::SessionNotFound => "session_not_found",
             Reason::SessionForbidden => "session_forbidden",
             Reason::UnknownEndpoint => "unknown_endpoint",
@@ -127,6 +131,7 @@ impl Reason {
             | Reason::ExchangeRefused
             | Reason::SessionForbidden => (403, -32003),
             Reason::ExchangeUnavailable => (503, -32004),
+            Reason::ExchangeInvalidAnswer => (502, -32004),
             Reason::SessionNotFound => (404, -32001),
             Reason::UnknownEndpoint => (404, -32600),
             Reason::DuplicateKey
@@ -157,6 +162,7 @@ impl Reason {
             | Reason::ExchangeRefused
             | Reason::SessionForbidden => "Forbidden",
             Reason::ExchangeUnavailable => "Token service unavailable",
+            Reason::ExchangeInvalidAnswer => "Bad Gateway",
             Reason::SessionNotFound => "Session not found",
             _ => "Invalid Request",
         }

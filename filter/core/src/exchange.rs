@@ -3,6 +3,17 @@
 //! server (audience) and tool (scopes), with the agent as actor (`act`), and caches it under a
 //! SHA-256 of (subject token, actor token, audience, scopes, lifetime) until shortly before it
 //! expires.
+//!
+//! `answer` checks the STS answer before its token goes anywhere; `flight` keeps the token
+//! cache and the single flight (one exchange for concurrent requests of the same key).
+
+mod answer;
+mod flight;
+
+pub use answer::{parse_answer, Expected, MAX_ANSWER_BYTES, MAX_TOKEN_BYTES};
+pub use flight::{
+    Begin, ExchangeState, Settled, TokenCache, TokenRequest, Waiter, TOKEN_CACHE_CAPACITY,
+};
 
 use crate::config::{err, ConfigError};
 use crate::error::{Reason, Rejection};
@@ -27,7 +38,9 @@ pub struct RawExchange {
     pub timeout_ms: u64,
     /// How the gateway authenticates to the STS.
     pub client_auth: RawClientAuth,
-    /// `requested_token_type` (default `urn:ietf:params:oauth:token-type:access_token`).
+    /// `requested_token_type` (default `urn:ietf:params:oauth:token-type:access_token`; or
+    /// `urn:ietf:params:oauth:token-type:jwt`): the token goes upstream as a bearer token, so
+    /// only these two can be asked for, and an answer must say it issued exactly this type.
     #[serde(default = "default_token_type")]
     pub requested_token_type: String,
     /// A cached token is not reused within this many seconds of its expiry (default 5).
@@ -44,8 +57,15 @@ fn default_timeout() -> u64 {
     2000
 }
 fn default_token_type() -> String {
-    "urn:ietf:params:oauth:token-type:access_token".into()
+    ACCESS_TOKEN_TYPE.into()
 }
+
+/// RFC 8693 token type of an OAuth access token.
+pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+
+/// The token types that can be asked for: both are sent upstream as `Bearer` tokens.
+pub const BEARER_TOKEN_TYPES: [&str; 2] =
+    [ACCESS_TOKEN_TYPE, "urn:ietf:params:oauth:token-type:jwt"];
 fn default_margin() -> u64 {
     5
 }
@@ -208,6 +228,15 @@ impl RawExchange {
         }
         if !(100..=30_000).contains(&self.timeout_ms) {
             return Err(err(&f("timeout_ms"), "must be between 100 and 30000"));
+        }
+        if !BEARER_TOKEN_TYPES.contains(&self.requested_token_type.as_str()) {
+            return Err(err(
+                &f("requested_token_type"),
+                format!(
+                    "must be one of {}: the issued token goes upstream as a bearer token",
+                    BEARER_TOKEN_TYPES.join(", ")
+                ),
+            ));
         }
         let client_auth = match self.client_auth {
             RawClientAuth::ClientSecretBasic {
@@ -496,464 +525,5 @@ pub struct Issued {
     pub expires_at: u64,
 }
 
-#[derive(Deserialize)]
-struct TokenResponse {
-    access_token: String,
-    token_type: String,
-    #[serde(default)]
-    expires_in: Option<u64>,
-}
-
-#[derive(Deserialize)]
-struct ErrorResponse {
-    error: String,
-    #[serde(default)]
-    error_description: Option<String>,
-}
-
-/// Reads the STS answer: `status` 0 means the call itself failed (no answer).
-pub fn parse_answer(
-    status: u32,
-    body: &[u8],
-    now: u64,
-    requested_lifetime: u64,
-) -> Result<Issued, Rejection> {
-    let unavailable = |detail: String, rule: &str| {
-        Rejection::new(Reason::ExchangeUnavailable, detail).with_rule(rule)
-    };
-    if status == 0 {
-        return Err(unavailable(
-            "the token service did not answer".into(),
-            "exchange.unavailable",
-        ));
-    }
-    if status >= 500 {
-        return Err(unavailable(
-            format!("the token service failed (HTTP {status})"),
-            "exchange.unavailable",
-        ));
-    }
-    if status != 200 {
-        let detail = match serde_json::from_slice::<ErrorResponse>(body) {
-            Ok(e) => format!(
-                "the token service refused the exchange: {}{}",
-                e.error
-                    .chars()
-                    .filter(|c| c.is_ascii_graphic())
-                    .take(64)
-                    .collect::<String>(),
-                e.error_description
-                    .map(|d| format!(" ({})", d.chars().take(200).collect::<String>()))
-                    .unwrap_or_default()
-            ),
-            Err(_) => format!("the token service refused the exchange (HTTP {status})"),
-        };
-        return Err(Rejection::new(Reason::ExchangeRefused, detail).with_rule("exchange.refused"));
-    }
-    let t: TokenResponse = serde_json::from_slice(body).map_err(|_| {
-        unavailable(
-            "the token service answered something that is not a token response".into(),
-            "exchange.invalid_response",
-        )
-    })?;
-    if !t.token_type.eq_ignore_ascii_case("bearer") && !t.token_type.eq_ignore_ascii_case("n_a") {
-        return Err(unavailable(
-            format!(
-                "unexpected token_type `{}`",
-                t.token_type.chars().take(32).collect::<String>()
-            ),
-            "exchange.invalid_response",
-        ));
-    }
-    if t.access_token.is_empty() || !t.access_token.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
-        return Err(unavailable(
-            "the issued token is not a valid bearer token".into(),
-            "exchange.invalid_response",
-        ));
-    }
-    let lifetime = t
-        .expires_in
-        .unwrap_or(requested_lifetime)
-        .min(requested_lifetime.max(1) * 2);
-    Ok(Issued {
-        access_token: t.access_token,
-        expires_at: now + lifetime,
-    })
-}
-
-/// Exchanged tokens by cache key, per worker.
-#[derive(Debug, Default)]
-pub struct TokenCache {
-    entries: HashMap<[u8; 32], Issued>,
-}
-
-/// Most cached tokens; when full, expired ones go, then all.
-pub const TOKEN_CACHE_CAPACITY: usize = 10_000;
-
-impl TokenCache {
-    /// A token still valid for more than `margin` seconds.
-    pub fn get(&self, key: &[u8; 32], now: u64, margin: u64) -> Option<&Issued> {
-        self.entries
-            .get(key)
-            .filter(|t| t.expires_at > now + margin)
-    }
-
-    /// Stores a token.
-    pub fn put(&mut self, key: [u8; 32], issued: Issued, now: u64) {
-        if self.entries.len() >= TOKEN_CACHE_CAPACITY {
-            self.entries.retain(|_, t| t.expires_at > now);
-            if self.entries.len() >= TOKEN_CACHE_CAPACITY {
-                self.entries.clear();
-            }
-        }
-        self.entries.insert(key, issued);
-    }
-
-    /// Number of cached tokens.
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    /// Whether the cache is empty.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-}
-
-/// What a request needs from the STS, as the pipeline hands it to the adapter.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenRequest {
-    /// Cache / single-flight key.
-    pub key: [u8; 32],
-    /// The call to make if nobody is making it yet.
-    pub call: StsCall,
-    /// Requested lifetime (bounds what the answer may claim).
-    pub lifetime: u64,
-}
-
-/// Whether a request may use a cached token, must wait for an exchange in flight, or must
-/// make the exchange itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Begin {
-    /// A cached token.
-    Cached(String),
-    /// Another request is exchanging the same inputs: wait for it.
-    Wait,
-    /// Make the call.
-    Dispatch,
-}
-
-/// A request waiting for an exchange: its context id and the JSON-RPC id to echo on failure.
-pub type Waiter = (u32, Option<serde_json::Value>);
-
-/// Token cache plus exchanges in flight (per worker): concurrent requests for the same key
-/// cause one exchange.
-#[derive(Debug, Default)]
-pub struct ExchangeState {
-    /// Issued tokens.
-    pub cache: TokenCache,
-    inflight: HashMap<[u8; 32], Vec<Waiter>>,
-}
-
-impl ExchangeState {
-    /// Registers a request for `key`.
-    pub fn begin(&mut self, key: &[u8; 32], waiter: Waiter, now: u64, margin: u64) -> Begin {
-        if let Some(t) = self.cache.get(key, now, margin) {
-            return Begin::Cached(t.access_token.clone());
-        }
-        match self.inflight.get_mut(key) {
-            Some(waiters) => {
-                waiters.push(waiter);
-                Begin::Wait
-            }
-            None => {
-                self.inflight.insert(*key, Vec::new());
-                Begin::Dispatch
-            }
-        }
-    }
-
-    /// The exchange for `key` ended: caches a success and returns the requests that waited.
-    pub fn finish(
-        &mut self,
-        key: &[u8; 32],
-        result: &Result<Issued, Rejection>,
-        now: u64,
-    ) -> Vec<Waiter> {
-        if let Ok(issued) = result {
-            self.cache.put(*key, issued.clone(), now);
-        }
-        self.inflight.remove(key).unwrap_or_default()
-    }
-
-    /// Exchanges in flight.
-    pub fn in_flight(&self) -> usize {
-        self.inflight.len()
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[cfg(target_arch = "wasm32")]
-    use wasm_bindgen_test::wasm_bindgen_test as test;
-
-    fn config(auth: serde_json::Value) -> ExchangeConfig {
-        let raw = json!({
-            "cluster": "sts", "authority": "idp:4000", "client_auth": auth,
-            "servers": {
-                "demo": {"audience": "http://up/mcp", "scopes": ["mcp:tools"], "lifetime_seconds": 30,
-                         "tools": {"delete_file": {"scopes": ["files:delete", "mcp:tools"]}, "echo": {"unprotected": true}}},
-                "public": {"unprotected": true}
-            }
-        });
-        serde_json::from_value::<RawExchange>(raw)
-            .unwrap()
-            .compile("token_exchange")
-            .unwrap()
-    }
-
-    fn basic() -> ExchangeConfig {
-        config(
-            json!({"method": "client_secret_basic", "client_id": "mcp-warden", "client_secret": "s3cr:t"}),
-        )
-    }
-
-    #[test]
-    fn plans_follow_server_and_tool_settings() {
-        let c = basic();
-        let p = |s: &str, t: Target| c.plan(s, &t);
-        assert_eq!(
-            p("demo", Target::Tool("delete_file".into())).unwrap(),
-            Grant::Exchange(Params {
-                audience: "http://up/mcp".into(),
-                scopes: vec!["files:delete".into(), "mcp:tools".into()],
-                lifetime: 30
-            })
-        );
-        assert_eq!(
-            p("demo", Target::Tool("echo".into())).unwrap(),
-            Grant::Unprotected
-        );
-        assert_eq!(
-            p("demo", Target::None).unwrap(),
-            Grant::Exchange(Params {
-                audience: "http://up/mcp".into(),
-                scopes: vec!["mcp:tools".into()],
-                lifetime: 30
-            })
-        );
-        assert_eq!(
-            p("public", Target::Tool("x".into())).unwrap(),
-            Grant::Unprotected
-        );
-        assert_eq!(
-            p("ghost", Target::None).unwrap_err().rule.as_deref(),
-            Some("exchange.unknown_server")
-        );
-    }
-
-    #[test]
-    fn request_is_an_rfc_8693_form_post_with_basic_auth() {
-        let c = basic();
-        let params = Params {
-            audience: "http://up/mcp".into(),
-            scopes: vec!["a".into(), "b".into()],
-            lifetime: 30,
-        };
-        let call = build_call(&c, "user.tok", Some("agent.tok"), &params, 1000, 1).unwrap();
-        assert_eq!(call.cluster, "sts");
-        let h = |k: &str| {
-            call.headers
-                .iter()
-                .find(|(n, _)| n == k)
-                .map(|(_, v)| v.clone())
-                .unwrap()
-        };
-        assert_eq!(h(":authority"), "idp:4000");
-        assert_eq!(h(":path"), "/token");
-        assert_eq!(h("authorization"), "Basic bWNwLXdhcmRlbjpzM2NyJTNBdA==");
-        let body = String::from_utf8(call.body).unwrap();
-        assert!(
-            body.contains("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange")
-        );
-        assert!(body.contains("subject_token=user.tok") && body.contains("actor_token=agent.tok"));
-        assert!(body.contains("audience=http%3A%2F%2Fup%2Fmcp") && body.contains("scope=a+b"));
-    }
-
-    #[test]
-    fn private_key_jwt_signs_an_assertion() {
-        let key = ES256KeyPair::generate();
-        let pem = key.to_pem().unwrap();
-        let c = config(
-            json!({"method": "private_key_jwt", "client_id": "mcp-warden-pkjwt", "key_pem": pem, "key_id": "k1", "audience": "http://idp"}),
-        );
-        let params = Params {
-            audience: "x".into(),
-            scopes: vec![],
-            lifetime: 30,
-        };
-        let call = build_call(&c, "u", None, &params, 1_800_000_000, 7).unwrap();
-        let body = String::from_utf8(call.body).unwrap();
-        let assertion = body
-            .split('&')
-            .find_map(|kv| kv.strip_prefix("client_assertion="))
-            .unwrap();
-        let opts = VerificationOptions {
-            artificial_time: Some(UnixTimeStamp::from_secs(1_800_000_010)),
-            ..VerificationOptions::default()
-        };
-        let claims = key
-            .public_key()
-            .verify_token::<NoCustomClaims>(assertion, Some(opts))
-            .unwrap();
-        assert_eq!(claims.subject.as_deref(), Some("mcp-warden-pkjwt"));
-        assert!(!call.headers.iter().any(|(k, _)| k == "authorization"));
-        let other = build_call(&c, "u", None, &params, 1_800_000_000, 8).unwrap();
-        assert_ne!(
-            other.body,
-            String::from_utf8(body.into_bytes()).unwrap().into_bytes()
-        );
-    }
-
-    #[test]
-    fn answers_map_to_the_right_errors() {
-        let ok = parse_answer(200, br#"{"access_token":"abc.def","token_type":"Bearer","expires_in":30,"issued_token_type":"x"}"#, 100, 30).unwrap();
-        assert_eq!(
-            ok,
-            Issued {
-                access_token: "abc.def".into(),
-                expires_at: 130
-            }
-        );
-        let reason = |s, b: &[u8]| parse_answer(s, b, 0, 30).unwrap_err();
-        assert_eq!(reason(0, b"").reason, Reason::ExchangeUnavailable);
-        assert_eq!(reason(503, b"down").reason, Reason::ExchangeUnavailable);
-        let refused = reason(
-            400,
-            br#"{"error":"invalid_scope","error_description":"too wide"}"#,
-        );
-        assert_eq!(
-            (refused.reason, refused.detail.contains("invalid_scope")),
-            (Reason::ExchangeRefused, true)
-        );
-        assert_eq!(
-            reason(200, b"<html>").rule.as_deref(),
-            Some("exchange.invalid_response")
-        );
-        assert_eq!(
-            reason(200, br#"{"access_token":"a b","token_type":"Bearer"}"#).reason,
-            Reason::ExchangeUnavailable
-        );
-        assert_eq!(
-            reason(200, br#"{"access_token":"a","token_type":"mac"}"#).reason,
-            Reason::ExchangeUnavailable
-        );
-    }
-
-    #[test]
-    fn cache_keys_hash_all_inputs_and_tokens_expire_early() {
-        let p = Params {
-            audience: "a".into(),
-            scopes: vec!["s".into()],
-            lifetime: 30,
-        };
-        let k = cache_key("u", Some("g"), &p);
-        assert_ne!(k, cache_key("u", None, &p));
-        assert_ne!(k, cache_key("u2", Some("g"), &p));
-        assert_ne!(
-            k,
-            cache_key(
-                "u",
-                Some("g"),
-                &Params {
-                    scopes: vec!["t".into()],
-                    ..p.clone()
-                }
-            )
-        );
-        assert_ne!(
-            cache_key("ab", Some("c"), &p),
-            cache_key("a", Some("bc"), &p)
-        );
-        let mut cache = TokenCache::default();
-        cache.put(
-            k,
-            Issued {
-                access_token: "t".into(),
-                expires_at: 100,
-            },
-            0,
-        );
-        assert!(cache.get(&k, 90, 5).is_some());
-        assert!(cache.get(&k, 96, 5).is_none());
-    }
-
-    #[test]
-    fn concurrent_requests_share_one_exchange() {
-        let mut s = ExchangeState::default();
-        let k = [7u8; 32];
-        assert_eq!(s.begin(&k, (1, None), 0, 5), Begin::Dispatch);
-        for ctx in 2..=50 {
-            assert_eq!(s.begin(&k, (ctx, None), 0, 5), Begin::Wait);
-        }
-        let waiters = s.finish(
-            &k,
-            &Ok(Issued {
-                access_token: "t".into(),
-                expires_at: 60,
-            }),
-            0,
-        );
-        assert_eq!(waiters.len(), 49);
-        assert_eq!(s.begin(&k, (51, None), 10, 5), Begin::Cached("t".into()));
-        assert_eq!(s.in_flight(), 0);
-        // A failure is not cached: the next request tries again.
-        let k2 = [8u8; 32];
-        assert_eq!(s.begin(&k2, (1, None), 0, 5), Begin::Dispatch);
-        s.finish(
-            &k2,
-            &Err(Rejection::new(Reason::ExchangeUnavailable, "down")),
-            0,
-        );
-        assert_eq!(s.begin(&k2, (2, None), 0, 5), Begin::Dispatch);
-    }
-
-    #[test]
-    fn config_errors_name_the_field() {
-        let field = |raw: serde_json::Value| {
-            serde_json::from_value::<RawExchange>(raw)
-                .unwrap()
-                .compile("token_exchange")
-                .unwrap_err()
-                .field
-        };
-        let auth = json!({"method": "client_secret_basic", "client_id": "a", "client_secret": "b"});
-        assert_eq!(
-            field(
-                json!({"cluster": "sts", "authority": "a", "client_auth": auth, "servers": {"s": {}}})
-            ),
-            "token_exchange.servers.s.audience"
-        );
-        assert_eq!(
-            field(
-                json!({"cluster": "sts", "authority": "a", "client_auth": auth, "timeout_ms": 5, "servers": {}})
-            ),
-            "token_exchange.timeout_ms"
-        );
-        assert_eq!(
-            field(
-                json!({"cluster": "sts", "authority": "a", "client_auth": {"method": "private_key_jwt", "client_id": "a", "key_pem": "x", "audience": "b"}, "servers": {}})
-            ),
-            "token_exchange.client_auth.key_pem"
-        );
-        assert_eq!(
-            field(
-                json!({"cluster": "sts", "authority": "a", "client_auth": auth, "servers": {"s": {"unprotected": true, "tools": {"t": {}}}}})
-            ),
-            "token_exchange.servers.s.tools.t"
-        );
-    }
-}
+mod tests;

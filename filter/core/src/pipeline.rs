@@ -11,7 +11,9 @@
 
 use crate::config::Config;
 use crate::error::{Reason, Rejection, Reply};
-use crate::exchange::{build_call, cache_key, parse_answer, Grant, Issued, Params, StsCall};
+use crate::exchange::{
+    build_call, cache_key, parse_answer, Expected, Grant, Issued, Params, Settled, StsCall,
+};
 use crate::identity::attestation::AttestationCache;
 use crate::identity::metadata::ClaimSource;
 use crate::identity::{authenticate_cached, Identity, IdentityCache};
@@ -60,6 +62,8 @@ impl std::fmt::Debug for CallerTokens {
 #[derive(Debug, Clone)]
 struct PendingExchange {
     params: Params,
+    /// The `requested_token_type` the answer must name.
+    token_type: String,
 }
 
 /// The owner of a request's sessions: the verified caller, or nobody (`""`, no groups).
@@ -466,7 +470,10 @@ impl RequestFlow {
                     );
                 };
                 let key = cache_key(subject, self.tokens.actor.as_deref(), &params);
-                self.exchange = Some(PendingExchange { params });
+                self.exchange = Some(PendingExchange {
+                    params,
+                    token_type: x.requested_token_type.clone(),
+                });
                 Step::NeedToken(key)
             }
         }
@@ -494,14 +501,26 @@ impl RequestFlow {
         }
     }
 
-    /// Reads the STS answer (`status` 0: no answer) for the exchange cache.
+    /// Reads the STS answer (`status` 0: no answer) for the exchange cache: its token is
+    /// accepted only if it is what this exchange asked for and not one of the caller's tokens
+    /// ([`parse_answer`]).
     pub fn read_sts_answer(&self, status: u32, body: &[u8]) -> Result<Issued, Rejection> {
-        let lifetime = self
-            .exchange
-            .as_ref()
-            .map(|p| p.params.lifetime)
-            .unwrap_or(1);
-        parse_answer(status, body, self.now, lifetime)
+        let (Some(pending), Some(subject)) = (&self.exchange, self.tokens.subject.as_deref())
+        else {
+            return Err(
+                Rejection::new(Reason::Internal, "no token exchange is pending")
+                    .with_rule("exchange.unexpected_answer"),
+            );
+        };
+        let want = Expected {
+            token_type: &pending.token_type,
+            scopes: &pending.params.scopes,
+            lifetime: pending.params.lifetime,
+            subject,
+            actor: self.tokens.actor.as_deref(),
+            audience: &pending.params.audience,
+        };
+        parse_answer(status, body, self.now, &want)
     }
 
     /// The exchange ended: forward with the new token, or refuse (the user's token never goes).
@@ -519,6 +538,34 @@ impl RequestFlow {
                 let id = self.echo_id();
                 self.reject(r.with_id(id))
             }
+        }
+    }
+
+    /// Whether the request waits for a token: from an exchange of its own, or from another
+    /// request's exchange of the same inputs (then [`RequestFlow::on_shared_token`]).
+    pub fn awaits_token(&self) -> bool {
+        self.exchange.is_some() && matches!(self.outcome, Outcome::Forwarded(_))
+    }
+
+    /// Another request's exchange, which this one waited for, ended and the adapter carried
+    /// out the result for this request (resumed it with the token, or answered it with the
+    /// refusal): records the outcome, so its audit record is its own. Nothing left to apply.
+    pub fn on_shared_token(&mut self, how: Settled) {
+        self.exchange = None;
+        if let Err(r) = how {
+            let id = self.echo_id();
+            self.outcome = Outcome::Rejected(r.with_id(id));
+            self.state = State::Rejected;
+        }
+    }
+
+    /// Whether the request's fate is known: refused, or forwarded with nothing left to wait
+    /// for (its token, when it needs one, is set). Its audit record is written then, once.
+    pub fn decided(&self) -> bool {
+        match self.outcome {
+            Outcome::Pending => false,
+            Outcome::Rejected(_) => true,
+            Outcome::Forwarded(_) => self.exchange.is_none(),
         }
     }
 

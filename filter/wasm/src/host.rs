@@ -6,6 +6,7 @@
 //! fails. Here every status other than Ok is a [`HostCallError`] that the adapter answers like
 //! any other failure: the request is refused, or the response stream is closed.
 
+use mcp_warden_core::audit::escape::log_safe;
 use proxy_wasm::types::{BufferType, MapType};
 use std::fmt;
 
@@ -392,7 +393,9 @@ impl log::Log for HostLogger {
             log::Level::Warn => 3,
             log::Level::Error => 4,
         };
-        log(level, &record.args().to_string());
+        // Whatever a line holds, it stays one line (names and details come from clients,
+        // servers and token services).
+        log(level, &log_safe(&record.args().to_string()));
     }
 
     fn flush(&self) {}
@@ -403,7 +406,7 @@ pub fn install_logger() {
     // Only fails when a logger is already set: this VM's, from an earlier start.
     let _ = log::set_logger(&LOGGER);
     log::set_max_level(log::LevelFilter::Info);
-    std::panic::set_hook(Box::new(|info| log(5, &info.to_string())));
+    std::panic::set_hook(Box::new(|info| log(5, &log_safe(&info.to_string()))));
 }
 
 #[cfg(test)]

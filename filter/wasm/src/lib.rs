@@ -9,7 +9,7 @@ use log::{error, info, warn};
 use mcp_warden_core::audit;
 use mcp_warden_core::config::Config;
 use mcp_warden_core::error::{Reason, Rejection, Reply, RpcId};
-use mcp_warden_core::exchange::{Begin, ExchangeState, Issued};
+use mcp_warden_core::exchange::{self, Begin, ExchangeState, Issued};
 use mcp_warden_core::identity::attestation::AttestationCache;
 use mcp_warden_core::identity::metadata::{ClaimSource, HostError};
 use mcp_warden_core::identity::IdentityCache;
@@ -150,7 +150,7 @@ impl RootContext for WardenRoot {
             sts_call: None,
             now: 0,
             response_mode: ResponseMode::Untouched,
-            audited: false,
+            audit: audit::Once::default(),
         }))
     }
 
@@ -175,8 +175,8 @@ struct WardenHttp {
     buffered: usize,
     /// What the response body needs.
     response_mode: ResponseMode,
-    /// Whether the audit record was written.
-    audited: bool,
+    /// Hands out the audit record once, when the request is decided.
+    audit: audit::Once,
 }
 
 impl Context for WardenHttp {
@@ -208,7 +208,10 @@ impl Context for WardenHttp {
                 .unwrap_or(0),
             _ => 0,
         };
-        let body = match host::get_buffer(BufferType::HttpCallResponseBody, body_size) {
+        // Never more than the core reads: one byte over its cap is enough to refuse (a huge
+        // answer must not fill the VM's memory).
+        let read = body_size.min(exchange::MAX_ANSWER_BYTES + 1);
+        let body = match host::get_buffer(BufferType::HttpCallResponseBody, read) {
             Ok(b) if status != 0 => b,
             _ => Vec::new(),
         };
@@ -217,7 +220,7 @@ impl Context for WardenHttp {
             warn!(
                 "mcp-warden: request {}: token exchange failed: {} ({})",
                 self.context_id,
-                r.detail,
+                audit::escape::escape_text(&r.detail),
                 r.rule.as_deref().unwrap_or("-")
             );
         }
@@ -231,19 +234,41 @@ impl Context for WardenHttp {
 
 impl WardenHttp {
     fn audit(&mut self) {
-        if self.config.audit_log
-            && !self.audited
-            && !matches!(self.flow.outcome(), Outcome::Pending)
-            && log::log_enabled!(log::Level::Info)
-        {
-            self.audited = true;
-            info!("mcp-warden audit {}", audit::record(&self.flow));
+        if self.config.audit_log && log::log_enabled!(log::Level::Info) {
+            if let Some(record) = self.audit.take(&self.flow) {
+                info!("mcp-warden audit {record}");
+            }
+        }
+    }
+
+    /// A request that waited for another request's token exchange learns how that request
+    /// carried it out for it (resumed, or refused): its outcome and audit record are its own.
+    /// `ended`: the request is over (it leaves the exchange if still waiting).
+    fn collect_wait(&mut self, ended: bool) {
+        if self.sts_call.is_some() || !self.flow.awaits_token() {
+            return;
+        }
+        let how = match self.exchanges.try_borrow_mut() {
+            Ok(mut state) if ended => state.leave(self.context_id),
+            Ok(mut state) => state.collect(self.context_id),
+            Err(_) => None,
+        };
+        if let Some(how) = how {
+            self.flow.on_shared_token(how);
+            self.audit();
+        }
+    }
+
+    /// Records how a waiter ended when that differs from its exchange's result.
+    fn settle_waiter(&self, ctx: u32, how: Result<(), Rejection>) {
+        if let Ok(mut state) = self.exchanges.try_borrow_mut() {
+            state.settle(ctx, how);
         }
     }
 
     fn log_notices(&mut self) {
         for notice in self.flow.take_notices() {
-            warn!("mcp-warden: request {}: {notice}", self.context_id);
+            warn!("{}", audit::notice_line(self.context_id, &notice));
         }
     }
 
@@ -314,6 +339,7 @@ impl WardenHttp {
         for (ctx, id) in waiters {
             if host::set_effective_context(ctx).is_err() {
                 // Its stream is gone (or cannot be reached): nothing of it goes upstream.
+                self.settle_waiter(ctx, Err(Rejection::new(Reason::Internal, "unreachable")));
                 continue;
             }
             let id = id.as_ref().and_then(RpcId::from_value);
@@ -328,6 +354,8 @@ impl WardenHttp {
                         Ok(()) if continue_request() => None,
                         Ok(()) => {
                             close_request(ctx, "could not be resumed after the token exchange");
+                            let closed = Rejection::new(Reason::Internal, "could not be resumed");
+                            self.settle_waiter(ctx, Err(closed));
                             None
                         }
                         // Its own token must not go upstream: refuse it.
@@ -337,7 +365,13 @@ impl WardenHttp {
                 Err(r) => Some(r.clone()),
             };
             if let Some(r) = refusal {
-                send_reply(ctx, &r.with_id(id).to_reply());
+                let r = r.with_id(id);
+                let reply = r.to_reply();
+                warn!("{}", audit::refusal_line(ctx, reply.status, &r));
+                send_reply(ctx, &reply);
+                if result.is_ok() {
+                    self.settle_waiter(ctx, Err(r));
+                }
             }
         }
         if host::set_effective_context(self.context_id).is_err() {
@@ -364,13 +398,7 @@ impl WardenHttp {
             Step::Pause => Action::Pause,
             Step::Reply(reply) => {
                 if let Outcome::Rejected(r) = self.flow.outcome() {
-                    warn!(
-                        "mcp-warden: request {} refused: status={} reason={} detail={}",
-                        self.context_id,
-                        reply.status,
-                        r.reason.as_str(),
-                        r.detail
-                    );
+                    warn!("{}", audit::refusal_line(self.context_id, reply.status, r));
                 }
                 send_reply(self.context_id, &reply);
                 Action::Pause
@@ -598,6 +626,7 @@ impl HttpContext for WardenHttp {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        self.collect_wait(false);
         if !self.flow.inspects_response(&self.config) {
             // Nothing to rewrite or route: not even a host call for the headers.
             self.log_notices();
@@ -683,8 +712,11 @@ impl HttpContext for WardenHttp {
                 "the token exchange was abandoned; retry",
             )
             .with_rule("exchange.abandoned");
-            self.finish_exchange(key, Err(abandoned));
+            self.finish_exchange(key, Err(abandoned.clone()));
+            self.flow.on_shared_token(Err(abandoned));
+            self.audit();
         }
+        self.collect_wait(true);
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {

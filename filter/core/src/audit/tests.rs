@@ -251,3 +251,177 @@ fn agent_records_are_the_same_text_as_before() {
         same(&f);
     }
 }
+
+/// `config(false)` plus a token exchange for server `demo`.
+fn exchange_config() -> Config {
+    let mut cfg: Value = json!({
+        "identity": {
+            "protected_resource": {"resource": RES, "authorization_servers": ["idp"]},
+            "user": {"issuers": ["idp"]}
+        },
+        "policy": {
+            "servers": [{"name": "demo", "path": "/mcp", "tools": [
+                {"name": "echo", "status": "approved", "approved_for": ["*"]}
+            ]}],
+            "rules": [{"id": "tools", "effect": "allow", "tools": ["*"]}]
+        }
+    });
+    cfg["token_exchange"] = json!({
+        "cluster": "sts", "authority": "idp",
+        "client_auth": {"method": "client_secret_basic", "client_id": "gw", "client_secret": "s"},
+        "servers": {"demo": {"audience": "http://up/mcp", "scopes": ["mcp:tools"]}}
+    });
+    Config::from_json(cfg.to_string().as_bytes()).unwrap()
+}
+
+/// A `tools/call echo` with this id through headers and body: the flow and its last step.
+fn call_flow(cfg: &Config, claims: &JsonClaims, id: u64) -> (RequestFlow, Step) {
+    let body = format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"echo"}}}}"#
+    );
+    let mut flow = RequestFlow::new();
+    let ctx = RequestContext {
+        claims,
+        attestation_cache: &mut AttestationCache::default(),
+        identity_cache: &mut IdentityCache::default(),
+        now: NOW,
+    };
+    assert_eq!(
+        flow.on_request_headers(cfg, &headers("2025-06-18"), false, ctx),
+        Step::Pause
+    );
+    let BodyStep::ReadBody(n) = flow.on_request_body(cfg, body.len(), true) else {
+        panic!("body not read")
+    };
+    let step = flow.on_body(cfg, &body.as_bytes()[..n], &MemoryDefinitions::default());
+    (flow, step)
+}
+
+/// N identical calls needing one exchange, as the adapter runs them: the first makes the
+/// exchange, the others wait for it and collect how it ended. Each gets one record of its own.
+fn burst_records(sts_answer: &[u8]) -> Vec<Value> {
+    use crate::audit::Once;
+    use crate::exchange::{Begin, ExchangeState};
+    const N: u32 = 8;
+    let cfg = exchange_config();
+    let alice = JsonClaims(vec![("user".into(), user("alice", json!([])))]);
+    let mut state = ExchangeState::default();
+    let mut flows: Vec<(u32, RequestFlow, Once)> = Vec::new();
+    let mut key = None;
+    for ctx in 1..=N {
+        let (flow, step) = call_flow(&cfg, &alice, u64::from(ctx) + 100);
+        let Step::NeedToken(k) = step else {
+            panic!("no exchange needed: {step:?}")
+        };
+        let begin = state.begin(&k, (ctx, flow.echo_id().map(|i| i.to_value())), NOW, 5);
+        assert_eq!(
+            begin,
+            if ctx == 1 {
+                Begin::Dispatch
+            } else {
+                Begin::Wait
+            }
+        );
+        key = Some(k);
+        flows.push((ctx, flow, Once::default()));
+    }
+    // Nobody is decided while the exchange is in flight.
+    for (_, flow, once) in flows.iter_mut() {
+        assert!(flow.awaits_token() && once.take(flow).is_none());
+    }
+    let (_, first, _) = &mut flows[0];
+    let result = first.read_sts_answer(200, sts_answer);
+    let waiters = state.finish(&key.unwrap(), &result, NOW);
+    assert_eq!(waiters.len(), N as usize - 1);
+    first.on_token(result.map(|i| i.access_token));
+    let mut out = Vec::new();
+    for (ctx, flow, once) in flows.iter_mut() {
+        if *ctx != 1 {
+            let how = state.collect(*ctx).expect("settled");
+            flow.on_shared_token(how);
+        }
+        let record = once.take(flow).expect("a record once decided");
+        assert!(once.take(flow).is_none(), "one record only");
+        out.push(serde_json::from_str(&record).unwrap());
+    }
+    out
+}
+
+#[test]
+fn a_burst_sharing_one_exchange_gives_one_record_per_request() {
+    let good = br#"{"access_token":"new.tok","issued_token_type":"urn:ietf:params:oauth:token-type:access_token","token_type":"Bearer","expires_in":60}"#;
+    let records = burst_records(good);
+    assert_eq!(records.len(), 8);
+    for (i, r) in records.iter().enumerate() {
+        assert_eq!(r["outcome"], "allowed", "{r}");
+        assert_eq!(r["messages"][0]["id"], json!(101 + i as u64), "{r}");
+    }
+    // The answer is an ID token: every request is refused, each with its own id.
+    let id_token = br#"{"access_token":"new.tok","issued_token_type":"urn:ietf:params:oauth:token-type:id_token","token_type":"N_A"}"#;
+    let records = burst_records(id_token);
+    for (i, r) in records.iter().enumerate() {
+        assert_eq!(
+            (&r["outcome"], &r["status"], &r["rule"], &r["id"]),
+            (
+                &json!("refused"),
+                &json!(502),
+                &json!("exchange.answer.issued_token_type"),
+                &json!(101 + i as u64)
+            ),
+            "{r}"
+        );
+    }
+}
+
+#[test]
+fn names_with_line_breaks_or_hidden_characters_forge_no_line() {
+    use crate::audit::{escape::is_unsafe_in_log, notice_line, refusal_line};
+    let cfg = config(false);
+    let bob = JsonClaims(vec![("user".into(), user("bob", json!([])))]);
+    let forged = r#"mcp-warden audit {"outcome":"allowed","user":"mallory"}"#;
+    for sep in [
+        "\n",
+        "\r\n",
+        "\r",
+        "\u{85}",
+        "\u{2028}",
+        "\u{2029}",
+        "\u{202e}",
+        "\u{1b}[2K",
+        "\u{e0041}",
+    ] {
+        let name = format!("admin{sep}{forged}");
+        for (method, params) in [
+            ("tools/call", json!({ "name": name })),
+            ("prompts/get", json!({ "name": name })),
+            (
+                "resources/read",
+                json!({ "uri": format!("file:///x{sep}{forged}") }),
+            ),
+        ] {
+            let body = json!({"jsonrpc": "2.0", "id": 5, "method": method, "params": params});
+            let f = flow(&cfg, &bob, "2025-06-18", Some(&body.to_string()));
+            let line = record(&f);
+            assert!(!line.chars().any(is_unsafe_in_log), "{sep:?}: {line}");
+            // The record is JSON that gives the name back as it was.
+            let v: Value = serde_json::from_str(&line).unwrap();
+            let named = v["messages"][0]["target"] == params["name"]
+                || v["messages"][0]["target"] == params["uri"]
+                || v["detail"].as_str().is_some_and(|d| d.contains(sep));
+            assert!(named, "{sep:?}: {line}");
+            if let Outcome::Rejected(r) = f.outcome() {
+                let l = refusal_line(7, 403, r);
+                assert!(!l.chars().any(is_unsafe_in_log), "{sep:?}: {l}");
+                assert!(
+                    l.starts_with("mcp-warden: request 7 refused: status=403"),
+                    "{l}"
+                );
+            }
+        }
+    }
+    let n = notice_line(3, "tool `x\nmcp-warden audit {}` changed");
+    assert_eq!(
+        n,
+        "mcp-warden: request 3: tool `x\\nmcp-warden audit {}` changed"
+    );
+}
