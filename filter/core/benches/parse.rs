@@ -31,6 +31,7 @@ fn main() {
         max_depth: 64,
         max_batch: 32,
         extra_methods: &[],
+        strict_keys: true,
     };
     println!(
         "{:>10} {:>14} {:>10} {:>12} {:>17}",
