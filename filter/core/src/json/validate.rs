@@ -89,7 +89,7 @@ impl<'de> Visitor<'de> for Check<'_, 'de> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         self.ctx.enter(self.depth)?;
         let list = self.spare.borrow_mut().pop().unwrap_or_default();
-        let mut keys = Keys::Few(list);
+        let mut keys = Keys::Few(list, false);
         while let Some(key) = map.next_key_seed(Key)? {
             map.next_value_seed(self.child())?;
             match keys.insert(key, self.ctx.strict_keys) {
@@ -98,7 +98,7 @@ impl<'de> Visitor<'de> for Check<'_, 'de> {
                 Repeat::Folded(twin) => self.ctx.case_twin(self.depth, &twin),
             }
         }
-        if let Keys::Few(mut list) = keys {
+        if let Keys::Few(mut list, _) = keys {
             list.clear();
             self.spare.borrow_mut().push(list);
         }
@@ -106,10 +106,11 @@ impl<'de> Visitor<'de> for Check<'_, 'de> {
     }
 }
 
-/// The keys seen so far in one object: up to [`FEW_KEYS`] compared one by one, beyond that in
-/// a tree (and, with `strict_keys`, a tree of their case-folded forms).
+/// The keys seen so far in one object: up to [`FEW_KEYS`] compared one by one (and whether
+/// one of them is not ASCII), beyond that in a tree (and, with `strict_keys`, a tree of their
+/// case-folded forms).
 enum Keys<'de> {
-    Few(Vec<Cow<'de, str>>),
+    Few(Vec<Cow<'de, str>>, bool),
     Many(BTreeSet<Cow<'de, str>>, BTreeSet<String>),
 }
 
@@ -128,13 +129,30 @@ impl<'de> Keys<'de> {
     /// Adds `key`; says whether it (or, when `strict`, a case-folded twin) was already there.
     fn insert(&mut self, key: Cow<'de, str>, strict: bool) -> Repeat<'de> {
         match self {
-            Keys::Few(v) if v.contains(&key) => Repeat::Exact(key),
-            Keys::Few(v) if strict && v.iter().any(|k| fold_eq(k, &key)) => Repeat::Folded(key),
-            Keys::Few(v) if v.len() < FEW_KEYS => {
-                v.push(key);
-                Repeat::No
-            }
-            Keys::Few(v) => {
+            Keys::Few(v, wide) => {
+                // One pass. Keys that are all ASCII fold alike only at equal lengths; a
+                // non-ASCII key (the Kelvin sign is 3 bytes, `k` one) needs the char-wise fold.
+                let ascii = !strict || key.is_ascii();
+                let found = if !strict {
+                    v.iter().position(|k| *k == key)
+                } else if ascii && !*wide {
+                    v.iter()
+                        .position(|k| k.len() == key.len() && k.eq_ignore_ascii_case(&key))
+                } else {
+                    v.iter().position(|k| fold_eq(k, &key))
+                };
+                if let Some(i) = found {
+                    return if v.get(i) == Some(&key) {
+                        Repeat::Exact(key)
+                    } else {
+                        Repeat::Folded(key)
+                    };
+                }
+                *wide |= !ascii;
+                if v.len() < FEW_KEYS {
+                    v.push(key);
+                    return Repeat::No;
+                }
                 let folds = if strict {
                     v.iter()
                         .chain([&key])
@@ -199,7 +217,7 @@ mod tests {
     #[test]
     fn keys_find_repeats_before_and_after_growing() {
         for strict in [false, true] {
-            let mut keys = Keys::Few(Vec::new());
+            let mut keys = Keys::Few(Vec::new(), false);
             for i in 0..40 {
                 assert_eq!(keys.insert(Cow::Owned(format!("k{i}")), strict), Repeat::No);
             }
@@ -215,7 +233,7 @@ mod tests {
                 Repeat::No
             };
             assert_eq!(keys.insert(twin, strict), want);
-            let mut few = Keys::Few(Vec::new());
+            let mut few = Keys::Few(Vec::new(), false);
             let a = Cow::Borrowed("a");
             assert_eq!(few.insert(a.clone(), strict), Repeat::No);
             assert_eq!(few.insert(a.clone(), strict), Repeat::Exact(a));
@@ -227,8 +245,20 @@ mod tests {
             };
             assert_eq!(few.insert(twin, strict), want);
         }
+        // ASCII keys after a non-ASCII one, and the other way round.
+        for (first, second) in [
+            ("\u{212A}ey", "key"),
+            ("key", "\u{212A}EY"),
+            ("\u{17F}", "S"),
+        ] {
+            let mut keys = Keys::Few(Vec::new(), false);
+            assert_eq!(keys.insert(Cow::Borrowed("other"), true), Repeat::No);
+            assert_eq!(keys.insert(Cow::Borrowed(first), true), Repeat::No);
+            let twin = Cow::Borrowed(second);
+            assert_eq!(keys.insert(twin.clone(), true), Repeat::Folded(twin));
+        }
         // The twin that makes a list grow into a tree is found as well.
-        let mut keys = Keys::Few(Vec::new());
+        let mut keys = Keys::Few(Vec::new(), false);
         for i in 0..FEW_KEYS {
             assert_eq!(keys.insert(Cow::Owned(format!("k{i}")), true), Repeat::No);
         }
