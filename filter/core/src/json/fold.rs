@@ -9,7 +9,8 @@
 //! [`fold_char`] maps a char to one representative of its case class: its upper case (when
 //! that is one char), then the lower case of that (when one char). Chars whose simple case
 //! mappings link them (`K`, `k`, `K`; `S`, `s`, `ſ`; `Σ`, `σ`, `ς`; `I`, `i`, `ı`; …) get the
-//! same representative; a test checks this for every char and its single-char case mappings.
+//! same representative; tests check this for every char against its single-char case mappings
+//! and against Unicode's simple case folding orbits (three pairs are linked by folding only).
 //! Keys are compared char by char, like Go does, so folding never changes how many chars a
 //! key has (`ß` is not `ss`).
 
@@ -19,6 +20,13 @@ use std::borrow::Cow;
 pub(crate) fn fold_char(c: char) -> char {
     if c.is_ascii() {
         return c.to_ascii_lowercase();
+    }
+    // Simple case folding pairs that no single-char case mapping links (Unicode 14).
+    match c {
+        '\u{1FD3}' => return '\u{390}',
+        '\u{1FE3}' => return '\u{3B0}',
+        '\u{FB05}' => return '\u{FB06}',
+        _ => {}
     }
     let upper = single(c.to_uppercase()).unwrap_or(c);
     single(upper.to_lowercase()).unwrap_or(upper)
@@ -116,6 +124,8 @@ mod tests {
             ("ι", "\u{1FBE}"),
             ("ᾳ", "ᾼ"),
             ("straße", "STRAẞE"),
+            ("\u{390}", "\u{1FD3}"),
+            ("\u{FB05}", "\u{FB06}"),
             ("", ""),
         ] {
             assert!(fold_eq(a, b), "{a} vs {b}");
@@ -154,6 +164,25 @@ mod tests {
             let first: Vec<&str> = [twin.as_str()].into_iter().chain(refs()).collect();
             assert!(find_twin(first.iter().copied()).is_some(), "{n}");
         }
+    }
+
+    #[test]
+    fn every_simple_case_folding_orbit_folds_to_one_char() {
+        // Unicode's simple case folding (CaseFolding.txt C + S, as Go's unicode.SimpleFold
+        // orbits): every char of an orbit must get the same representative.
+        use regex_syntax::hir::{ClassUnicode, ClassUnicodeRange};
+        let mut wrong = Vec::new();
+        for c in (0..=0x10FFFF).filter_map(char::from_u32) {
+            let mut class = ClassUnicode::new([ClassUnicodeRange::new(c, c)]);
+            class.case_fold_simple();
+            let f = fold_char(c);
+            for other in class.iter().flat_map(|r| r.start()..=r.end()) {
+                if fold_char(other) != f {
+                    wrong.push(format!("U+{:04X} U+{:04X}", c as u32, other as u32));
+                }
+            }
+        }
+        assert!(wrong.is_empty(), "{wrong:?}");
     }
 
     #[test]
