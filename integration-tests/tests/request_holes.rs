@@ -9,7 +9,7 @@
 //!   `notifications/*` message with one, is now refused as `invalid_request`.
 //! - [`case_twin_keys_and_normal_form_uris`] (#3, #5, #12), with `envoy/demo.yaml` (the
 //!   enterprise bundle): keys equal once case-folded (`name` / `Name`, Kelvin sign, long s) are
-//!   refused as `duplicate_key`; resource URIs not in normal form as `invalid_params`;
+//!   refused as `duplicate_key`, and a lone `TABLE` counts as `table` for a deny rule; resource URIs not in normal form as `invalid_params`;
 //!   `completion/complete` is decided on what it completes; `execute_sql` never reads the
 //!   financials table.
 //! - [`scopes_are_what_the_delegation_grants`] (#4), with the demo configuration without token
@@ -340,6 +340,15 @@ fn case_twin_keys_and_normal_form_uris() {
             duplicate_key(json!(id)),
         );
     }
+    // A lone key in another case: what a case-insensitive server reads counts for deny rules.
+    check(
+        &mut report,
+        "query_table TABLE=financials",
+        port,
+        &server,
+        tool_call(&session, 9, "query_table", json!({"TABLE": "financials"})).tokens(&tokens),
+        denied("tables.financials.never", json!(9)),
+    );
     check(
         &mut report,
         "twin method",

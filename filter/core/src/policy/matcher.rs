@@ -250,9 +250,35 @@ pub struct ArgCondition {
 }
 
 impl ArgCondition {
-    /// Whether the condition holds for these arguments (absent arguments = empty object).
+    /// Whether the condition holds for these arguments (absent arguments = empty object), for
+    /// every way a server may read them ([`ArgCondition::holds_for`] of an allow rule).
     pub fn holds(&self, arguments: Option<&Value>) -> bool {
-        let value = arguments.and_then(|a| a.pointer(&self.path));
+        self.holds_for(arguments, false)
+    }
+
+    /// Whether the condition holds for these arguments as a server reads them: by exact key,
+    /// or case-insensitively (Go's `encoding/json`: `{"TABLE": …}` fills `table`). When the two
+    /// readings find different values (a key spelled in another case only; `strict_keys`
+    /// refuses objects holding both spellings), `any_reading` (deny rules) asks that one of
+    /// them holds, else (allow rules) that both do.
+    pub fn holds_for(&self, arguments: Option<&Value>, any_reading: bool) -> bool {
+        let exact = arguments.and_then(|a| a.pointer(&self.path));
+        let folded = arguments.and_then(|a| pointer_folded(a, &self.path));
+        let same = match (exact, folded) {
+            (Some(x), Some(y)) => std::ptr::eq(x, y),
+            (None, None) => true,
+            _ => false,
+        };
+        if same {
+            self.test(exact)
+        } else if any_reading {
+            self.test(exact) || self.test(folded)
+        } else {
+            self.test(exact) && self.test(folded)
+        }
+    }
+
+    fn test(&self, value: Option<&Value>) -> bool {
         match (&self.op, value) {
             (ArgOp::Absent(absent), v) => v.is_none() == *absent,
             (_, None) => false,
@@ -266,6 +292,34 @@ impl ArgCondition {
             _ => false,
         }
     }
+}
+
+/// [`Value::pointer`] where an object member is found by its exact key or, failing that, by a
+/// key equal to it once case-folded.
+fn pointer_folded<'v>(value: &'v Value, pointer: &str) -> Option<&'v Value> {
+    if pointer.is_empty() {
+        return Some(value);
+    }
+    let rest = pointer.strip_prefix('/')?;
+    rest.split('/')
+        .map(|t| t.replace("~1", "/").replace("~0", "~"))
+        .try_fold(value, |v, token| match v {
+            Value::Object(o) => o.get(&token).or_else(|| {
+                o.iter()
+                    .find(|(k, _)| crate::json::fold_eq(k, &token))
+                    .map(|(_, v)| v)
+            }),
+            Value::Array(a) => {
+                // As Value::pointer: no sign, no leading zero.
+                let plain = !token.starts_with('+') && (token == "0" || !token.starts_with('0'));
+                token
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|_| plain)
+                    .and_then(|i| a.get(i))
+            }
+            _ => None,
+        })
 }
 
 /// JSON equality where numbers compare by value (1 == 1.0).
@@ -579,6 +633,67 @@ mod tests {
             op: ArgOp::Prefix("S".into())
         }
         .holds(None));
+    }
+
+    #[test]
+    fn argument_keys_in_another_case_count_for_deny_rules_and_against_allow_rules() {
+        let c = |path: &str, op: ArgOp| ArgCondition {
+            path: path.into(),
+            op,
+        };
+        let financials = c(
+            "/table",
+            ArgOp::Regex(Box::new(regex::Regex::new("(?i)financials").unwrap())),
+        );
+        let customers = c("/table", ArgOp::Equals(json!("customers")));
+        let no_force = c("/opts/force", ArgOp::Absent(true));
+        for (args, deny_financials, allow_customers, allow_no_force) in [
+            (json!({"table": "financials"}), true, false, true),
+            (json!({"TABLE": "financials"}), true, false, true),
+            (json!({"Table": "customers"}), false, false, true),
+            (json!({"table": "customers"}), false, true, true),
+            (
+                json!({"table": "customers", "opts": {"FORCE": true}}),
+                false,
+                true,
+                false,
+            ),
+            (
+                json!({"table": "customers", "OPTS": {"force": true}}),
+                false,
+                true,
+                false,
+            ),
+            (
+                json!({"table": "customers", "opts": {"force": true}}),
+                false,
+                true,
+                false,
+            ),
+            (json!({"tab\u{212A}": "financials"}), false, false, true),
+        ] {
+            assert_eq!(
+                financials.holds_for(Some(&args), true),
+                deny_financials,
+                "{args}"
+            );
+            assert_eq!(
+                customers.holds_for(Some(&args), false),
+                allow_customers,
+                "{args}"
+            );
+            assert_eq!(
+                no_force.holds_for(Some(&args), false),
+                allow_no_force,
+                "{args}"
+            );
+        }
+        // Arrays are indexed as by Value::pointer.
+        let args = json!({"Rows": [{"ID": 1}, {"id": 2}]});
+        let row = |p: &str| c(p, ArgOp::Equals(json!(2))).holds_for(Some(&args), true);
+        assert!(row("/rows/1/id") && !row("/rows/0/id"));
+        assert!(!c("/rows/5/id", ArgOp::Absent(false)).holds_for(Some(&args), true));
+        assert!(c("/rows/0/id", ArgOp::Equals(json!(1))).holds_for(Some(&args), true));
     }
 
     #[test]

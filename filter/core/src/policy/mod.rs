@@ -341,7 +341,10 @@ impl Policy {
             match f.purpose {
                 Purpose::Listing => return r.effect == Effect::Allow,
                 Purpose::Call => {
-                    if !r.arguments.iter().all(|c| c.holds(f.arguments)) {
+                    // A deny rule's conditions hold when any reading of the arguments meets
+                    // them, an allow rule's when every reading does.
+                    let deny = r.effect == Effect::Deny;
+                    if !r.arguments.iter().all(|c| c.holds_for(f.arguments, deny)) {
                         return false;
                     }
                 }
