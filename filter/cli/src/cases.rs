@@ -14,6 +14,8 @@
 //! capabilities = ["tools:call", "email:draft"]
 //! trust_level = "high"
 //! delegation_depth = 1         # steps in delegation_chain (default 1, as the demo IdP issues)
+//! scopes = ["mcp:tools"]       # delegated scopes (default: all of the user's); a `scopes`
+//!                              # condition needs the scope in the user's token AND delegated
 //!
 //! [[cases]]
 //! name = "IT admins delete files"
@@ -33,7 +35,8 @@
 //! ```
 //!
 //! Other case fields: `server` (default: the bundle's only server), `method` (default implied by
-//! the target: `tools/call`, `prompts/get`, `resources/read`), `live_hash` (the tool's live
+//! the target: `tools/call`, `prompts/get`, `resources/read`; `completion/complete` with a
+//! `prompt` or `resource` is decided against that prompt or resource template), `live_hash` (the tool's live
 //! definition hash), `purpose = "listing"` (decide as for a list answer), `anonymous = true`
 //! (no verified identity, as when identity checks are off). Decisions come from
 //! [`Policy::decide`], the function the filter calls.
@@ -92,6 +95,10 @@ struct RawAgent {
     trust_level: Option<String>,
     #[serde(default)]
     delegation_depth: Option<usize>,
+    /// Scopes delegated to the agent (its token's and its last delegation step's); default:
+    /// every scope of the user.
+    #[serde(default)]
+    scopes: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -275,16 +282,20 @@ fn user_claims(u: &RawUser, default_sub: &str) -> UserClaims {
 fn agent_claims(a: &RawAgent, default_sub: &str, user: &UserClaims) -> AgentClaims {
     let sub = a.sub.clone().unwrap_or_else(|| default_sub.to_string());
     let depth = a.delegation_depth.unwrap_or(1);
+    let scopes = a
+        .scopes
+        .clone()
+        .unwrap_or_else(|| user.token.scopes.clone());
     let step = DelegationStep {
         sub: user.token.sub.clone(),
         aud: sub.clone(),
-        scopes: user.token.scopes.clone(),
+        scopes: scopes.clone(),
         ..DelegationStep::default()
     };
     AgentClaims {
         token: TokenClaims {
             sub,
-            scopes: user.token.scopes.clone(),
+            scopes,
             ..TokenClaims::default()
         },
         agent_type: a.agent_type.clone(),
@@ -535,15 +546,20 @@ pub fn parse(file: &str, text: &str, bundle: &Bundle) -> Result<Vec<Case>, Probl
             c.resource.map(Target::Resource),
         ];
         let mut given = targets.into_iter().flatten();
-        let target = given.next().unwrap_or(Target::None);
+        let mut target = given.next().unwrap_or(Target::None);
         if given.next().is_some() {
             return Err(fail(
                 "tool",
                 "give at most one of tool, prompt, resource".into(),
             ));
         }
+        // A completion is about the prompt or resource (template) it names.
+        if c.method.as_deref() == Some("completion/complete") && target != Target::None {
+            target = Target::Completion(Box::new(target));
+        }
         let method = match (c.method, &target, &expect) {
             (Some(m), _, _) => m,
+            (None, Target::Completion(_), _) => "completion/complete".into(),
             (None, Target::Tool(_), _) => "tools/call".into(),
             (None, Target::Prompt(_), _) => "prompts/get".into(),
             (None, Target::Resource(_), _) => "resources/read".into(),

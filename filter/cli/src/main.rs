@@ -45,11 +45,13 @@ tests.toml:
   [agents.claude]                # sub defaults to \"agent:claude\"
   type = \"assistant\"  provider = \"anthropic\"  model = \"claude-sonnet-4\"
   capabilities = [\"tools:call\"]  trust_level = \"high\"  delegation_depth = 1
+  scopes = [\"mcp:tools\"]        # delegated scopes (default: all of the user's)
   [[cases]]
   name = \"IT admins delete files\"
   user = \"alice\"                 # or an inline table { sub = \"x\", groups = [...] }; or anonymous = true
   agent = \"claude\"               # optional; a key of [agents] or an inline table
   tool = \"delete_file\"           # or prompt / resource; or only method = \"tools/list\"
+                                 # (method = \"completion/complete\" + prompt / resource: a completion)
   arguments = { path = \"/tmp/x\" }
   server = \"corp\"                # default: the bundle's only server
   at = \"2026-01-10T10:00:00+01:00\" # default: Monday 2026-01-05 10:00 in the bundle's time zone

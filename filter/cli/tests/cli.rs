@@ -198,7 +198,7 @@ fn compile_prints_the_policy_json_the_plugin_accepts() {
     assert_eq!(policy["servers"][0]["name"], "corp");
     let config = serde_json::json!({ "policy": policy }).to_string();
     let compiled = mcp_warden_core::config::Config::from_json(config.as_bytes()).unwrap();
-    assert_eq!(compiled.policy.map(|p| p.len()), Some(10));
+    assert_eq!(compiled.policy.map(|p| p.len()), Some(12));
     let pretty = warden(&["compile", "policies/minimal/bundle.toml"]);
     assert!(pretty.status.success());
     assert!(stdout(&pretty).starts_with("{\n"));

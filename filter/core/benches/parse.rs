@@ -1,8 +1,9 @@
 //! Parse time of MCP request bodies of 1 KiB, 64 KiB and 1 MiB (`cargo bench -p mcp-warden-core --bench parse`):
 //! a `tools/call` whose `arguments` hold most of the body. `µs/parse` is the strict read
 //! (`arguments` checked, kept as text); `+args µs` adds building the arguments, as a policy
-//! with argument conditions for the tool does; `vs serde_json` compares `µs/parse` with
-//! `serde_json::from_slice::<Value>` of the same body.
+//! with argument conditions for the tool does; `lax µs` is the strict read without
+//! `strict_keys` (keys equal once case-folded not looked for); `vs serde_json` compares
+//! `µs/parse` with `serde_json::from_slice::<Value>` of the same body.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 use mcp_warden_core::jsonrpc::{parse_payload, ParseRules};
@@ -31,10 +32,15 @@ fn main() {
         max_depth: 64,
         max_batch: 32,
         extra_methods: &[],
+        strict_keys: true,
+    };
+    let lax_rules = ParseRules {
+        strict_keys: false,
+        ..rules.clone()
     };
     println!(
-        "{:>10} {:>14} {:>10} {:>12} {:>17}",
-        "body", "µs/parse", "MB/s", "+args µs", "vs serde_json"
+        "{:>10} {:>14} {:>10} {:>12} {:>10} {:>17}",
+        "body", "µs/parse", "MB/s", "+args µs", "lax µs", "vs serde_json"
     );
     for size in [1024usize, 64 * 1024, 1024 * 1024] {
         let b = body(size);
@@ -46,6 +52,14 @@ fn main() {
                 assert!(parse_payload(black_box(&b), &rules, false).is_ok());
             }
             best = best.min(start.elapsed().as_secs_f64() / runs as f64);
+        }
+        let mut lax = f64::MAX;
+        for _ in 0..3 {
+            let start = Instant::now();
+            for _ in 0..runs {
+                assert!(parse_payload(black_box(&b), &lax_rules, false).is_ok());
+            }
+            lax = lax.min(start.elapsed().as_secs_f64() / runs as f64);
         }
         let mut with_args = f64::MAX;
         for _ in 0..3 {
@@ -66,11 +80,12 @@ fn main() {
             plain = plain.min(start.elapsed().as_secs_f64() / runs as f64);
         }
         println!(
-            "{:>10} {:>14.1} {:>10.1} {:>12.1} {:>16.2}x",
+            "{:>10} {:>14.1} {:>10.1} {:>12.1} {:>10.1} {:>16.2}x",
             b.len(),
             best * 1e6,
             b.len() as f64 / best / 1e6,
             with_args * 1e6,
+            lax * 1e6,
             best / plain
         );
     }

@@ -38,6 +38,13 @@ pub struct RawConfig {
     /// (for vendor extensions). Default none.
     #[serde(default)]
     pub extra_methods: Vec<String>,
+    /// Refuse a request body with two keys in one object that are equal once case-folded
+    /// (`name` and `Name`, `k` and the Kelvin sign `K`), at any depth, `params.arguments`
+    /// included, like a key given twice (`duplicate_key`): case-insensitive decoders (Go's
+    /// `encoding/json`, used by Go MCP servers) read either one, the gateway decides on one.
+    /// Default true; turn off only for servers that need such keys and decode them exactly.
+    #[serde(default = "default_true")]
+    pub strict_keys: bool,
     /// Who may call: user and agent token rules (see README "Identity"). Omit to run without
     /// identity checks (validation only).
     #[serde(default)]
@@ -99,6 +106,8 @@ pub struct Config {
     pub protocol_versions: Vec<String>,
     /// See [`RawConfig::extra_methods`].
     pub extra_methods: Vec<String>,
+    /// See [`RawConfig::strict_keys`].
+    pub strict_keys: bool,
     /// See [`RawConfig::identity`].
     pub identity: Option<IdentityConfig>,
     /// See [`RawConfig::policy`].
@@ -126,6 +135,7 @@ impl Default for Config {
                 .map(|v| v.to_string())
                 .collect(),
             extra_methods: Vec::new(),
+            strict_keys: true,
             identity: None,
             policy: None,
             token_exchange: None,
@@ -279,6 +289,7 @@ impl RawConfig {
             max_batch_messages: self.max_batch_messages,
             protocol_versions,
             extra_methods: self.extra_methods,
+            strict_keys: self.strict_keys,
             identity: self.identity.map(|i| i.compile("identity")).transpose()?,
             policy: self.policy.map(|p| p.compile("policy")).transpose()?,
             token_exchange: self
@@ -392,6 +403,14 @@ mod tests {
         assert_eq!(c.max_json_depth, 8);
         assert_eq!(c.protocol_versions, vec!["2025-06-18".to_string()]);
         assert_eq!(c.extra_methods, vec!["x/y".to_string()]);
+        assert!(c.strict_keys);
+        assert!(Config::from_json(br#"{}"#).unwrap().strict_keys);
+        assert!(
+            !Config::from_json(br#"{"strict_keys":false}"#)
+                .unwrap()
+                .strict_keys
+        );
+        assert!(Config::default().strict_keys);
     }
 
     #[test]

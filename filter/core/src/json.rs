@@ -12,7 +12,13 @@
 //! [`RawJson`] text, parsed later only if something reads it. [`parse_list_answer`] does the
 //! same for the list array of a list result (`result.tools`, ...): only the envelope becomes a
 //! tree; the items stay text the list filter copies as they are.
+//!
+//! With `strict_keys` ([`parse_body`]), keys of one object that are equal once case-folded
+//! (`name` and `Name`, `k` and the Kelvin sign) are recorded like duplicates
+//! ([`Parsed::case_twins`]): case-insensitive decoders (Go's `encoding/json`) read either.
 
+pub(crate) mod fold;
+pub(crate) use fold::fold_eq;
 mod validate;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -84,6 +90,9 @@ pub struct Parsed {
     /// Keys that appeared more than once in their object, as `/key` at the top level and
     /// `…/key` deeper (paths are not tracked, to keep parsing cheap).
     pub duplicate_keys: Vec<String>,
+    /// With `strict_keys`: keys equal to an earlier key of their object once case-folded,
+    /// as paths like [`Parsed::duplicate_keys`].
+    pub case_twins: Vec<String>,
     /// From [`parse_body`]: each message's `params.arguments` as (index of the message: 0 for
     /// a single message, its position in a batch; the text). Such a member is not in `value`.
     pub arguments: Vec<(usize, RawJson)>,
@@ -96,8 +105,11 @@ const MAX_RECORDED_DUPLICATES: usize = 8;
 
 struct Ctx {
     max_depth: usize,
+    /// Whether case-folded twins are recorded (`strict_keys`).
+    strict_keys: bool,
     too_deep: RefCell<bool>,
     duplicates: RefCell<Vec<String>>,
+    case_twins: RefCell<Vec<String>>,
     arguments: RefCell<Vec<(usize, RawJson)>>,
     /// The list member kept as text by [`parse_list_answer`] (`tools`, `prompts`, ...).
     list_key: Option<&'static str>,
@@ -116,33 +128,44 @@ impl Ctx {
 
     /// `key` appeared again in an object at `depth`.
     fn duplicate(&self, depth: usize, key: &str) {
-        let mut dups = self.duplicates.borrow_mut();
-        if dups.len() >= MAX_RECORDED_DUPLICATES {
-            return;
-        }
-        let mut out = String::from(if depth == 1 { "/" } else { "…/" });
-        for c in key.chars() {
-            match c {
-                '~' => out.push_str("~0"),
-                '/' => out.push_str("~1"),
-                c => out.push(c),
-            }
-        }
-        dups.push(out);
+        record(&self.duplicates, depth, key);
     }
+
+    /// `key` equals another key of its object at `depth` once case-folded.
+    fn case_twin(&self, depth: usize, key: &str) {
+        record(&self.case_twins, depth, key);
+    }
+}
+
+/// Records `key` of an object at `depth` as a path (`/key` at the top, `…/key` deeper).
+fn record(list: &RefCell<Vec<String>>, depth: usize, key: &str) {
+    let mut dups = list.borrow_mut();
+    if dups.len() >= MAX_RECORDED_DUPLICATES {
+        return;
+    }
+    let mut out = String::from(if depth == 1 { "/" } else { "…/" });
+    for c in key.chars() {
+        match c {
+            '~' => out.push_str("~0"),
+            '/' => out.push_str("~1"),
+            c => out.push(c),
+        }
+    }
+    dups.push(out);
 }
 
 /// Parses `bytes` as exactly one JSON value, nesting at most `max_depth` levels deep
 /// (the top-level value is depth 1; `max_depth` must be at most 120).
 pub fn parse_strict(bytes: &[u8], max_depth: usize) -> Result<Parsed, JsonError> {
-    parse(bytes, max_depth, Place::Other, None)
+    parse(bytes, max_depth, Place::Other, None, false)
 }
 
 /// Like [`parse_strict`], for an MCP POST body (a message or a batch): each message's
 /// `params.arguments` is checked by the same rules but kept as text in [`Parsed::arguments`]
-/// instead of being built into [`Parsed::value`].
-pub fn parse_body(bytes: &[u8], max_depth: usize) -> Result<Parsed, JsonError> {
-    parse(bytes, max_depth, Place::Body, None)
+/// instead of being built into [`Parsed::value`]. With `strict_keys`, keys equal once
+/// case-folded are recorded in [`Parsed::case_twins`], in `arguments` too.
+pub fn parse_body(bytes: &[u8], max_depth: usize, strict_keys: bool) -> Result<Parsed, JsonError> {
+    parse(bytes, max_depth, Place::Body, None, strict_keys)
 }
 
 /// Like [`parse_strict`], for an upstream message (or batch) that may answer a list request:
@@ -153,7 +176,7 @@ pub fn parse_list_answer(
     max_depth: usize,
     list_key: &'static str,
 ) -> Result<Parsed, JsonError> {
-    parse(bytes, max_depth, Place::Answers, Some(list_key))
+    parse(bytes, max_depth, Place::Answers, Some(list_key), false)
 }
 
 fn parse(
@@ -161,11 +184,14 @@ fn parse(
     max_depth: usize,
     place: Place,
     list_key: Option<&'static str>,
+    strict_keys: bool,
 ) -> Result<Parsed, JsonError> {
     let ctx = Ctx {
         max_depth,
+        strict_keys,
         too_deep: RefCell::new(false),
         duplicates: RefCell::new(Vec::new()),
+        case_twins: RefCell::new(Vec::new()),
         arguments: RefCell::new(Vec::new()),
         list_key,
         lists: RefCell::new(Vec::new()),
@@ -181,6 +207,7 @@ fn parse(
         Ok(value) => Ok(Parsed {
             value,
             duplicate_keys: ctx.duplicates.into_inner(),
+            case_twins: ctx.case_twins.into_inner(),
             arguments: ctx.arguments.into_inner(),
             lists: ctx.lists.into_inner(),
         }),
@@ -366,6 +393,19 @@ impl<'de> Visitor<'de> for Node<'_> {
                 out.insert(key, value);
             }
         }
+        if self.ctx.strict_keys {
+            // The member kept as text is not in `out` (a list member may be): its key counts.
+            let deferred = match self.place {
+                Place::Params(_) if deferred_seen => Some("arguments"),
+                Place::AnswerResult(_) if deferred_seen => self.ctx.list_key,
+                _ => None,
+            }
+            .filter(|k| !out.contains_key(*k));
+            let keys = out.keys().map(String::as_str).chain(deferred);
+            if let Some(twin) = fold::find_twin(keys) {
+                self.ctx.case_twin(self.depth, twin);
+            }
+        }
         Ok(Value::Object(out))
     }
 }
@@ -486,7 +526,7 @@ mod tests {
         ];
         for body in bodies {
             let show = String::from_utf8_lossy(body);
-            match (parse_strict(body, 10), parse_body(body, 10)) {
+            match (parse_strict(body, 10), parse_body(body, 10, true)) {
                 (Ok(strict), Ok(lazy)) => {
                     assert_eq!(strict.duplicate_keys, lazy.duplicate_keys, "{show}");
                     if strict.duplicate_keys.is_empty() {
@@ -506,8 +546,46 @@ mod tests {
             r#"{{"params":{{"arguments":{{{},"k7":0,"x":{{"y":[{{"z":1,"z":2}}]}}}}}},"m":1,"m":2}}"#,
             many.join(",")
         );
-        let p = parse_body(body.as_bytes(), 10).unwrap();
+        let p = parse_body(body.as_bytes(), 10, true).unwrap();
         assert_eq!(p.duplicate_keys, vec!["…/k7", "…/z", "/m"]);
+    }
+
+    #[test]
+    fn parse_body_records_case_twins_only_with_strict_keys() {
+        for (body, twin) in [
+            (&br#"{"method":"a","Method":"b"}"#[..], "/method"),
+            (br#"{"params":{"name":"x","NAME":"y"}}"#, "…/name"),
+            (
+                br#"{"params":{"arguments":{"k":1,"\u212a":2}}}"#,
+                "…/\u{212a}",
+            ),
+            (
+                br#"{"params":{"arguments":{"a":[{"s":1,"\u017f":2}]}}}"#,
+                "…/\u{17f}",
+            ),
+            (
+                br#"{"params":{"arguments":{},"Arguments":{}}}"#,
+                "…/arguments",
+            ),
+            (
+                br#"[{"params":{}},{"params":{"Arguments":{},"arguments":{}}}]"#,
+                "…/arguments",
+            ),
+        ] {
+            let show = String::from_utf8_lossy(body);
+            let strict = parse_body(body, 10, true).unwrap();
+            assert_eq!(strict.case_twins, vec![twin.to_string()], "{show}");
+            assert!(strict.duplicate_keys.is_empty(), "{show}");
+            let lax = parse_body(body, 10, false).unwrap();
+            assert!(lax.case_twins.is_empty(), "{show}");
+            assert!(
+                parse_strict(body, 10).unwrap().case_twins.is_empty(),
+                "{show}"
+            );
+        }
+        // An exact repeat is a duplicate, not a twin.
+        let p = parse_body(br#"{"params":{"arguments":{"a":1,"a":2}}}"#, 10, true).unwrap();
+        assert_eq!((p.duplicate_keys.len(), p.case_twins.len()), (1, 0));
     }
 
     #[test]
@@ -515,6 +593,7 @@ mod tests {
         let p = parse_body(
             br#"[{"params":{"arguments": {"sql" : "SELECT 1"} }},{"params":{"arguments":[]}}]"#,
             10,
+            true,
         )
         .unwrap();
         let texts: Vec<(usize, &str, bool)> = p
@@ -527,7 +606,7 @@ mod tests {
             vec![(0, r#"{"sql" : "SELECT 1"}"#, true), (1, "[]", false)]
         );
         assert_eq!(p.value, json!([{"params":{}},{"params":{}}]));
-        let p = parse_body(br#"{"params":{"name":"x"}}"#, 10).unwrap();
+        let p = parse_body(br#"{"params":{"name":"x"}}"#, 10, true).unwrap();
         assert!(p.arguments.is_empty());
     }
 
@@ -543,25 +622,25 @@ mod tests {
         };
         for limit in [4, 10, 64] {
             let fits = body(limit - 3);
-            assert!(parse_body(fits.as_bytes(), limit).is_ok(), "{limit}");
+            assert!(parse_body(fits.as_bytes(), limit, true).is_ok(), "{limit}");
             assert!(parse_strict(fits.as_bytes(), limit).is_ok(), "{limit}");
             let over = body(limit - 2);
             for result in [
-                parse_body(over.as_bytes(), limit),
+                parse_body(over.as_bytes(), limit, true),
                 parse_strict(over.as_bytes(), limit),
             ] {
                 assert_eq!(result.unwrap_err(), JsonError::TooDeep { limit });
             }
         }
         let batch = r#"[{"params":{"arguments":{"a":[]}}}]"#;
-        assert!(parse_body(batch.as_bytes(), 5).is_ok());
+        assert!(parse_body(batch.as_bytes(), 5, true).is_ok());
         assert_eq!(
-            parse_body(batch.as_bytes(), 4).unwrap_err(),
+            parse_body(batch.as_bytes(), 4, true).unwrap_err(),
             JsonError::TooDeep { limit: 4 }
         );
         let very_deep = body(100_000);
         assert_eq!(
-            parse_body(very_deep.as_bytes(), 64).unwrap_err(),
+            parse_body(very_deep.as_bytes(), 64, true).unwrap_err(),
             JsonError::TooDeep { limit: 64 }
         );
     }

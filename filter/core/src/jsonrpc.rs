@@ -6,9 +6,13 @@
 //! shape checked for the methods where a wrong shape would let a call slip past later checks.
 //! `params.arguments` is checked like the rest of the body but kept as text ([`RawJson`]):
 //! only argument conditions read it, and building it is most of the cost of a large call.
+//! Resource URIs must be in normal form ([`uri`]); a `completion/complete` names what it
+//! completes ([`Target::Completion`]).
+
+pub mod uri;
 
 use crate::error::{Reason, Rejection, RpcId};
-use crate::json::{parse_body, JsonError, RawJson};
+use crate::json::{fold_eq, parse_body, JsonError, RawJson};
 use serde_json::{Map, Value};
 
 /// What a message asks for, beyond its method.
@@ -22,14 +26,29 @@ pub enum Target {
     Resource(String),
     /// `prompts/get` of this prompt.
     Prompt(String),
+    /// `completion/complete` of an argument of this prompt ([`Target::Prompt`], from a
+    /// `ref/prompt`) or resource template ([`Target::Resource`], from a `ref/resource`): the
+    /// policy decides it as a use of that prompt or resource as well.
+    Completion(Box<Target>),
 }
 
 impl Target {
-    /// The value the 2026-07-28 `Mcp-Name` header mirrors.
+    /// The value the 2026-07-28 `Mcp-Name` header mirrors (none for a completion).
     pub fn name(&self) -> Option<&str> {
         match self {
-            Target::None => None,
+            Target::None | Target::Completion(_) => None,
             Target::Tool(n) | Target::Prompt(n) | Target::Resource(n) => Some(n),
+        }
+    }
+
+    /// The method that uses this target itself: `tools/call`, `prompts/get`,
+    /// `resources/read` (none for [`Target::None`] and [`Target::Completion`]).
+    pub fn use_method(&self) -> Option<&'static str> {
+        match self {
+            Target::Tool(_) => Some("tools/call"),
+            Target::Prompt(_) => Some("prompts/get"),
+            Target::Resource(_) => Some("resources/read"),
+            Target::None | Target::Completion(_) => None,
         }
     }
 }
@@ -189,6 +208,9 @@ pub const CLIENT_METHODS: &[&str] = &[
     "notifications/tasks/status",
 ];
 
+/// The method prefix of MCP notifications: exactly these messages are sent without an `id`.
+pub const NOTIFICATION_PREFIX: &str = "notifications/";
+
 /// Limits and switches for reading a payload.
 #[derive(Debug, Clone)]
 pub struct ParseRules<'a> {
@@ -198,6 +220,8 @@ pub struct ParseRules<'a> {
     pub max_batch: usize,
     /// Extra method names accepted besides [`CLIENT_METHODS`].
     pub extra_methods: &'a [String],
+    /// Refuse objects with keys equal once case-folded (`strict_keys`).
+    pub strict_keys: bool,
 }
 
 /// Reads a POST body as an MCP payload. `batch_allowed` comes from the protocol revision.
@@ -206,7 +230,7 @@ pub fn parse_payload(
     rules: &ParseRules<'_>,
     batch_allowed: bool,
 ) -> Result<Payload, Rejection> {
-    let parsed = parse_body(body, rules.max_depth).map_err(|e| match e {
+    let parsed = parse_body(body, rules.max_depth, rules.strict_keys).map_err(|e| match e {
         JsonError::Syntax(msg) => {
             Rejection::new(Reason::ParseError, format!("body is not JSON: {msg}"))
         }
@@ -215,18 +239,28 @@ pub fn parse_payload(
             format!("JSON nesting deeper than max_json_depth ({limit})"),
         ),
     })?;
-    if let Some(path) = parsed.duplicate_keys.first() {
+    let duplicate = parsed
+        .duplicate_keys
+        .first()
+        .map(|path| format!("duplicate key at {path}: parsers could read this body differently"));
+    let twin = parsed.case_twins.first().map(|path| {
+        format!(
+            "key at {path} equals another key of its object once case-folded \
+             (strict_keys): case-insensitive decoders could read either"
+        )
+    });
+    if let Some(detail) = duplicate.or(twin) {
+        // The id is echoed only when nothing else could be read as the id.
+        let id_is_ambiguous = parsed
+            .duplicate_keys
+            .iter()
+            .chain(&parsed.case_twins)
+            .any(|p| p.strip_prefix('/').is_some_and(|k| fold_eq(k, "id")));
         let id = match &parsed.value {
-            Value::Object(o) if !parsed.duplicate_keys.iter().any(|p| p == "/id") => {
-                o.get("id").and_then(RpcId::from_value)
-            }
+            Value::Object(o) if !id_is_ambiguous => o.get("id").and_then(RpcId::from_value),
             _ => None,
         };
-        return Err(Rejection::new(
-            Reason::DuplicateKey,
-            format!("duplicate key at {path}: parsers could read this body differently"),
-        )
-        .with_id(id));
+        return Err(Rejection::new(Reason::DuplicateKey, detail).with_id(id));
     }
     let mut arguments = parsed.arguments;
     match parsed.value {
@@ -371,7 +405,24 @@ fn parse_message(
                 )
             }
         };
+        // JSON-RPC tells a notification from a request by the absence of `id`; MCP names its
+        // notifications `notifications/*`. A request method without `id` would skip what is
+        // decided for requests (the tool registry, list filtering) yet still be served by
+        // servers that dispatch on the method alone; a notification with an `id` expects an
+        // answer nothing checks. Neither is valid MCP.
+        let is_notification_method = method.starts_with(NOTIFICATION_PREFIX);
         return match raw_id {
+            None if !is_notification_method => Err(Rejection::new(
+                Reason::InvalidRequest,
+                format!(
+                    "`{}` is a request method and needs an `id`: only `notifications/*` methods are sent without one",
+                    truncate(method)
+                ),
+            )),
+            Some(_) if is_notification_method => Err(invalid(format!(
+                "`{}` is a notification and must not carry an `id`",
+                truncate(method)
+            ))),
             None => Ok(Message::Notification {
                 method: method.clone(),
                 params,
@@ -466,8 +517,11 @@ fn target_of(
             Ok(Target::Prompt(string_param("name")?))
         }
         "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
-            Ok(Target::Resource(string_param("uri")?))
+            let u = string_param("uri")?;
+            uri::check(&u).map_err(|why| format!("params.uri is not in normal form: {why}"))?;
+            Ok(Target::Resource(u))
         }
+        "completion/complete" => completion_ref(params.get("ref")),
         "initialize" => {
             string_param("protocolVersion")?;
             object_param("capabilities", true)?;
@@ -476,6 +530,36 @@ fn target_of(
         }
         _ => Ok(Target::None),
     }
+}
+
+/// What a `completion/complete` completes: `params.ref` is `{"type": "ref/prompt", "name"}`
+/// or `{"type": "ref/resource", "uri"}` (a URI or URI template, in normal form).
+fn completion_ref(reference: Option<&Value>) -> Result<Target, String> {
+    let r = match reference {
+        Some(Value::Object(r)) => r,
+        Some(_) => return Err("params.ref must be an object".into()),
+        None => return Err("completion/complete needs params.ref".into()),
+    };
+    let string = |key: &str| -> Result<String, String> {
+        match r.get(key) {
+            Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+            Some(Value::String(_)) => Err(format!("params.ref.{key} must not be empty")),
+            Some(_) => Err(format!("params.ref.{key} must be a string")),
+            None => Err(format!(
+                "a completion ref of this type needs params.ref.{key}"
+            )),
+        }
+    };
+    let target = match r.get("type").and_then(Value::as_str) {
+        Some("ref/prompt") => Target::Prompt(string("name")?),
+        Some("ref/resource") => {
+            let u = string("uri")?;
+            uri::check(&u).map_err(|why| format!("params.ref.uri is not in normal form: {why}"))?;
+            Target::Resource(u)
+        }
+        _ => return Err("params.ref.type must be \"ref/prompt\" or \"ref/resource\"".into()),
+    };
+    Ok(Target::Completion(Box::new(target)))
 }
 
 fn truncate(s: &str) -> String {
@@ -503,6 +587,7 @@ mod tests {
             max_depth: 32,
             max_batch: 4,
             extra_methods: &[],
+            strict_keys: true,
         }
     }
 
@@ -867,6 +952,214 @@ mod tests {
         assert_eq!(
             p.messages()[1].arguments().map(RawJson::text),
             Some(r#"{"b":2}"#)
+        );
+    }
+
+    #[test]
+    fn request_methods_need_an_id_and_notifications_have_none() {
+        let extra = vec![
+            "x-vendor/thing".to_string(),
+            "notifications/x-vendor".to_string(),
+        ];
+        let rules = ParseRules {
+            extra_methods: &extra,
+            ..rules()
+        };
+        let read = |body: &str| parse_payload(body.as_bytes(), &rules, true);
+        for method in CLIENT_METHODS.iter().copied().chain(["x-vendor/thing"]) {
+            if method.starts_with(NOTIFICATION_PREFIX) {
+                continue;
+            }
+            let params = r#"{"name":"delete_file","uri":"demo://x","arguments":{}}"#;
+            let body = format!(r#"{{"jsonrpc":"2.0","method":"{method}","params":{params}}}"#);
+            let r = read(&body).expect_err(&body);
+            assert_eq!(r.reason, Reason::InvalidRequest, "{body}");
+            assert_eq!(r.id, None);
+            assert_eq!(
+                r.detail,
+                format!("`{method}` is a request method and needs an `id`: only `notifications/*` methods are sent without one")
+            );
+            // In a batch, whatever its place.
+            let ok = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+            for batch in [format!("[{ok},{body}]"), format!("[{body},{ok}]")] {
+                let r = read(&batch).expect_err(&batch);
+                assert_eq!(r.reason, Reason::InvalidRequest, "{batch}");
+                assert!(r.detail.contains("needs an `id`"), "{batch}: {}", r.detail);
+            }
+        }
+        for method in CLIENT_METHODS
+            .iter()
+            .copied()
+            .chain(["notifications/x-vendor"])
+            .filter(|m| m.starts_with(NOTIFICATION_PREFIX))
+        {
+            let ok = format!(r#"{{"jsonrpc":"2.0","method":"{method}"}}"#);
+            assert!(matches!(
+                read(&ok).unwrap().messages()[0],
+                Message::Notification { .. }
+            ));
+            for id in ["1", "\"n\"", "null"] {
+                let body = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"{method}"}}"#);
+                let r = read(&body).expect_err(&body);
+                assert_eq!(r.reason, Reason::InvalidRequest, "{body}");
+                assert_eq!(
+                    r.detail,
+                    format!("`{method}` is a notification and must not carry an `id`")
+                );
+                let batch = format!(r#"[{{"jsonrpc":"2.0","id":7,"method":"ping"}},{body}]"#);
+                assert_eq!(read(&batch).unwrap_err().reason, Reason::InvalidRequest);
+            }
+        }
+    }
+
+    #[test]
+    fn case_folded_twin_keys_are_refused_at_any_depth() {
+        for body in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","Name":"delete_file"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","NAME":"delete_file","arguments":{}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"query_table","arguments":{"table":"customers","TABLE":"financials"}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"q","arguments":{"a":{"b":[{"sql":1,"ſql":2}]}}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"q","arguments":{"k":1,"K":2}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"q","arguments":{"K":1,"K":2}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"q","arguments":{},"Arguments":{"x":1}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"q","ARGUMENTS":{"x":1},"arguments":{}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"demo://a","URI":"file:///etc/passwd"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":{"_meta":{"x":1,"X":2}}}"#,
+        ] {
+            let r = reject(body);
+            assert_eq!(r.reason, Reason::DuplicateKey, "{body}");
+            assert!(
+                r.detail.contains("once case-folded"),
+                "{body}: {}",
+                r.detail
+            );
+            assert_eq!(r.id, Some(RpcId::Num(1.into())), "{body}");
+        }
+        // An object with many keys, the twin after the others.
+        let many: Vec<String> = (0..40).map(|i| format!(r#""k{i}":{i}"#)).collect();
+        let body = call(&format!(r#"{{{},"K39":0}}"#, many.join(",")));
+        assert_eq!(reject(&body).reason, Reason::DuplicateKey);
+        // Whatever could be read as the id is not echoed.
+        for body in [
+            r#"{"jsonrpc":"2.0","id":1,"ID":2,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"ıd":2,"method":"ping"}"#,
+        ] {
+            let r = reject(body);
+            assert_eq!((r.reason, r.id), (Reason::DuplicateKey, None), "{body}");
+        }
+        // Batches.
+        let batch = format!(
+            "[{},{}]",
+            call("{}").replace(r#""id":9"#, r#""id":1"#),
+            call(r#"{"Path":"a","path":"b"}"#)
+        );
+        assert_eq!(reject(&batch).reason, Reason::DuplicateKey);
+        // Keys that only look alike are fine: `ß` is not `ss`, `İ` is not `i`.
+        for body in [
+            call(r#"{"ss":1,"ß":2,"i":3,"İ":4,"name":5,"names":6}"#),
+            call(r#"{"a":{"x":1},"b":{"x":2},"c":[{"x":3},{"x":4}]}"#),
+        ] {
+            assert!(parse(&body).is_ok(), "{body}");
+        }
+        // strict_keys off: decided on the exact keys, as before.
+        let lax = ParseRules {
+            strict_keys: false,
+            ..rules()
+        };
+        let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"query_table","Name":"x","arguments":{"table":"customers","TABLE":"financials"}}}"#;
+        assert!(parse_payload(body.as_bytes(), &lax, false).is_ok());
+        let dup = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"q","arguments":{"a":1,"a":2}}}"#;
+        assert_eq!(
+            parse_payload(dup.as_bytes(), &lax, false)
+                .unwrap_err()
+                .reason,
+            Reason::DuplicateKey
+        );
+    }
+
+    #[test]
+    fn resource_uris_must_be_in_normal_form() {
+        for method in [
+            "resources/read",
+            "resources/subscribe",
+            "resources/unsubscribe",
+        ] {
+            let body = |uri: &str| {
+                format!(
+                    r#"{{"jsonrpc":"2.0","id":3,"method":"{method}","params":{{"uri":{}}}}}"#,
+                    serde_json::to_string(uri).unwrap()
+                )
+            };
+            let ok = parse(&body("file:///srv/shared/a.txt")).unwrap();
+            assert_eq!(
+                ok.messages()[0].target(),
+                &Target::Resource("file:///srv/shared/a.txt".into())
+            );
+            for bad in [
+                "file:///srv/shared/../../etc/passwd",
+                "file:///srv/shared/%2e%2e/%2e%2e/etc/passwd",
+                "file:///srv/shared/..%2fetc",
+                "file:///srv/shared\\..\\x",
+                "file:///srv/shared//etc",
+                "FILE:///etc/passwd",
+            ] {
+                let r = reject(&body(bad));
+                assert_eq!(r.reason, Reason::InvalidParams, "{bad}");
+                assert!(
+                    r.detail.starts_with("params.uri is not in normal form: "),
+                    "{bad}: {}",
+                    r.detail
+                );
+                assert_eq!(r.id, Some(RpcId::Num(3.into())));
+            }
+        }
+    }
+
+    #[test]
+    fn completions_name_what_they_complete() {
+        let body = |reference: &str| {
+            format!(
+                r#"{{"jsonrpc":"2.0","id":4,"method":"completion/complete","params":{{"ref":{reference},"argument":{{"name":"a","value":"b"}}}}}}"#
+            )
+        };
+        let target = |reference: &str| {
+            parse(&body(reference)).unwrap().messages()[0]
+                .target()
+                .clone()
+        };
+        assert_eq!(
+            target(r#"{"type":"ref/prompt","name":"greet"}"#),
+            Target::Completion(Box::new(Target::Prompt("greet".into())))
+        );
+        assert_eq!(
+            target(r#"{"type":"ref/resource","uri":"demo://items/{id}"}"#),
+            Target::Completion(Box::new(Target::Resource("demo://items/{id}".into())))
+        );
+        assert_eq!(
+            target(r#"{"type":"ref/prompt","name":"greet"}"#).name(),
+            None
+        );
+        for bad in [
+            "null",
+            "[]",
+            r#""greet""#,
+            "{}",
+            r#"{"type":"ref/tool","name":"x"}"#,
+            r#"{"type":"ref/prompt"}"#,
+            r#"{"type":"ref/prompt","name":""}"#,
+            r#"{"type":"ref/prompt","name":7}"#,
+            r#"{"type":"ref/prompt","uri":"demo://x"}"#,
+            r#"{"type":"ref/resource","name":"x"}"#,
+            r#"{"type":"ref/resource","uri":"file:///srv/{a}/../../etc"}"#,
+        ] {
+            let r = reject(&body(bad));
+            assert_eq!(r.reason, Reason::InvalidParams, "{bad}: {}", r.detail);
+            assert_eq!(r.id, Some(RpcId::Num(4.into())));
+        }
+        let no_ref = r#"{"jsonrpc":"2.0","id":4,"method":"completion/complete","params":{}}"#;
+        assert_eq!(
+            reject(no_ref).detail,
+            "completion/complete needs params.ref"
         );
     }
 

@@ -815,6 +815,7 @@ impl RequestFlow {
             max_depth: cfg.max_json_depth,
             max_batch: cfg.max_batch_messages,
             extra_methods: &cfg.extra_methods,
+            strict_keys: cfg.strict_keys,
         };
         let payload = match parse_payload(body, &rules, batch_allowed(&protocol_version)) {
             Ok(p) => p,

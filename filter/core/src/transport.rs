@@ -759,6 +759,7 @@ mod tests {
             max_depth: 16,
             max_batch: 8,
             extra_methods: &[],
+            strict_keys: true,
         };
         let payload = parse_payload(body.as_bytes(), &rules, true).unwrap();
         check_body_agrees(&head(pairs).unwrap(), version, &payload)

@@ -34,6 +34,26 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// Whether the call carries `scope`: the user's token has it and, for a call made by an
+    /// agent, the delegation grants it too: the agent token holds it and, when the token has a
+    /// delegation chain, so does the chain's last step (what was delegated to this agent). The
+    /// chain rules (`delegation`) already keep the agent token within the last step; this holds
+    /// when they are turned off as well.
+    pub fn grants_scope(&self, scope: &str) -> bool {
+        let has = |list: &[String]| list.iter().any(|s| s == scope);
+        if !has(&self.user.token.scopes) {
+            return false;
+        }
+        let Some(agent) = &self.agent else {
+            return true;
+        };
+        has(&agent.token.scopes)
+            && agent
+                .delegation_chain
+                .last()
+                .is_none_or(|step| has(&step.scopes))
+    }
+
     /// A short description of the delegation for logs and upstream headers: `alice>agent:x`.
     pub fn delegation_summary(&self) -> String {
         self.delegation().to_string()

@@ -1,7 +1,9 @@
 //! Checking JSON text without building it: the strict reader's rules (duplicate keys recorded,
 //! nesting depth capped, numbers finite, and `serde_json`'s own syntax, UTF-8 and surrogate
-//! checks) for a subtree kept as text. Keys are borrowed from the text unless they hold escapes.
+//! checks) for a subtree kept as text, and with `strict_keys` keys equal once case-folded.
+//! Keys are borrowed from the text unless they hold escapes.
 
+use super::fold::{fold_eq, folded, FEW_KEYS};
 use super::Ctx;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use std::borrow::Cow;
@@ -87,14 +89,16 @@ impl<'de> Visitor<'de> for Check<'_, 'de> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         self.ctx.enter(self.depth)?;
         let list = self.spare.borrow_mut().pop().unwrap_or_default();
-        let mut keys = Keys::Few(list);
+        let mut keys = Keys::Few(list, false);
         while let Some(key) = map.next_key_seed(Key)? {
             map.next_value_seed(self.child())?;
-            if let Some(again) = keys.insert(key) {
-                self.ctx.duplicate(self.depth, &again);
+            match keys.insert(key, self.ctx.strict_keys) {
+                Repeat::No => {}
+                Repeat::Exact(again) => self.ctx.duplicate(self.depth, &again),
+                Repeat::Folded(twin) => self.ctx.case_twin(self.depth, &twin),
             }
         }
-        if let Keys::Few(mut list) = keys {
+        if let Keys::Few(mut list, _) = keys {
             list.clear();
             self.spare.borrow_mut().push(list);
         }
@@ -102,34 +106,73 @@ impl<'de> Visitor<'de> for Check<'_, 'de> {
     }
 }
 
-/// Up to this many keys an object's keys are compared one by one; beyond, they go in a tree.
-const FEW_KEYS: usize = 16;
-
-/// The keys seen so far in one object.
+/// The keys seen so far in one object: up to [`FEW_KEYS`] compared one by one (and whether
+/// one of them is not ASCII), beyond that in a tree (and, with `strict_keys`, a tree of their
+/// case-folded forms).
 enum Keys<'de> {
-    Few(Vec<Cow<'de, str>>),
-    Many(BTreeSet<Cow<'de, str>>),
+    Few(Vec<Cow<'de, str>>, bool),
+    Many(BTreeSet<Cow<'de, str>>, BTreeSet<String>),
+}
+
+/// Whether a key was seen before in its object.
+#[derive(Debug, PartialEq)]
+enum Repeat<'de> {
+    /// No.
+    No,
+    /// The same key.
+    Exact(Cow<'de, str>),
+    /// A key equal to it once case-folded (`strict`).
+    Folded(Cow<'de, str>),
 }
 
 impl<'de> Keys<'de> {
-    /// Adds `key`; gives it back when it was already there.
-    fn insert(&mut self, key: Cow<'de, str>) -> Option<Cow<'de, str>> {
+    /// Adds `key`; says whether it (or, when `strict`, a case-folded twin) was already there.
+    fn insert(&mut self, key: Cow<'de, str>, strict: bool) -> Repeat<'de> {
         match self {
-            Keys::Few(v) if v.contains(&key) => Some(key),
-            Keys::Few(v) if v.len() < FEW_KEYS => {
-                v.push(key);
-                None
-            }
-            Keys::Few(v) => {
+            Keys::Few(v, wide) => {
+                // One pass. Keys that are all ASCII fold alike only at equal lengths; a
+                // non-ASCII key (the Kelvin sign is 3 bytes, `k` one) needs the char-wise fold.
+                let ascii = !strict || key.is_ascii();
+                let found = if !strict {
+                    v.iter().position(|k| *k == key)
+                } else if ascii && !*wide {
+                    v.iter()
+                        .position(|k| k.len() == key.len() && k.eq_ignore_ascii_case(&key))
+                } else {
+                    v.iter().position(|k| fold_eq(k, &key))
+                };
+                if let Some(i) = found {
+                    return if v.get(i) == Some(&key) {
+                        Repeat::Exact(key)
+                    } else {
+                        Repeat::Folded(key)
+                    };
+                }
+                *wide |= !ascii;
+                if v.len() < FEW_KEYS {
+                    v.push(key);
+                    return Repeat::No;
+                }
+                let folds = if strict {
+                    v.iter()
+                        .chain([&key])
+                        .map(|k| folded(k).into_owned())
+                        .collect()
+                } else {
+                    BTreeSet::new()
+                };
                 let mut set: BTreeSet<_> = v.drain(..).collect();
                 set.insert(key);
-                *self = Keys::Many(set);
-                None
+                *self = Keys::Many(set, folds);
+                Repeat::No
             }
-            Keys::Many(set) if set.contains(&key) => Some(key),
-            Keys::Many(set) => {
+            Keys::Many(set, _) if set.contains(&key) => Repeat::Exact(key),
+            Keys::Many(set, folds) => {
+                if strict && !folds.insert(folded(&key).into_owned()) {
+                    return Repeat::Folded(key);
+                }
                 set.insert(key);
-                None
+                Repeat::No
             }
         }
     }
@@ -173,18 +216,53 @@ mod tests {
 
     #[test]
     fn keys_find_repeats_before_and_after_growing() {
-        let mut keys = Keys::Few(Vec::new());
-        for i in 0..40 {
-            assert_eq!(keys.insert(Cow::Owned(format!("k{i}"))), None);
+        for strict in [false, true] {
+            let mut keys = Keys::Few(Vec::new(), false);
+            for i in 0..40 {
+                assert_eq!(keys.insert(Cow::Owned(format!("k{i}")), strict), Repeat::No);
+            }
+            assert!(matches!(keys, Keys::Many(..)));
+            let k3 = Cow::Borrowed("k3");
+            assert_eq!(keys.insert(k3.clone(), strict), Repeat::Exact(k3));
+            let k39 = Cow::Borrowed("k39");
+            assert_eq!(keys.insert(k39.clone(), strict), Repeat::Exact(k39));
+            let twin = Cow::Borrowed("K39");
+            let want = if strict {
+                Repeat::Folded(twin.clone())
+            } else {
+                Repeat::No
+            };
+            assert_eq!(keys.insert(twin, strict), want);
+            let mut few = Keys::Few(Vec::new(), false);
+            let a = Cow::Borrowed("a");
+            assert_eq!(few.insert(a.clone(), strict), Repeat::No);
+            assert_eq!(few.insert(a.clone(), strict), Repeat::Exact(a));
+            let twin = Cow::Borrowed("A");
+            let want = if strict {
+                Repeat::Folded(twin.clone())
+            } else {
+                Repeat::No
+            };
+            assert_eq!(few.insert(twin, strict), want);
         }
-        assert!(matches!(keys, Keys::Many(_)));
-        assert_eq!(keys.insert(Cow::Borrowed("k3")), Some(Cow::Borrowed("k3")));
-        assert_eq!(
-            keys.insert(Cow::Borrowed("k39")),
-            Some(Cow::Borrowed("k39"))
-        );
-        let mut few = Keys::Few(Vec::new());
-        assert_eq!(few.insert(Cow::Borrowed("a")), None);
-        assert_eq!(few.insert(Cow::Borrowed("a")), Some(Cow::Borrowed("a")));
+        // ASCII keys after a non-ASCII one, and the other way round.
+        for (first, second) in [
+            ("\u{212A}ey", "key"),
+            ("key", "\u{212A}EY"),
+            ("\u{17F}", "S"),
+        ] {
+            let mut keys = Keys::Few(Vec::new(), false);
+            assert_eq!(keys.insert(Cow::Borrowed("other"), true), Repeat::No);
+            assert_eq!(keys.insert(Cow::Borrowed(first), true), Repeat::No);
+            let twin = Cow::Borrowed(second);
+            assert_eq!(keys.insert(twin.clone(), true), Repeat::Folded(twin));
+        }
+        // The twin that makes a list grow into a tree is found as well.
+        let mut keys = Keys::Few(Vec::new(), false);
+        for i in 0..FEW_KEYS {
+            assert_eq!(keys.insert(Cow::Owned(format!("k{i}")), true), Repeat::No);
+        }
+        let twin = Cow::Borrowed("K0");
+        assert_eq!(keys.insert(twin.clone(), true), Repeat::Folded(twin));
     }
 }

@@ -91,7 +91,10 @@ pub struct RawRule {
     /// Tool names (globs).
     #[serde(default)]
     pub tools: Vec<String>,
-    /// Resource URIs (globs).
+    /// Resource URIs (path globs: `*` and `?` do not match `/`, `**` matches anything, so
+    /// `file:///srv/shared/*` is the files directly in that directory and
+    /// `file:///srv/shared/**` everything below it). A `completion/complete` of a
+    /// `ref/resource` is matched on its URI template.
     #[serde(default)]
     pub resources: Vec<String>,
     /// Prompt names (globs).
@@ -315,9 +318,18 @@ fn compile_registry(servers: Vec<RawServer>, at: &str) -> Result<Registry, Confi
 }
 
 fn globs(f: &str, name: &str, list: Vec<String>) -> Result<Globs, ConfigError> {
+    compile_globs(f, name, list, Glob::new)
+}
+
+fn compile_globs(
+    f: &str,
+    name: &str,
+    list: Vec<String>,
+    glob: fn(&str) -> Result<Glob, String>,
+) -> Result<Globs, ConfigError> {
     list.into_iter()
         .enumerate()
-        .map(|(i, g)| Glob::new(&g).map_err(|e| err(&format!("{f}.{name}[{i}]"), e)))
+        .map(|(i, g)| glob(&g).map_err(|e| err(&format!("{f}.{name}[{i}]"), e)))
         .collect::<Result<Vec<_>, _>>()
         .map(Globs::new)
 }
@@ -418,7 +430,7 @@ fn compile_rule(
         servers: globs(f, "servers", r.servers)?,
         methods,
         tools: globs(f, "tools", r.tools)?,
-        resources: globs(f, "resources", r.resources)?,
+        resources: compile_globs(f, "resources", r.resources, Glob::path)?,
         prompts: globs(f, "prompts", r.prompts)?,
         users: r.users,
         groups: r.groups,

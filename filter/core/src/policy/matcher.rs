@@ -4,14 +4,18 @@ use serde_json::Value;
 use std::collections::HashSet;
 
 /// A glob over names: `*` matches any run of characters (also `/`), `?` exactly one.
+/// A path glob ([`Glob::path`], for resource URIs) keeps within a path segment: there `*`
+/// and `?` do not match `/`, and `**` matches any run of characters, `/` included.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Glob {
     pattern: String,
     literal: bool,
+    /// A path glob.
+    segments: bool,
 }
 
 impl Glob {
-    /// Compiles a pattern; an empty pattern is an error.
+    /// Compiles a name pattern; an empty pattern is an error.
     pub fn new(pattern: &str) -> Result<Glob, String> {
         if pattern.is_empty() {
             return Err("pattern must not be empty".into());
@@ -19,6 +23,16 @@ impl Glob {
         Ok(Glob {
             pattern: pattern.to_string(),
             literal: !pattern.contains(['*', '?']),
+            segments: false,
+        })
+    }
+
+    /// Compiles a path pattern (resource URIs): `*` and `?` stay within a segment, `**`
+    /// crosses `/`.
+    pub fn path(pattern: &str) -> Result<Glob, String> {
+        Ok(Glob {
+            segments: true,
+            ..Glob::new(pattern)?
         })
     }
 
@@ -43,6 +57,9 @@ impl Glob {
     pub fn matches(&self, text: &str) -> bool {
         if self.literal {
             return self.pattern == text;
+        }
+        if self.segments {
+            return path_glob_match(self.pattern.as_bytes(), text.as_bytes());
         }
         glob_match(self.pattern.as_bytes(), text.as_bytes())
     }
@@ -131,6 +148,81 @@ pub(super) fn glob_match(p: &[u8], t: &[u8]) -> bool {
     p[pi..].iter().all(|c| *c == b'*')
 }
 
+/// One element of a path glob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PathToken {
+    /// This byte.
+    Byte(u8),
+    /// `?`: one byte other than `/`.
+    One,
+    /// `*`: a run of bytes other than `/`.
+    Segment,
+    /// `**` (or more stars): any run of bytes.
+    Any,
+}
+
+/// Path glob matching ([`Glob::path`]): the pattern's positions reachable after each byte of
+/// the text, O(len(p) × len(t)) whatever the pattern. Bytes, not chars: `/` never occurs
+/// inside a multi-byte UTF-8 char, and `?` is meant for ASCII names.
+pub(super) fn path_glob_match(p: &[u8], t: &[u8]) -> bool {
+    let mut tokens = Vec::with_capacity(p.len());
+    let mut i = 0;
+    while let Some(&c) = p.get(i) {
+        let token = match c {
+            b'*' => {
+                let run = p[i..].iter().take_while(|&&b| b == b'*').count();
+                i += run - 1;
+                if run == 1 {
+                    PathToken::Segment
+                } else {
+                    PathToken::Any
+                }
+            }
+            b'?' => PathToken::One,
+            c => PathToken::Byte(c),
+        };
+        tokens.push(token);
+        i += 1;
+    }
+    let n = tokens.len();
+    // A position before a star also reaches the position after it (the star matches nothing).
+    let close = |states: &mut [bool]| {
+        for k in 0..n {
+            if states[k] && matches!(tokens[k], PathToken::Segment | PathToken::Any) {
+                states[k + 1] = true;
+            }
+        }
+    };
+    let mut current = vec![false; n + 1];
+    let mut next = vec![false; n + 1];
+    current[0] = true;
+    close(&mut current);
+    for &b in t {
+        next.iter_mut().for_each(|s| *s = false);
+        let mut any = false;
+        for k in 0..n {
+            if !current[k] {
+                continue;
+            }
+            let (stay, advance) = match tokens[k] {
+                PathToken::Byte(c) => (false, c == b),
+                PathToken::One => (false, b != b'/'),
+                PathToken::Segment => (b != b'/', false),
+                PathToken::Any => (true, false),
+            };
+            next[k] |= stay;
+            next[k + 1] |= advance;
+            any |= stay || advance;
+        }
+        if !any {
+            return false;
+        }
+        close(&mut next);
+        std::mem::swap(&mut current, &mut next);
+    }
+    current[n]
+}
+
 /// What an argument condition tests.
 #[derive(Debug, Clone)]
 pub enum ArgOp {
@@ -158,9 +250,35 @@ pub struct ArgCondition {
 }
 
 impl ArgCondition {
-    /// Whether the condition holds for these arguments (absent arguments = empty object).
+    /// Whether the condition holds for these arguments (absent arguments = empty object), for
+    /// every way a server may read them ([`ArgCondition::holds_for`] of an allow rule).
     pub fn holds(&self, arguments: Option<&Value>) -> bool {
-        let value = arguments.and_then(|a| a.pointer(&self.path));
+        self.holds_for(arguments, false)
+    }
+
+    /// Whether the condition holds for these arguments as a server reads them: by exact key,
+    /// or case-insensitively (Go's `encoding/json`: `{"TABLE": …}` fills `table`). When the two
+    /// readings find different values (a key spelled in another case only; `strict_keys`
+    /// refuses objects holding both spellings), `any_reading` (deny rules) asks that one of
+    /// them holds, else (allow rules) that both do.
+    pub fn holds_for(&self, arguments: Option<&Value>, any_reading: bool) -> bool {
+        let exact = arguments.and_then(|a| a.pointer(&self.path));
+        let folded = arguments.and_then(|a| pointer_folded(a, &self.path));
+        let same = match (exact, folded) {
+            (Some(x), Some(y)) => std::ptr::eq(x, y),
+            (None, None) => true,
+            _ => false,
+        };
+        if same {
+            self.test(exact)
+        } else if any_reading {
+            self.test(exact) || self.test(folded)
+        } else {
+            self.test(exact) && self.test(folded)
+        }
+    }
+
+    fn test(&self, value: Option<&Value>) -> bool {
         match (&self.op, value) {
             (ArgOp::Absent(absent), v) => v.is_none() == *absent,
             (_, None) => false,
@@ -174,6 +292,34 @@ impl ArgCondition {
             _ => false,
         }
     }
+}
+
+/// [`Value::pointer`] where an object member is found by its exact key or, failing that, by a
+/// key equal to it once case-folded.
+fn pointer_folded<'v>(value: &'v Value, pointer: &str) -> Option<&'v Value> {
+    if pointer.is_empty() {
+        return Some(value);
+    }
+    let rest = pointer.strip_prefix('/')?;
+    rest.split('/')
+        .map(|t| t.replace("~1", "/").replace("~0", "~"))
+        .try_fold(value, |v, token| match v {
+            Value::Object(o) => o.get(&token).or_else(|| {
+                o.iter()
+                    .find(|(k, _)| crate::json::fold_eq(k, &token))
+                    .map(|(_, v)| v)
+            }),
+            Value::Array(a) => {
+                // As Value::pointer: no sign, no leading zero.
+                let plain = !token.starts_with('+') && (token == "0" || !token.starts_with('0'));
+                token
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|_| plain)
+                    .and_then(|i| a.get(i))
+            }
+            _ => None,
+        })
 }
 
 /// JSON equality where numbers compare by value (1 == 1.0).
@@ -376,6 +522,82 @@ mod tests {
     }
 
     #[test]
+    fn path_globs_keep_within_segments() {
+        let g = |p: &str| Glob::path(p).unwrap();
+        assert!(g("file:///srv/shared/*").matches("file:///srv/shared/a.txt"));
+        assert!(g("file:///srv/shared/*").matches("file:///srv/shared/"));
+        assert!(!g("file:///srv/shared/*").matches("file:///srv/shared/a/b"));
+        assert!(!g("file:///srv/shared/*").matches("file:///srv/shared/../../etc/passwd"));
+        assert!(g("file:///srv/shared/**").matches("file:///srv/shared/a/b"));
+        assert!(g("file:///srv/**/x").matches("file:///srv/a/b/x"));
+        assert!(g("file:///srv/**/x").matches("file:///srv//x"));
+        assert!(!g("file:///srv/**/x").matches("file:///srv/x"));
+        assert!(g("demo://**").matches("demo://items/{id}"));
+        assert!(!g("demo://*").matches("demo://items/{id}"));
+        assert!(g("demo://*").matches("demo://readme"));
+        assert!(g("demo://items/?").matches("demo://items/7"));
+        assert!(!g("demo://items?7").matches("demo://items/7"));
+        assert!(g("file://***").matches("file:///etc/passwd"));
+        assert!(g("*").matches("readme") && !g("*").matches("a/b"));
+        assert_eq!(g("demo://readme").literal(), Some("demo://readme"));
+        // Pathological patterns stay fast.
+        let long = "a".repeat(5000);
+        assert!(!g("*a*a*a*a*a*b").matches(&long));
+        assert!(!g("**a**a**a**a**a**b").matches(&long));
+    }
+
+    /// Path glob semantics written the slow, obvious way.
+    fn path_reference(p: &[u8], t: &[u8]) -> bool {
+        if p.starts_with(b"**") {
+            let rest = &p[p.iter().take_while(|&&b| b == b'*').count()..];
+            return (0..=t.len()).any(|i| path_reference(rest, &t[i..]));
+        }
+        match (p.first(), t.first()) {
+            (None, _) => t.is_empty(),
+            (Some(b'*'), _) => {
+                path_reference(&p[1..], t)
+                    || (t.first().is_some_and(|&c| c != b'/') && path_reference(p, &t[1..]))
+            }
+            (Some(b'?'), Some(&c)) => c != b'/' && path_reference(&p[1..], &t[1..]),
+            (Some(c), Some(d)) if c == d => path_reference(&p[1..], &t[1..]),
+            _ => false,
+        }
+    }
+
+    #[test]
+    fn path_glob_matching_agrees_with_the_obvious_definition() {
+        let words = |alphabet: &[u8], max: usize| {
+            let mut all: Vec<Vec<u8>> = vec![Vec::new()];
+            let mut last: Vec<Vec<u8>> = vec![Vec::new()];
+            for _ in 0..max {
+                last = last
+                    .iter()
+                    .flat_map(|w| {
+                        alphabet.iter().map(move |c| {
+                            let mut w = w.clone();
+                            w.push(*c);
+                            w
+                        })
+                    })
+                    .collect();
+                all.extend(last.iter().cloned());
+            }
+            all
+        };
+        for p in words(b"a/*?", 5) {
+            for t in words(b"a/", 5) {
+                assert_eq!(
+                    path_glob_match(&p, &t),
+                    path_reference(&p, &t),
+                    "{} vs {}",
+                    String::from_utf8_lossy(&p),
+                    String::from_utf8_lossy(&t)
+                );
+            }
+        }
+    }
+
+    #[test]
     fn argument_conditions() {
         let args = json!({"query": "SELECT * FROM customers", "limit": 10, "opts": {"dry": true}});
         let c = |path: &str, op: ArgOp| {
@@ -411,6 +633,67 @@ mod tests {
             op: ArgOp::Prefix("S".into())
         }
         .holds(None));
+    }
+
+    #[test]
+    fn argument_keys_in_another_case_count_for_deny_rules_and_against_allow_rules() {
+        let c = |path: &str, op: ArgOp| ArgCondition {
+            path: path.into(),
+            op,
+        };
+        let financials = c(
+            "/table",
+            ArgOp::Regex(Box::new(regex::Regex::new("(?i)financials").unwrap())),
+        );
+        let customers = c("/table", ArgOp::Equals(json!("customers")));
+        let no_force = c("/opts/force", ArgOp::Absent(true));
+        for (args, deny_financials, allow_customers, allow_no_force) in [
+            (json!({"table": "financials"}), true, false, true),
+            (json!({"TABLE": "financials"}), true, false, true),
+            (json!({"Table": "customers"}), false, false, true),
+            (json!({"table": "customers"}), false, true, true),
+            (
+                json!({"table": "customers", "opts": {"FORCE": true}}),
+                false,
+                true,
+                false,
+            ),
+            (
+                json!({"table": "customers", "OPTS": {"force": true}}),
+                false,
+                true,
+                false,
+            ),
+            (
+                json!({"table": "customers", "opts": {"force": true}}),
+                false,
+                true,
+                false,
+            ),
+            (json!({"tab\u{212A}": "financials"}), false, false, true),
+        ] {
+            assert_eq!(
+                financials.holds_for(Some(&args), true),
+                deny_financials,
+                "{args}"
+            );
+            assert_eq!(
+                customers.holds_for(Some(&args), false),
+                allow_customers,
+                "{args}"
+            );
+            assert_eq!(
+                no_force.holds_for(Some(&args), false),
+                allow_no_force,
+                "{args}"
+            );
+        }
+        // Arrays are indexed as by Value::pointer.
+        let args = json!({"Rows": [{"ID": 1}, {"id": 2}]});
+        let row = |p: &str| c(p, ArgOp::Equals(json!(2))).holds_for(Some(&args), true);
+        assert!(row("/rows/1/id") && !row("/rows/0/id"));
+        assert!(!c("/rows/5/id", ArgOp::Absent(false)).holds_for(Some(&args), true));
+        assert!(c("/rows/0/id", ArgOp::Equals(json!(1))).holds_for(Some(&args), true));
     }
 
     #[test]

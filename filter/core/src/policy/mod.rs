@@ -8,6 +8,14 @@
 //! `tools/call`, the tool registry is checked first: unknown, unapproved, retired, changed or
 //! shadowing tools are refused whatever the rules say.
 //!
+//! `scopes` are those of the call, not of the user alone: for a call made by an agent, a scope
+//! counts only when the user's token has it *and* the delegation grants it
+//! ([`Identity::grants_scope`]). A `completion/complete` ([`Target::Completion`]) is decided
+//! twice, and both must allow: as `completion/complete` of the prompt or resource it names,
+//! then as whether that prompt or resource may be shown to the caller (`prompts/get` /
+//! `resources/read` with [`Purpose::Listing`]): completions tell what a prompt or resource
+//! takes, so they are for callers who may see it.
+//!
 //! One function, [`Policy::decide`], serves every enforcement point: calls, and (with
 //! [`Purpose::Listing`]) which tools/prompts/resources a `…/list` answer may show. Rules are
 //! indexed by tool name and by the literal prefix of tool patterns, so rules about other tools
@@ -211,6 +219,33 @@ impl Policy {
 
     /// Decides.
     pub fn decide(&self, f: &Facts<'_>) -> Decision {
+        let Some((own, used)) = completion_facts(f) else {
+            return self.decide_one(f);
+        };
+        let decision = self.decide_one(&own);
+        if !decision.allowed() {
+            return decision;
+        }
+        let mut decision = self.decide_one(&used);
+        if !decision.allowed() {
+            decision.reason = format!(
+                "{} completes what the caller may not use: {}",
+                f.method, decision.reason
+            );
+        }
+        decision
+    }
+
+    /// Whether [`Policy::decide`] would allow, without writing why (list filtering).
+    pub fn allows(&self, f: &Facts<'_>) -> bool {
+        match completion_facts(f) {
+            Some((own, used)) => self.allows_one(&own) && self.allows_one(&used),
+            None => self.allows_one(f),
+        }
+    }
+
+    /// [`Policy::decide`] of a target other than a completion.
+    fn decide_one(&self, f: &Facts<'_>) -> Decision {
         match self.verdict(f) {
             Verdict::Unusable(refusal) => {
                 let tool = f.target.name().unwrap_or_default();
@@ -240,8 +275,7 @@ impl Policy {
         }
     }
 
-    /// Whether [`Policy::decide`] would allow, without writing why (list filtering).
-    pub fn allows(&self, f: &Facts<'_>) -> bool {
+    fn allows_one(&self, f: &Facts<'_>) -> bool {
         matches!(self.verdict(f), Verdict::Rule(r) if r.effect == Effect::Allow)
     }
 
@@ -307,7 +341,10 @@ impl Policy {
             match f.purpose {
                 Purpose::Listing => return r.effect == Effect::Allow,
                 Purpose::Call => {
-                    if !r.arguments.iter().all(|c| c.holds(f.arguments)) {
+                    // A deny rule's conditions hold when any reading of the arguments meets
+                    // them, an allow rule's when every reading does.
+                    let deny = r.effect == Effect::Deny;
+                    if !r.arguments.iter().all(|c| c.holds_for(f.arguments, deny)) {
                         return false;
                     }
                 }
@@ -339,7 +376,7 @@ impl Policy {
         if !(r.users.is_empty() || r.users.contains(&u.token.sub))
             || !any(&r.groups, &u.groups)
             || !any(&r.roles, &u.roles)
-            || !all(&r.scopes, &u.token.scopes)
+            || !r.scopes.iter().all(|s| id.grants_scope(s))
         {
             return false;
         }
@@ -391,10 +428,31 @@ impl Policy {
     }
 }
 
+/// For a completion: the facts of `completion/complete` about what it completes, and of the
+/// use of that prompt or resource (as for a list: may the caller see it?).
+fn completion_facts<'a>(f: &Facts<'a>) -> Option<(Facts<'a>, Facts<'a>)> {
+    let Target::Completion(inner) = f.target else {
+        return None;
+    };
+    let own = Facts {
+        target: inner,
+        ..f.clone()
+    };
+    let used = Facts {
+        method: inner.use_method().unwrap_or(f.method),
+        target: inner,
+        arguments: None,
+        purpose: Purpose::Listing,
+        ..f.clone()
+    };
+    Some((own, used))
+}
+
 /// Whether the rule's tool / prompt / resource lists admit `target`.
 fn names_target(r: &Rule, target: &Target) -> bool {
     let any_glob = |globs: &Globs, v: &str| globs.is_empty() || globs.any_match(v);
     match target {
+        Target::Completion(inner) => names_target(r, inner),
         Target::Tool(t) => any_glob(&r.tools, t) && r.prompts.is_empty() && r.resources.is_empty(),
         Target::Prompt(p) => {
             any_glob(&r.prompts, p) && r.tools.is_empty() && r.resources.is_empty()
@@ -406,14 +464,28 @@ fn names_target(r: &Rule, target: &Target) -> bool {
     }
 }
 
+fn describe_target(t: &Target) -> String {
+    match t {
+        Target::Tool(t) => format!("tool `{t}`"),
+        Target::Prompt(p) => format!("prompt `{p}`"),
+        Target::Resource(u) => format!("resource `{u}`"),
+        Target::Completion(inner) => describe_target(inner),
+        Target::None => "nothing".into(),
+    }
+}
+
 fn describe(f: &Facts<'_>) -> String {
     match f.target {
         Target::Tool(t) => format!("{} of tool `{t}` on `{}`", f.method, f.server),
         Target::Prompt(p) => format!("{} of prompt `{p}`", f.method),
         Target::Resource(u) => format!("{} of resource `{u}`", f.method),
+        Target::Completion(inner) => format!("{} of {}", f.method, describe_target(inner)),
         Target::None => format!("`{}` on `{}`", f.method, f.server),
     }
 }
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod scope_and_target_tests;

@@ -8,10 +8,10 @@ use serde_json::json;
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
 // 2026-01-05 (Monday) 10:00 Europe/Berlin, and the Saturday after.
-const MONDAY_10: u64 = 1_767_603_600;
+pub(super) const MONDAY_10: u64 = 1_767_603_600;
 const SATURDAY: u64 = 1_768_039_200;
 
-fn policy() -> Policy {
+pub(super) fn policy() -> Policy {
     let raw = json!({
         "timezone": "Europe/Berlin",
         "servers": [{"name": "corp", "path": "/mcp", "tools": [
@@ -44,7 +44,7 @@ fn policy() -> Policy {
     raw.compile("policy").unwrap()
 }
 
-fn identity(
+pub(super) fn identity(
     sub: &str,
     groups: &[&str],
     scopes: &[&str],
@@ -62,8 +62,10 @@ fn identity(
             ..UserClaims::default()
         },
         agent: Some(AgentClaims {
+            // Everything the user has is delegated (scope_and_target_tests narrows it).
             token: TokenClaims {
                 sub: "agent:a".into(),
+                scopes: scopes.iter().map(|s| s.to_string()).collect(),
                 ..TokenClaims::default()
             },
             agent_type: Some(agent_type.into()),

@@ -295,6 +295,7 @@ mod tests {
             max_depth: 64,
             max_batch: 10,
             extra_methods: &[],
+            strict_keys: true,
         };
         parse_payload(body.as_bytes(), &rules, true).unwrap()
     }

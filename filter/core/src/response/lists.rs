@@ -197,39 +197,65 @@ impl<'de> Visitor<'de> for KeyOf<'_> {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut found = None;
-        while let Some(is_key) = map.next_key_seed(IsKey(self.0))? {
-            if is_key {
+        let mut twin = false;
+        while let Some(key) = map.next_key_seed(IsKey(self.0))? {
+            match key {
                 // The strict reader refused duplicate keys: this is the only one.
-                if let Value::String(s) = map.next_value::<Value>()? {
-                    found = Some(s);
+                Key::Exact => {
+                    if let Value::String(s) = map.next_value::<Value>()? {
+                        found = Some(s);
+                    }
                 }
-            } else {
-                map.next_value::<IgnoredAny>()?;
+                Key::Twin => {
+                    twin = true;
+                    map.next_value::<IgnoredAny>()?;
+                }
+                Key::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
             }
         }
-        Ok(found)
+        // `{"name":"echo","Name":"delete_file"}`: a case-insensitive decoder (Go's) reads the
+        // other one; such an item is removed unseen.
+        Ok(found.filter(|_| !twin))
     }
 }
 
-/// Whether an object key is `.0`.
+/// How an object key compares with `.0`.
+enum Key {
+    /// The key itself.
+    Exact,
+    /// Another key equal to it once case-folded.
+    Twin,
+    /// Any other key.
+    Other,
+}
+
+/// Compares an object key with `.0`.
 struct IsKey<'k>(&'k str);
 
 impl<'de> DeserializeSeed<'de> for IsKey<'_> {
-    type Value = bool;
+    type Value = Key;
 
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Key, D::Error> {
         deserializer.deserialize_str(self)
     }
 }
 
 impl<'de> Visitor<'de> for IsKey<'_> {
-    type Value = bool;
+    type Value = Key;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("an object key")
     }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<bool, E> {
-        Ok(v == self.0)
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Key, E> {
+        Ok(if v == self.0 {
+            Key::Exact
+        } else if crate::json::fold::fold_eq(v, self.0) {
+            Key::Twin
+        } else {
+            Key::Other
+        })
     }
 }
 
@@ -537,6 +563,34 @@ mod tests {
         };
         result[kind.array_key()] = Value::Array(kept);
         Ok(stats)
+    }
+
+    #[test]
+    fn items_whose_key_has_a_case_twin_are_removed_unseen() {
+        let answer = json!({"jsonrpc": "2.0", "id": 1, "result": {"tools": [
+            {"name": "echo", "Name": "delete_file"},
+            {"NAME": "delete_file"},
+            {"name": "echo", "\u{17f}\u{212a}ip": 1},
+            {"name": "add", "naMe": "x"},
+            {"name": "ok"}
+        ]}})
+        .to_string();
+        let mut seen = Vec::new();
+        let out = filter_message(
+            ListKind::Tools,
+            answer.as_bytes(),
+            &json!(1),
+            &mut |n, _| {
+                seen.push(n.to_string());
+                true
+            },
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(seen, vec!["echo", "ok"]);
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["result"]["tools"].as_array().unwrap().len(), 2);
+        assert!(!String::from_utf8_lossy(&out).contains("delete_file"));
     }
 
     #[test]

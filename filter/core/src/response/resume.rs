@@ -93,6 +93,7 @@ mod tests {
             max_depth: 8,
             max_batch: 4,
             extra_methods: &[],
+            strict_keys: true,
         };
         let p = parse_payload(
             br#"[{"jsonrpc":"2.0","id":5,"method":"tools/list"},{"jsonrpc":"2.0","id":"x","method":"ping"}]"#,
