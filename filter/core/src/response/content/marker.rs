@@ -22,25 +22,30 @@ pub fn mark(text: &str, rule: &str, server: &str) -> String {
     )
 }
 
-/// Byte offsets of the `[` of each imitation of `[mcp-warden` in `view`: any case, any
-/// whitespace after the bracket.
-fn imitations(view: &str) -> Vec<usize> {
+/// Opening brackets a reader may take for the marker's `[` (fullwidth and other compatibility
+/// forms fold to `[` in the view already).
+pub const OPENING: &[char] = &['[', '【', '〔', '〖', '〘', '〚', '⟦', '⁅', '❲'];
+
+/// Byte ranges of the bracket of each imitation of `[mcp-warden` in `view`: any case, any
+/// whitespace after the bracket, any of the [`OPENING`] brackets.
+fn imitations(view: &str) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
-    for (i, _) in view.match_indices('[') {
-        let rest = view.get(i + 1..).unwrap_or_default();
+    for (i, bracket) in view.match_indices(OPENING) {
+        let rest = view.get(i + bracket.len()..).unwrap_or_default();
         let body = rest.trim_start();
         let imitation = body
             .as_bytes()
             .get(..10)
             .is_some_and(|w| w.eq_ignore_ascii_case(b"mcp-warden"));
         if imitation {
-            out.push(i);
+            out.push((i, i + bracket.len()));
         }
     }
     out
 }
 
-/// Server text that imitates `[mcp-warden…` loses its bracket: `(mcp-warden…`. The imitation
+/// Server text that imitates `[mcp-warden…` loses its bracket: `(mcp-warden…` (also for
+/// `【mcp-warden…` and the other [`OPENING`] brackets). The imitation
 /// is looked for in the normalised view ([`fold`]), so `[\u{200b}mcp-warden`, a fullwidth
 /// `［ｍｃｐ-ｗａｒｄｅｎ` or one spelled in tag characters is defused too: the original
 /// character(s) the view's `[` came from are replaced.
@@ -48,19 +53,14 @@ pub fn defuse(text: &str) -> String {
     let mut out = text.to_string();
     match fold(text) {
         None => {
-            for i in imitations(text).into_iter().rev() {
-                out.replace_range(i..i + 1, "(");
+            for (a, b) in imitations(text).into_iter().rev() {
+                out.replace_range(a..b, "(");
             }
         }
         Some(folded) => {
-            let starts = imitations(&folded.text);
-            if !starts.is_empty() {
-                replace_mapped(
-                    &mut out,
-                    &folded,
-                    starts.into_iter().map(|i| (i, i + 1)),
-                    "(",
-                );
+            let found = imitations(&folded.text);
+            if !found.is_empty() {
+                replace_mapped(&mut out, &folded, found.into_iter(), "(");
             }
         }
     }

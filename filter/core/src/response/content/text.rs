@@ -112,10 +112,13 @@ impl<'a> Text<'a> {
     pub fn text(&mut self, s: &str) -> Option<String> {
         let f = self.filters;
         let mut out = Cow::Borrowed(s);
+        let mut plain = is_plain(s);
         if !f.redactions.is_empty() {
-            self.redact(&mut out);
+            self.redact(&mut out, plain);
+            if matches!(out, Cow::Owned(_)) {
+                plain = is_plain(&out);
+            }
         }
-        let plain = is_plain(&out);
         let rule = self.detect(&out, plain);
         let mark_it = f
             .injection
@@ -146,10 +149,12 @@ impl<'a> Text<'a> {
 
     /// Redaction: on the normalised views first (a secret is removed whole, whatever hides
     /// inside it), then on the text as it is (a pattern that only matches there).
-    fn redact(&mut self, s: &mut Cow<'_, str>) {
+    fn redact(&mut self, s: &mut Cow<'_, str>, plain: bool) {
         let f = self.filters;
-        for view in [unicode::fold, unicode::fold_spaced] {
-            self.redact_view(s, view);
+        if !plain {
+            for view in [unicode::fold, unicode::fold_spaced] {
+                self.redact_view(s, view);
+            }
         }
         // `is_match` stops at the first hit; most text has none.
         if f.redaction_set.is_match(s) {
