@@ -113,20 +113,19 @@ impl<'a> Text<'a> {
         let f = self.filters;
         let mut out = Cow::Borrowed(s);
         let mut plain = is_plain(s);
-        if !f.redactions.is_empty() {
-            self.redact(&mut out, plain);
-            if matches!(out, Cow::Owned(_)) {
-                plain = is_plain(&out);
-            }
+        let mut views = Views::of(s, plain);
+        if !f.redactions.is_empty() && self.redact(&mut out, &views) {
+            plain = is_plain(&out);
+            views = Views::of(&out, plain);
         }
-        let rule = self.detect(&out, plain);
+        let rule = self.detect(&out, &views);
         let mark_it = f
             .injection
             .as_ref()
             .is_some_and(|i| i.action == InjectionAction::Mark);
         match rule {
             Some(rule) if mark_it => out = Cow::Owned(mark(&out, &rule, self.server)),
-            _ if !plain => {
+            _ if views.tags => {
                 if let Some((stripped, n)) = unicode::strip_tags(&out) {
                     self.hidden += n;
                     out = Cow::Owned(stripped);
@@ -148,13 +147,22 @@ impl<'a> Text<'a> {
     }
 
     /// Redaction: on the normalised views first (a secret is removed whole, whatever hides
-    /// inside it), then on the text as it is (a pattern that only matches there).
-    fn redact(&mut self, s: &mut Cow<'_, str>, plain: bool) {
+    /// inside it), then on the text as it is (a pattern that only matches there). Whether
+    /// anything was replaced.
+    fn redact(&mut self, s: &mut Cow<'_, str>, views: &Views) -> bool {
         let f = self.filters;
-        if !plain {
-            for view in [unicode::fold, unicode::fold_spaced] {
-                self.redact_view(s, view);
+        let mut changed = false;
+        if let Some(v) = &views.folded {
+            changed |= self.redact_view(s, v, fold);
+        }
+        match &views.spaced {
+            Some(v) if !changed => changed |= self.redact_view(s, v, unicode::fold_spaced),
+            Some(_) => {
+                if let Some(v) = unicode::fold_spaced(s) {
+                    self.redact_view(s, &v, unicode::fold_spaced);
+                }
             }
+            None => {}
         }
         // `is_match` stops at the first hit; most text has none.
         if f.redaction_set.is_match(s) {
@@ -170,32 +178,40 @@ impl<'a> Text<'a> {
                         .replace_all(s, NoExpand(r.replacement.as_str()))
                         .into_owned();
                     *s = Cow::Owned(new);
+                    changed = true;
                 }
             }
         }
+        changed
     }
 
-    /// Redaction on the view `view` makes of `s`, each match mapped back to `s`.
-    fn redact_view(&mut self, s: &mut Cow<'_, str>, view: fn(&str) -> Option<Folded>) {
+    /// Redaction on `first`, the view `view` makes of `s`, each match mapped back to `s` (the
+    /// view is made again after a replacement). Whether anything was replaced.
+    fn redact_view(
+        &mut self,
+        s: &mut Cow<'_, str>,
+        first: &Folded,
+        view: fn(&str) -> Option<Folded>,
+    ) -> bool {
         let f = self.filters;
-        let Some(mut folded) = view(s) else {
-            return;
-        };
-        if !f.redaction_set.is_match(&folded.text) {
-            return;
+        if !f.redaction_set.is_match(&first.text) {
+            return false;
         }
-        let hits = f.redaction_set.matches(&folded.text);
-        let mut stale = false;
+        let hits = f.redaction_set.matches(&first.text);
+        let mut again: Option<Folded> = None;
+        let mut changed = false;
         for i in hits.iter() {
             let Some(r) = f.redactions.get(i) else {
                 continue;
             };
-            if stale {
-                match view(s) {
-                    Some(again) => folded = again,
-                    None => return,
-                }
+            if changed {
+                again = view(s);
             }
+            let folded = match (&again, changed) {
+                (_, false) => first,
+                (Some(v), true) => v,
+                (None, true) => break,
+            };
             let found: Vec<(usize, usize)> = r
                 .regex
                 .find_iter(&folded.text)
@@ -205,23 +221,20 @@ impl<'a> Text<'a> {
                 continue;
             }
             let mut new = s.to_string();
-            let n = replace_mapped(&mut new, &folded, found.into_iter(), &r.replacement);
+            let n = replace_mapped(&mut new, folded, found.into_iter(), &r.replacement);
             self.count(&r.id, n);
             *s = Cow::Owned(new);
-            stale = true;
+            changed = true;
         }
+        changed
     }
 
-    /// The first injection pattern matching `s` (or its view); every match is recorded.
-    fn detect(&mut self, s: &str, plain: bool) -> Option<String> {
+    /// The first injection pattern matching `s` or one of its views; every match is recorded.
+    fn detect(&mut self, s: &str, views: &Views) -> Option<String> {
         let inj = self.filters.injection.as_ref()?;
-        let (folded, spaced) = if plain {
-            (None, None)
-        } else {
-            (fold(s), unicode::fold_spaced(s))
-        };
         let mut first: Option<&str> = None;
-        let views = [folded.as_ref(), spaced.as_ref()].map(|v| v.map(|f| f.text.as_str()));
+        let views =
+            [views.folded.as_ref(), views.spaced.as_ref()].map(|v| v.map(|f| f.text.as_str()));
         for text in views.into_iter().chain([Some(s)]).flatten() {
             if text.len() < LONG_TEXT && !inj.set.is_match(text) {
                 continue;
@@ -236,5 +249,32 @@ impl<'a> Text<'a> {
             }
         }
         first.map(str::to_string)
+    }
+}
+
+/// The two views of a string ([`fold`], [`unicode::fold_spaced`]), each None where it is the
+/// string itself, and whether the string has TAG characters.
+struct Views {
+    folded: Option<Folded>,
+    spaced: Option<Folded>,
+    tags: bool,
+}
+
+impl Views {
+    fn of(s: &str, plain: bool) -> Self {
+        let found = if plain {
+            unicode::Scan::default()
+        } else {
+            unicode::scan(s)
+        };
+        Views {
+            folded: if found.foldable { fold(s) } else { None },
+            spaced: if found.hidden {
+                unicode::fold_spaced(s)
+            } else {
+                None
+            },
+            tags: found.tags,
+        }
     }
 }

@@ -131,9 +131,17 @@ fn lookalike(c: char) -> Option<char> {
     })
 }
 
+/// Characters that are their own view and need no lookup: ASCII that is not a control
+/// character, and the big blocks of letters without compatibility mappings or lookalikes
+/// (CJK ideographs and punctuation, kana, Hangul syllables: a decomposition of those would only split them
+/// into parts no pattern for Latin text can match).
+fn is_own_view(c: char) -> bool {
+    matches!(c as u32, 0x20..=0x7e | 0x3001..=0x30ff | 0x3400..=0x4dbf | 0x4e00..=0x9fff | 0xac00..=0xd7a3)
+}
+
 /// What one original character becomes in the view.
 fn fold_char(c: char, out: &mut String) {
-    if c.is_ascii() && !is_invisible(c) {
+    if is_own_view(c) || matches!(c, '\t' | '\n' | '\r') {
         out.push(c);
         return;
     }
@@ -208,6 +216,37 @@ pub fn fold(s: &str) -> Option<Folded> {
     fold_as(s, false)
 }
 
+/// What one pass over a string found: whether any character may have a view other than
+/// itself, whether any is hidden, whether any is a TAG character.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Scan {
+    pub foldable: bool,
+    pub hidden: bool,
+    pub tags: bool,
+}
+
+/// One pass over `s` (nothing for plain ASCII), so the views and the tag removal are only
+/// made where they can change something.
+pub fn scan(s: &str) -> Scan {
+    let mut found = Scan::default();
+    if is_plain(s) {
+        return found;
+    }
+    for c in s.chars() {
+        if is_own_view(c) || matches!(c, '\t' | '\n' | '\r') {
+            continue;
+        }
+        found.foldable = true;
+        if is_tag(c) {
+            found.tags = true;
+            found.hidden = true;
+            break;
+        }
+        found.hidden |= is_invisible(c);
+    }
+    found
+}
+
 /// The view of `s` with every hidden character read as a space, and a space before and after
 /// each run of tag characters; None when `s` has no hidden characters. Text glued to a
 /// visible word by a hidden character (`ok\u{200d}ignore previous instructions`, a tag-spelled
@@ -223,9 +262,8 @@ fn fold_as(s: &str, spaced: bool) -> Option<Folded> {
     if is_plain(s) {
         return None;
     }
-    let mut text = String::with_capacity(s.len());
-    let mut runs: Vec<Run> = Vec::new();
-    let mut same = true;
+    // Nothing is written while every character is its own view: most text ends here.
+    let mut view: Option<(String, Vec<Run>)> = None;
     let mut one = String::new();
     let mut in_tags = false;
     for (i, c) in s.char_indices() {
@@ -237,9 +275,41 @@ fn fold_as(s: &str, spaced: bool) -> Option<Folded> {
             }
             in_tags = tag;
         }
-        fold_char(c, &mut one);
         let len = c.len_utf8();
-        if one.len() == len && one.starts_with(c) {
+        let own = one.is_empty() && (is_own_view(c) || matches!(c, '\t' | '\n' | '\r'));
+        if !own {
+            fold_char(c, &mut one);
+        }
+        let identity = own || (one.len() == len && one.starts_with(c));
+        let Some((text, runs)) = view.as_mut() else {
+            if identity {
+                continue;
+            }
+            // The first character that changes: the text before it is one identity run.
+            let mut text = String::with_capacity(s.len());
+            text.push_str(s.get(..i).unwrap_or_default());
+            let mut runs = Vec::new();
+            if i > 0 {
+                runs.push(Run {
+                    view: 0,
+                    orig: 0,
+                    orig_len: i,
+                    identity: true,
+                });
+            }
+            if !one.is_empty() {
+                runs.push(Run {
+                    view: text.len(),
+                    orig: i,
+                    orig_len: len,
+                    identity: false,
+                });
+            }
+            text.push_str(&one);
+            view = Some((text, runs));
+            continue;
+        };
+        if identity {
             match runs.last_mut() {
                 Some(r) if r.identity && r.orig + r.orig_len == i => r.orig_len += len,
                 _ => runs.push(Run {
@@ -249,8 +319,8 @@ fn fold_as(s: &str, spaced: bool) -> Option<Folded> {
                     identity: true,
                 }),
             }
+            text.push(c);
         } else {
-            same = false;
             if !one.is_empty() {
                 runs.push(Run {
                     view: text.len(),
@@ -259,10 +329,10 @@ fn fold_as(s: &str, spaced: bool) -> Option<Folded> {
                     identity: false,
                 });
             }
+            text.push_str(&one);
         }
-        text.push_str(&one);
     }
-    (!same).then_some(Folded { text, runs })
+    view.map(|(text, runs)| Folded { text, runs })
 }
 
 /// Replaces the original ranges of `matches` (view byte ranges of `folded`, in order) in `s`
