@@ -1,11 +1,12 @@
 //! One message's (or one plain text's) walk over its strings and keys.
 //!
 //! For each string, in this order:
-//! 1. **Redaction**, for text that is not plain ASCII first on its normalised view
-//!    ([`unicode::fold`]): a match in the view replaces the original characters it came from,
-//!    hidden ones inside included (a secret split by zero-width spaces or spelled in tag
-//!    characters is removed whole); then on the text as it is.
-//! 2. **Injection** patterns are matched against the view and the text as it is (a pattern
+//! 1. **Redaction**, for text that is not plain ASCII first on its normalised views
+//!    ([`unicode::fold`], hidden characters left out; [`unicode::fold_spaced`], read as
+//!    spaces): a match in a view replaces the original characters it came from, hidden ones
+//!    inside included (a secret split by zero-width spaces or spelled in tag characters is
+//!    removed whole); then on the text as it is.
+//! 2. **Injection** patterns are matched against both views and the text as it is (a pattern
 //!    the operator wrote with non-ASCII characters still matches).
 //! 3. Flagged text is marked ([`marker::mark`]: defused, invisible characters shown); any other
 //!    text loses its TAG characters ([`unicode::strip_tags`]): they have no use in MCP text
