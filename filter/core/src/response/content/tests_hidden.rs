@@ -91,6 +91,7 @@ fn the_view_folds_hidden_and_compatibility_characters() {
         ("𝐢𝐠𝐧𝐨𝐫𝐞 ⓘ ﬁle", "ignore i file"),
         ("i\u{0301}gno\u{0336}re", "ignore"),
         ("ignоre", "ignore"), // Cyrillic о
+        ("ıgnօre", "ignore"), // dotless i, Armenian o
         ("\u{202e}erongi\u{202c}", "erongi"),
         ("mcp\u{2010}warden\u{00a0}x", "mcp-warden x"),
         ("a\u{1}b\u{7f}c\td", "abc\td"),

@@ -125,6 +125,10 @@ fn lookalike(c: char) -> Option<char> {
         'Τ' => 'T',
         'Υ' => 'Y',
         'Χ' => 'X',
+        // Latin and Armenian
+        'ı' => 'i',
+        'ɡ' => 'g',
+        'օ' => 'o',
         // dashes and minus signs
         '\u{2010}'..='\u{2015}' | '\u{2212}' | '\u{fe58}' | '\u{fe63}' => '-',
         _ => return None,
