@@ -84,8 +84,8 @@ const BUILTIN_PATTERNS: &[(&str, &str)] = &[
         "conceal-from-user",
         r"(?i)\b(do not|don't|never)\s+(tell|inform|mention|reveal|show)\b[^.\n]{0,30}\b(the\s+)?(user|human)\b",
     ),
-    // `[` or a bracket that looks like one (see `marker::OPENING`).
-    ("gateway-marker", r"(?i)[\[【〔〖〘〚⟦⁅❲]\s*mcp-warden"),
+    // Brackets that look like `[` read as `[` in the normalised view (`unicode::lookalike`).
+    ("gateway-marker", r"(?i)\[\s*mcp-warden"),
 ];
 
 /// `response_filters` as written by the operator.

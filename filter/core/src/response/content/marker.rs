@@ -22,15 +22,11 @@ pub fn mark(text: &str, rule: &str, server: &str) -> String {
     )
 }
 
-/// Opening brackets a reader may take for the marker's `[` (fullwidth and other compatibility
-/// forms fold to `[` in the view already).
-pub const OPENING: &[char] = &['[', '【', '〔', '〖', '〘', '〚', '⟦', '⁅', '❲'];
-
-/// Byte ranges of the bracket of each imitation of `[mcp-warden` in `view`: any case, any
-/// whitespace after the bracket, any of the [`OPENING`] brackets.
+/// Byte ranges of the `[` of each imitation of `[mcp-warden` in `view`: any case, any
+/// whitespace after the bracket.
 fn imitations(view: &str) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
-    for (i, bracket) in view.match_indices(OPENING) {
+    for (i, bracket) in view.match_indices('[') {
         let rest = view.get(i + bracket.len()..).unwrap_or_default();
         let body = rest.trim_start();
         let imitation = body
@@ -44,8 +40,8 @@ fn imitations(view: &str) -> Vec<(usize, usize)> {
     out
 }
 
-/// Server text that imitates `[mcp-warden…` loses its bracket: `(mcp-warden…` (also for
-/// `【mcp-warden…` and the other [`OPENING`] brackets). The imitation
+/// Server text that imitates `[mcp-warden…` loses its bracket: `(mcp-warden…` (also
+/// `【mcp-warden…` and the other brackets the view reads as `[`). The imitation
 /// is looked for in the normalised view ([`fold`]), so `[\u{200b}mcp-warden`, a fullwidth
 /// `［ｍｃｐ-ｗａｒｄｅｎ` or one spelled in tag characters is defused too: the original
 /// character(s) the view's `[` came from are replaced.

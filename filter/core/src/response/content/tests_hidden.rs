@@ -3,7 +3,7 @@
 //! lookalike letters. Detection sees through them; what is forwarded keeps nothing hidden.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 use super::marker::defuse;
-use super::unicode::{fold, is_invisible, is_tag, reveal, strip_tags};
+use super::unicode::{fold, is_invisible, is_plain, is_tag, reveal, strip_tags};
 use super::*;
 use serde_json::json;
 
@@ -104,6 +104,32 @@ fn the_view_folds_hidden_and_compatibility_characters() {
     assert!(fold("plain text, tabs\tand\nlines").is_none());
     assert!(fold("Grüße → 東京").is_some()); // ü decomposes
     assert!(fold("東京 → ok").is_none());
+}
+
+#[test]
+fn plain_means_printable_ascii_tab_and_line_breaks() {
+    let naive = |s: &str| {
+        s.bytes()
+            .all(|b| (0x20..0x7f).contains(&b) || matches!(b, b'\t' | b'\n' | b'\r'))
+    };
+    let mut rng = Rng(0x5eed_0000_91a1_0003);
+    let alphabet = [
+        'a', 'Z', ' ', '~', '\t', '\n', '\r', '\u{1}', '\u{1f}', '\u{7f}', 'é', '\u{200b}', '0',
+    ];
+    for _ in 0..5000 {
+        let len = rng.below(40);
+        let s: String = (0..len)
+            .map(|_| {
+                // Mostly plain, now and then one other character anywhere.
+                if rng.below(12) == 0 {
+                    rng.pick(&alphabet)
+                } else {
+                    rng.pick(&alphabet[..7])
+                }
+            })
+            .collect();
+        assert_eq!(is_plain(&s), naive(&s), "{s:?}");
+    }
 }
 
 #[test]
