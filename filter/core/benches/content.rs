@@ -2,7 +2,9 @@
 //! `response_filters` costs per answer, with the filters of `envoy/demo.yaml` (three redaction
 //! patterns and the built-in injection patterns). Rows: a tool result of 1 KiB and 64 KiB of
 //! clean text (the usual case: read, checked, forwarded as it was), the same with a key to
-//! redact (re-written), a `tools/list` answer of 100 tools, and one SSE event's data.
+//! redact (re-written), 64 KiB of clean non-ASCII text (German and Japanese: read through the
+//! normalised view, forwarded as it was), a `tools/list` answer of 100 tools, and one SSE
+//! event's data.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 use mcp_warden_core::response::content::{Filtered, Findings, RawResponseFilters};
@@ -39,12 +41,28 @@ fn main() {
         .unwrap();
     let progress = br#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"p","progress":3,"total":5,"message":"step 3/5"}}"#.to_vec();
     let secret = format!("{} sk-live_0123456789abcdef", text(1024));
+    let unicode = {
+        let sentence =
+            "Der Quartalsbericht nennt 42 Kunden in 7 Regionen; 売上は3.5%増加しました。 ";
+        let mut t = sentence.repeat(64 * 1024 / sentence.len() + 1);
+        let mut end = 64 * 1024;
+        while !t.is_char_boundary(end) {
+            end -= 1;
+        }
+        t.truncate(end);
+        t
+    };
     let rows: Vec<(&str, Vec<u8>, bool)> = vec![
         ("tool result, 1 KiB clean text", result(&text(1024)), false),
         ("tool result, 1 KiB with a key", result(&secret), true),
         (
             "tool result, 64 KiB clean text",
             result(&text(64 * 1024)),
+            false,
+        ),
+        (
+            "tool result, 64 KiB non-ASCII text",
+            result(&unicode),
             false,
         ),
         ("tools/list, 100 tools", list, false),

@@ -1,4 +1,5 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+use super::marker::defuse;
 use super::*;
 use serde_json::json;
 
