@@ -21,7 +21,7 @@ use crate::error::{Reason, Rejection};
 use crate::policy::{Facts, Purpose};
 use crate::registry::LiveDefinitions;
 use crate::response::answers::{classify, split, Claim, Kind, Media, Messages, Outstanding};
-use crate::response::content::{Filtered, Findings};
+use crate::response::content::{Filtered, Findings, TextFiltered};
 use crate::response::lists::{filter_message, ListItem, ListKind};
 use crate::response::resume::{open_event_id, seal_event_id, EventBinding, ResumeError};
 use crate::response::sse::SseSplitter;
@@ -265,26 +265,25 @@ impl RequestFlow {
 
     /// A non-2xx body that is not JSON-RPC: through the response filters as text.
     fn text_body(&mut self, cfg: &Config, body: &[u8]) -> Option<Vec<u8>> {
-        if !self.filters_content(cfg) {
-            return None;
-        }
+        let filters = cfg
+            .response_filters
+            .as_ref()
+            .filter(|_| self.filters_content(cfg))?;
         let text = String::from_utf8_lossy(body);
-        // The filters read JSON-RPC messages: the text travels as one string of a notification.
-        let wrapped = serde_json::json!({
-            "jsonrpc": "2.0", "method": "text", "params": {"text": text}
-        })
-        .to_string();
-        match self.filter_content(cfg, wrapped.as_bytes()) {
-            Ok(Filtered::Unchanged) => {
-                // Not UTF-8: the checked text replaces the bytes.
+        let mut findings = Findings::default();
+        let out = match filters.filter_text(&text, &self.server, &mut findings) {
+            // Not UTF-8: the checked text replaces the bytes.
+            TextFiltered::Unchanged => {
                 (std::str::from_utf8(body).is_err()).then(|| text.into_owned().into_bytes())
             }
-            Ok(Filtered::Replaced(b)) => serde_json::from_slice::<Value>(&b)
-                .ok()
-                .and_then(|v| v["params"]["text"].as_str().map(|s| s.as_bytes().to_vec()))
-                .or_else(|| Some(WITHHELD_TEXT.as_bytes().to_vec())),
-            Ok(Filtered::Dropped) | Err(_) => Some(WITHHELD_TEXT.as_bytes().to_vec()),
+            TextFiltered::Replaced(new) => Some(new.into_bytes()),
+            TextFiltered::Withheld { .. } => Some(WITHHELD_TEXT.as_bytes().to_vec()),
+        };
+        if !findings.is_empty() {
+            self.notices
+                .push(format!("response filters: {}", findings.describe()));
         }
+        out
     }
 
     /// One body or event data: a message or a batch, each message judged on its own.
