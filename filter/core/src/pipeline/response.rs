@@ -70,6 +70,8 @@ pub(super) struct ResponseState {
     /// Whether the answer had a content type.
     typed: bool,
     splitter: Option<SseSplitter>,
+    /// Whether SSE bytes were sent to the client already.
+    sse_started: bool,
     failed: bool,
 }
 
@@ -382,6 +384,12 @@ impl RequestFlow {
         match splitter.push(chunk) {
             Ok(events) => {
                 for event in events {
+                    // The first bytes the client gets may not have been the stream's first: a
+                    // BOM there would be dropped, so one starting with a BOM gets one more.
+                    if !self.response.sse_started && out.is_empty() && event.starts_with_stray_bom()
+                    {
+                        out.extend_from_slice(b"\xEF\xBB\xBF");
+                    }
                     // Comments, keep-alives, retry hints, and priming events (an `id` with an
                     // empty `data`, for resumption): nothing a client dispatches.
                     let data = match event.data() {
@@ -443,6 +451,7 @@ impl RequestFlow {
         if !end_of_stream {
             self.response.splitter = Some(splitter);
         }
+        self.response.sse_started |= !out.is_empty();
         // At the end, an unfinished event is discarded by clients; unchecked, it is not sent.
         out
     }
