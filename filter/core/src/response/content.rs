@@ -567,14 +567,14 @@ fn mark(text: &str, rule: &str, server: &str) -> String {
 /// Server text that imitates `[mcp-warden…` (any case, spaces after the bracket) loses its
 /// bracket: `(mcp-warden…`.
 fn defuse(text: &str) -> String {
-    let bytes = text.as_bytes();
     let mut out = String::with_capacity(text.len());
     let mut last = 0;
     for (i, _) in text.match_indices('[') {
-        let rest = &bytes[i + 1..];
-        let skip = rest.iter().take_while(|b| b.is_ascii_whitespace()).count();
+        // Any Unicode space, like the `\s` of the pattern that flags the imitation.
+        let rest = text.get(i + 1..).unwrap_or_default().trim_start();
         let imitation = rest
-            .get(skip..skip + 10)
+            .as_bytes()
+            .get(..10)
             .is_some_and(|w| w.eq_ignore_ascii_case(b"mcp-warden"));
         if imitation {
             out.push_str(&text[last..i]);
