@@ -112,6 +112,11 @@ fn check_forwarded(text: &[u8], outstanding: &mut Outstanding, lists: &[Value], 
 /// Input 0: request header lines over a valid POST; 1: the body; 2: response header lines
 /// over a 200 SSE answer; 3…: response body chunks.
 pub fn flow(data: &[u8]) {
+    let _ = drive(data);
+}
+
+/// [`flow`], returning how the answer was read (`None`: the request was refused).
+pub(crate) fn drive(data: &[u8]) -> Option<ResponseMode> {
     let cfg = config();
     let parts = Parts::of(data);
     let request = headers(
@@ -148,11 +153,11 @@ pub fn flow(data: &[u8]) {
                 BodyStep::Step(s) => s,
             };
             if step != Step::Continue {
-                return;
+                return None;
             }
         }
         Step::Continue => {}
-        _ => return,
+        _ => return None,
     }
     let _ = crate::audit::record(&flow);
     let response = headers(
@@ -216,4 +221,5 @@ pub fn flow(data: &[u8]) {
         _ => {}
     }
     let _ = (flow.take_response_edits(), flow.take_notices());
+    Some(mode)
 }

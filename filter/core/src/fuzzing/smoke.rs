@@ -232,3 +232,16 @@ fn every_target_has_a_test_and_a_cargo_fuzz_target() {
         assert!(file.exists(), "{}", file.display());
     }
 }
+
+#[test]
+fn the_flow_corpus_reaches_the_answer_side() {
+    use crate::pipeline::ResponseMode;
+    let seed = |name: &str| std::fs::read(fuzz_dir().join("corpus/flow").join(name)).expect(name);
+    for (name, mode) in [
+        ("list_sse", ResponseMode::StreamSse),
+        ("list_json", ResponseMode::BufferJson),
+        ("call", ResponseMode::BufferJson),
+    ] {
+        assert_eq!(super::flow::drive(&seed(name)), Some(mode), "{name}");
+    }
+}
