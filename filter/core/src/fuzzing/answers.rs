@@ -414,6 +414,8 @@ fn clean(filters: &ResponseFilters, text: &str) -> bool {
 /// Response filters with a fixed configuration (redactions, injection `mark` and `block`).
 pub fn content(data: &[u8]) {
     let (mark, block) = filters();
+    static FORGED: OnceLock<regex::Regex> = OnceLock::new();
+    let forged = FORGED.get_or_init(|| regex::Regex::new(r"(?i)\[\s*mcp-warden").expect("regex"));
     for (filters, is_mark) in [(mark, true), (block, false)] {
         let mut findings = Findings::default();
         let out = match filters.filter(data, "srv", 120, &mut findings) {
@@ -462,7 +464,6 @@ pub fn content(data: &[u8]) {
                 );
                 continue;
             };
-            let forged = regex::Regex::new(r"(?i)\[\s*mcp-warden").expect("regex");
             assert!(
                 !forged.is_match(inner),
                 "a marker imitation survives inside flagged text {s:?}, from {}",

@@ -5,12 +5,16 @@
 
 use super::{Target, SEP, TARGETS};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-/// Mutated inputs per target (on top of the corpus).
-const RUNS: usize = 3000;
-/// A target stops early after this long (a slow debug build must not slow `make test` down).
-const BUDGET: Duration = Duration::from_secs(4);
+/// Mutated inputs per target (on top of its corpus): every run checks the same inputs, in a
+/// few seconds in a debug build. Sealing and opening tokens is slow unoptimised: fewer there.
+fn runs(target: &str) -> usize {
+    match target {
+        "unseal" => 1000,
+        _ => 3000,
+    }
+}
 
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz")
@@ -155,12 +159,9 @@ fn run(name: &str) {
     let inputs = corpus
         .iter()
         .cloned()
-        .chain((0..RUNS).map(|_| mutate(&mut rng, &corpus, &dict)));
+        .chain((0..runs(name)).map(|_| mutate(&mut rng, &corpus, &dict)));
     let mut n = 0;
     for input in inputs {
-        if start.elapsed() > BUDGET {
-            break;
-        }
         let outcome = std::panic::catch_unwind(|| target(&input));
         if let Err(e) = outcome {
             let msg = e
