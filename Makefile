@@ -12,13 +12,14 @@ WASM_BINDGEN_VERSION := 0.2.130
 
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: help setup build test lint unit wasm-unit policies e2e demo bench clean
+.PHONY: help setup build test lint unit wasm-unit policies e2e demo bench fuzz fuzz-setup clean
 
 help:
 	@echo "make setup  - install toolchain targets, the pinned Envoy, npm and pip packages (idempotent)"
 	@echo "make build  - build $(WASM)"
 	@echo "make test   - fmt, clippy (host+wasm), unit tests (native + wasm32), policy bundles, end-to-end suite"
 	@echo "make demo   - run Envoy + mcp-warden + IdP + demo MCP server on 127.0.0.1:10000 (Ctrl-C stops all)"
+	@echo "make fuzz   - every cargo-fuzz target for FUZZ_SECONDS (default 60) each, stable toolchain (installs cargo-fuzz once)"
 	@echo "make bench  - speed tables: core decision/parse/flow/list times; plain Envoy, jwt_authn, native mcp+rbac, mcp-warden (~12 min; BENCH_QUICK=1 ~2 min)"
 
 setup:
@@ -63,6 +64,15 @@ bench: build
 	cargo bench -q -p mcp-warden-core --features test-support --bench flow
 	cargo bench -q -p mcp-warden-core --features test-support --bench lists
 	bash bench/run.sh
+
+# Fuzzing: the cargo-fuzz targets of fuzz/ (bodies in filter/core/src/fuzzing) one after the
+# other, FUZZ_SECONDS each (default 60); FUZZ_TARGETS="json sse" picks some. `make test` runs
+# the same bodies briefly on fixed inputs (the core's unit tests) and needs no cargo-fuzz.
+fuzz-setup:
+	bash scripts/fuzz.sh setup
+
+fuzz: fuzz-setup
+	bash scripts/fuzz.sh
 
 clean:
 	cargo clean

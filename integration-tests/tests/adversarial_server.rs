@@ -327,6 +327,23 @@ fn a_malicious_server_cannot_get_past_the_answer_filters() {
         assert!(last["headers"]["accept-encoding"].is_null(), "{last}");
     });
 
+    // 12. A stray BOM (found by fuzzing): mid-stream, `\u{feff}data: …` is an unknown field, but
+    //     once the junk event before it is dropped it would start the client's stream, where
+    //     clients (the TypeScript SDK's parser) drop a BOM and read the data line.
+    case(&mut failed, "stray BOM", || {
+        s.evil
+            .script(&json!({"tools/list": answer(200, "text/event-stream", &[
+                "data: junk\n\n",
+                &format!("\u{feff}data: {}\n\n", full_list("{{id}}")),
+            ])}));
+        let resp = s.send(list_req(), "stray BOM");
+        let body = resp.body_str();
+        let read = body.strip_prefix('\u{feff}').unwrap_or(&body);
+        for line in read.lines().filter(|l| l.starts_with("data:")) {
+            assert_only_whoami(line, "stray BOM");
+        }
+    });
+
     assert!(
         failed.is_empty(),
         "cases that let the attack through: {failed:?}"

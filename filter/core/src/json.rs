@@ -476,6 +476,36 @@ mod tests {
         }
     }
 
+    /// Found by the `lists` fuzz target: serde_json's default number reading is not correctly
+    /// rounded (an ulp or two off for long digit strings), so the gateway read other numbers
+    /// than servers and clients do (an argument checked against `max: 100` that the server
+    /// reads as 100.00000000000001), and a re-serialised answer changed its numbers.
+    #[test]
+    fn numbers_are_read_correctly_rounded() {
+        let above_midpoint = "100.000000000000007105427357601001858711242675781250000000000001";
+        let p = parse_strict(format!("[{above_midpoint}]").as_bytes(), 4).unwrap();
+        let next = f64::from_bits(100f64.to_bits() + 1);
+        assert_eq!(p.value[0].as_f64(), Some(next));
+        let long = format!("7{}0", "3".repeat(89));
+        let v = parse_strict(long.as_bytes(), 4).unwrap().value;
+        assert_eq!(v.as_f64(), Some(7.333333333333333e90));
+        let long = format!("7{}0", "7".repeat(89));
+        let v = parse_strict(long.as_bytes(), 4).unwrap().value;
+        assert_eq!(v.as_f64(), Some(7.777_777_777_777_777_5e90));
+        // Written and read again, a number stays the same.
+        assert_eq!(parse_strict(v.to_string().as_bytes(), 4).unwrap().value, v);
+        let p = parse_body(
+            format!("{{\"params\":{{\"arguments\":{{\"n\":{above_midpoint}}}}}}}").as_bytes(),
+            4,
+            true,
+        )
+        .unwrap();
+        assert_eq!(
+            p.arguments[0].1.to_value().unwrap()["n"].as_f64(),
+            Some(next)
+        );
+    }
+
     #[test]
     fn accepts_surrogate_pairs_and_whitespace() {
         let p = parse_strict(b" {\"a\":\"\\ud83d\\ude00\"}\n", 64).unwrap();

@@ -8,6 +8,8 @@ pub mod audit;
 pub mod config;
 pub mod error;
 pub mod exchange;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod identity;
 pub mod json;
 pub mod jsonrpc;

@@ -78,16 +78,19 @@ pub fn pairs(bytes: &[u8]) -> Result<Vec<Pair<'_>>, DecodeError> {
     let mut at = 4 + count * 8;
     let mut out = Vec::with_capacity(count);
     for (klen, vlen) in sizes {
-        let key = bytes
-            .get(at..at + klen)
+        // Lengths up to u32::MAX: `at + len` can overflow a 32-bit usize (wasm32).
+        let key = at
+            .checked_add(klen)
+            .and_then(|end| bytes.get(at..end))
             .ok_or(DecodeError("pairs key truncated"))?;
         at += klen;
         if bytes.get(at) != Some(&0) {
             return Err(DecodeError("pairs key not NUL-terminated"));
         }
         at += 1;
-        let value = bytes
-            .get(at..at + vlen)
+        let value = at
+            .checked_add(vlen)
+            .and_then(|end| bytes.get(at..end))
             .ok_or(DecodeError("pairs value truncated"))?;
         at += vlen;
         if bytes.get(at) != Some(&0) {
@@ -267,6 +270,10 @@ mod tests {
             "010000000100000001000000610062",
             "0100000001000000000000006100",
             "01000000010000000000000061000000",
+            // Lengths that overflow a 32-bit `usize` once added to the offset (wasm32).
+            "01000000ffffffff00000000610000",
+            "0100000001000000ffffffff61000000",
+            "0200000001000000fbffffff01000000000000006100620000",
         ] {
             assert!(pairs(&hex(bad)).is_err(), "{bad}");
         }

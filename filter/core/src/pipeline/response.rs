@@ -72,6 +72,8 @@ pub(super) struct ResponseState {
     /// Whether the body is encoded (compressed): it cannot be read at all.
     unreadable: bool,
     splitter: Option<SseSplitter>,
+    /// Whether SSE bytes were sent to the client already.
+    sse_started: bool,
     failed: bool,
 }
 
@@ -404,6 +406,12 @@ impl RequestFlow {
         match splitter.push(chunk) {
             Ok(events) => {
                 for event in events {
+                    // The first bytes the client gets may not have been the stream's first: a
+                    // BOM there would be dropped, so one starting with a BOM gets one more.
+                    if !self.response.sse_started && out.is_empty() && event.starts_with_stray_bom()
+                    {
+                        out.extend_from_slice(b"\xEF\xBB\xBF");
+                    }
                     // Comments, keep-alives, retry hints, and priming events (an `id` with an
                     // empty `data`, for resumption): nothing a client dispatches.
                     let data = match event.data() {
@@ -465,6 +473,7 @@ impl RequestFlow {
         if !end_of_stream {
             self.response.splitter = Some(splitter);
         }
+        self.response.sse_started |= !out.is_empty();
         // At the end, an unfinished event is discarded by clients; unchecked, it is not sent.
         out
     }
@@ -481,13 +490,16 @@ impl RequestFlow {
         let id = id.filter(|id| !id.is_empty())?;
         let ring = self.key_ring(cfg)?;
         let owner = self.owner();
+        let o = owner.of_session(&self.server);
         seal_event_id(
             ring,
             &EventBinding {
                 event_id: id.to_string(),
-                server: self.server.clone(),
-                user: owner.user().to_string(),
-                agent: owner.agent().to_string(),
+                server: o.server.to_string(),
+                user_issuer: o.user_issuer.to_string(),
+                user: o.user.to_string(),
+                agent_issuer: o.agent_issuer.to_string(),
+                agent: o.agent.to_string(),
                 outstanding: self.response.outstanding.unanswered(),
             },
         )
@@ -501,25 +513,20 @@ impl RequestFlow {
             return Ok(());
         };
         let owner = self.owner();
-        let binding = open_event_id(
-            ring,
-            last_event_id,
-            &self.server,
-            owner.user(),
-            owner.agent(),
-        )
-        .map_err(|e| match e {
-            ResumeError::Unknown => Rejection::new(
-                Reason::InvalidHeader,
-                "Last-Event-ID is not an event id this gateway handed out",
-            )
-            .with_rule("resume.unknown_event_id"),
-            ResumeError::Foreign => Rejection::new(
-                Reason::SessionForbidden,
-                "this stream belongs to another caller",
-            )
-            .with_rule("resume.owner"),
-        })?;
+        let binding = open_event_id(ring, last_event_id, &owner.of_session(&self.server)).map_err(
+            |e| match e {
+                ResumeError::Unknown => Rejection::new(
+                    Reason::InvalidHeader,
+                    "Last-Event-ID is not an event id this gateway handed out",
+                )
+                .with_rule("resume.unknown_event_id"),
+                ResumeError::Foreign => Rejection::new(
+                    Reason::SessionForbidden,
+                    "this stream belongs to another caller",
+                )
+                .with_rule("resume.owner"),
+            },
+        )?;
         self.edits
             .push(HeaderEdit::Set("last-event-id".into(), binding.event_id));
         self.response.outstanding = binding.outstanding;

@@ -434,6 +434,20 @@ mod tests {
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
+    /// Found by fuzzing (see `json::tests::numbers_are_read_correctly_rounded`): a number that
+    /// servers read as just above `max` is above it here too.
+    #[test]
+    fn ranges_read_numbers_as_servers_do() {
+        let c = ArgCondition {
+            path: "/n".into(),
+            op: ArgOp::Range(None, Some(100.0)),
+        };
+        let text = r#"{"n":100.000000000000007105427357601001858711242675781250000000000001}"#;
+        let args: Value = serde_json::from_str(text).unwrap();
+        assert!(!c.holds(Some(&args)));
+        assert!(c.holds(Some(&json!({"n": 100}))));
+    }
+
     #[test]
     fn glob_lists_match_literals_and_patterns() {
         let list = |ps: &[&str]| Globs::new(ps.iter().map(|p| Glob::new(p).unwrap()).collect());

@@ -321,6 +321,32 @@ impl Policy {
         }
     }
 
+    /// [`Policy::decide`]'s effect and rule id by a plain scan of every rule in order, without
+    /// the index (the `policy` fuzz target checks the index against it).
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn decide_by_scan(&self, f: &Facts<'_>) -> (Effect, String) {
+        if let Target::Tool(tool) = f.target {
+            if !self.registry.is_empty() {
+                let groups = f
+                    .identity
+                    .map(|i| i.user.groups.as_slice())
+                    .unwrap_or_default();
+                if let Err(r) = self.registry.verdict(f.server, tool, groups, f.live_hash) {
+                    return (Effect::Deny, r.unusable(f.server, tool).rule.to_string());
+                }
+            }
+        }
+        let first = |effect: Effect| {
+            self.rules
+                .iter()
+                .find(|r| r.effect == effect && self.matches(r, f))
+        };
+        match first(Effect::Deny).or_else(|| first(Effect::Allow)) {
+            Some(r) => (r.effect, r.id.clone()),
+            None => (Effect::Deny, "default.deny".into()),
+        }
+    }
+
     fn matches(&self, r: &Rule, f: &Facts<'_>) -> bool {
         let any_glob = |globs: &Globs, v: &str| globs.is_empty() || globs.any_match(v);
         if !any_glob(&r.servers, f.server) || !any_glob(&r.methods, f.method) {

@@ -11,6 +11,7 @@
 
 use crate::response::answers::Outstanding;
 use crate::sealing::{open, seal, KeyRing};
+use crate::sessions::SessionOwner;
 use serde::{Deserialize, Serialize};
 
 const PREFIX: &str = "mwe1";
@@ -25,15 +26,34 @@ pub struct EventBinding {
     /// The server.
     #[serde(rename = "n")]
     pub server: String,
+    /// Issuer of the owning user's token.
+    #[serde(rename = "i")]
+    pub user_issuer: String,
     /// The owning user.
     #[serde(rename = "u")]
     pub user: String,
+    /// Issuer of the owning agent's token (empty when no agent).
+    #[serde(rename = "j", default)]
+    pub agent_issuer: String,
     /// The owning agent (empty when none).
     #[serde(rename = "a", default)]
     pub agent: String,
     /// The requests of the stream still unanswered after this event.
     #[serde(rename = "o", default)]
     pub outstanding: Outstanding,
+}
+
+impl EventBinding {
+    /// The owner recorded in this binding (the same owner a session has).
+    pub fn owner(&self) -> SessionOwner<'_> {
+        SessionOwner {
+            server: &self.server,
+            user_issuer: &self.user_issuer,
+            user: &self.user,
+            agent_issuer: &self.agent_issuer,
+            agent: &self.agent,
+        }
+    }
 }
 
 /// Why a presented `Last-Event-ID` is refused.
@@ -55,13 +75,11 @@ pub fn seal_event_id(ring: &dyn KeyRing, binding: &EventBinding) -> Option<Strin
 pub fn open_event_id(
     ring: &dyn KeyRing,
     token: &str,
-    server: &str,
-    user: &str,
-    agent: &str,
+    owner: &SessionOwner<'_>,
 ) -> Result<EventBinding, ResumeError> {
     let plain = open(ring, PREFIX, PURPOSE, token.trim()).ok_or(ResumeError::Unknown)?;
     let b: EventBinding = serde_json::from_slice(&plain).map_err(|_| ResumeError::Unknown)?;
-    if b.server != server || b.user != user || b.agent != agent {
+    if b.owner() != *owner {
         return Err(ResumeError::Foreign);
     }
     Ok(b)
@@ -104,33 +122,43 @@ mod tests {
         let b = EventBinding {
             event_id: "upstream-7".into(),
             server: "corp".into(),
+            user_issuer: "https://idp".into(),
             user: "alice".into(),
+            agent_issuer: "https://idp".into(),
             agent: "agent-claude".into(),
             outstanding: Outstanding::of(&p),
+        };
+        let owner = |server: &'static str, iss: &'static str, user: &'static str| SessionOwner {
+            server,
+            user_issuer: iss,
+            user,
+            agent_issuer: "https://idp",
+            agent: "agent-claude",
         };
         let ring = Ring([9; 32]);
         let t = seal_event_id(&ring, &b).unwrap();
         assert!(!t.contains("upstream-7"));
-        let mut back = open_event_id(&ring, &t, "corp", "alice", "agent-claude").unwrap();
+        let mut back = open_event_id(&ring, &t, &owner("corp", "https://idp", "alice")).unwrap();
         assert_eq!(back, b);
         assert!(back
             .outstanding
             .claim(&json!(5))
             .is_some_and(|c| c.list.is_some()));
+        for other in [
+            owner("corp", "https://idp", "bob"),
+            owner("other", "https://idp", "alice"),
+            // The same `sub` from another issuer is another user.
+            owner("corp", "https://partner-idp", "alice"),
+        ] {
+            assert_eq!(open_event_id(&ring, &t, &other), Err(ResumeError::Foreign));
+        }
+        let alice = owner("corp", "https://idp", "alice");
         assert_eq!(
-            open_event_id(&ring, &t, "corp", "bob", "agent-claude"),
-            Err(ResumeError::Foreign)
-        );
-        assert_eq!(
-            open_event_id(&ring, &t, "other", "alice", "agent-claude"),
-            Err(ResumeError::Foreign)
-        );
-        assert_eq!(
-            open_event_id(&ring, "upstream-7", "corp", "alice", "agent-claude"),
+            open_event_id(&ring, "upstream-7", &alice),
             Err(ResumeError::Unknown)
         );
         assert_eq!(
-            open_event_id(&Ring([8; 32]), &t, "corp", "alice", "agent-claude"),
+            open_event_id(&Ring([8; 32]), &t, &alice),
             Err(ResumeError::Unknown)
         );
     }

@@ -112,6 +112,13 @@ impl SseEvent {
         !self.lines.is_empty() && self.lines.iter().all(|l| matches!(l, SseLine::Comment(_)))
     }
 
+    /// Whether the event's bytes start with a BOM that is not the stream's (its first line's
+    /// name then starts with U+FEFF). A client drops a BOM at the start of its stream only: such
+    /// an event must not become the first bytes a client gets, or it reads another line.
+    pub fn starts_with_stray_bom(&self) -> bool {
+        !self.bom && self.raw.starts_with(BOM)
+    }
+
     /// Whether the event has no line at all (a lone blank line).
     pub fn is_empty(&self) -> bool {
         self.lines.is_empty()

@@ -511,3 +511,33 @@ fn routing_headers_from_the_client_are_removed_even_without_routing() {
         );
     }
 }
+
+/// Found by the `flow` fuzz target. Clients drop a BOM only at the start of their stream (the
+/// TypeScript SDK's parser does). Upstream, an event whose text starts with a BOM mid-stream
+/// has a first line named `\u{feff}data`, unknown to everyone; once the events before it are
+/// dropped it becomes the first bytes the client gets, the client drops the BOM and reads a
+/// `data` line the gateway never classified: here an unfiltered tool list.
+#[test]
+fn a_stray_bom_never_reaches_the_start_of_the_client_stream() {
+    let cfg = policy_config();
+    let list = r#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#;
+    for before in [
+        "data: junk\n\n",
+        "\u{feff}: stream start\n\ndata: junk\n\n",
+        "",
+    ] {
+        let stream = format!("{before}\u{feff}data: {}\n\n", tools_answer(json!(5)));
+        for step in [1, 7, stream.len()] {
+            let live = MemoryDefinitions::default();
+            let (mut flow, _) = forwarded(&cfg, list, &live);
+            let text = through_sse_live(&mut flow, &cfg, &stream, step, &live);
+            // What a client reads (its splitter drops a stream-start BOM, as clients do).
+            let mut client = crate::response::sse::SseSplitter::new(usize::MAX);
+            let events = client.push(text.as_bytes()).unwrap();
+            for data in events.iter().filter_map(|e| e.data()) {
+                assert!(!data.contains("admin"), "{before:?}: {text:?}");
+                assert!(!data.contains("unknown"), "{before:?}: {text:?}");
+            }
+        }
+    }
+}

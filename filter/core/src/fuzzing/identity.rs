@@ -1,0 +1,257 @@
+//! Identity and sessions: jwt_authn's claim encoding, sealed session ids and event ids.
+
+use super::{show, Parts};
+use crate::identity::claims::{read_agent, read_user, JsonClaims};
+use crate::identity::metadata::{
+    as_bool, as_f64, as_list, as_map, as_str, as_str_list, encode, pairs, ClaimSource, HostError,
+};
+use crate::jsonrpc::{parse_payload, ParseRules};
+use crate::response::answers::Outstanding;
+use crate::response::resume::{open_event_id, seal_event_id, EventBinding, ResumeError};
+use crate::sealing;
+use crate::sessions::{RawKey, SessionBinding, SessionError, SessionKeys, SessionOwner};
+use serde_json::{json, Value};
+use std::sync::OnceLock;
+
+/// The claims a [`Parts`] source serves, input `i` for `CLAIMS[i]`.
+const CLAIMS: &[&str] = &[
+    "iss",
+    "sub",
+    "aud",
+    "exp",
+    "nbf",
+    "iat",
+    "jti",
+    "scope",
+    "scp",
+    "groups",
+    "roles",
+    "email",
+    "agent_type",
+    "agent_model",
+    "agent_capabilities",
+    "agent_trust_level",
+    "delegator_sub",
+    "delegation_chain",
+    "agent_attestation",
+    "message",
+];
+
+impl ClaimSource for Parts<'_> {
+    fn get(&self, path: &[&str]) -> Result<Option<Vec<u8>>, HostError> {
+        let Some(i) = path.get(1).and_then(|c| CLAIMS.iter().position(|k| k == c)) else {
+            return Ok(None);
+        };
+        Ok((i < self.len()).then(|| self.bytes(i).to_vec()))
+    }
+}
+
+/// Envoy's property encoding of claims, and the claims read from it.
+pub fn claims(data: &[u8]) {
+    if let Ok(p) = pairs(data) {
+        let owned: Vec<(Vec<u8>, Vec<u8>)> =
+            p.iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
+        assert_eq!(encode::pairs(&owned), data, "pairs read non-canonically");
+    }
+    let _ = (
+        as_list(data),
+        as_map(data),
+        as_str_list(data),
+        as_bool(data),
+    );
+    if let Ok(v) = as_f64(data) {
+        assert_eq!(v.to_le_bytes().as_slice(), data);
+    }
+    if let Ok(s) = as_str(data) {
+        assert_eq!(s.as_bytes(), data);
+    }
+    let parts = Parts::of(data);
+    for key in ["user", "agent"] {
+        if let Ok(u) = read_user(&parts, key) {
+            if let Ok(sub) = as_str(parts.bytes(1)) {
+                assert!(parts.len() < 2 || u.token.sub == sub);
+            }
+        }
+        let _ = read_agent(&parts, key);
+        let _ = crate::identity::claims::present(&parts, key);
+        let _ = crate::identity::claims::failure(&parts, key);
+    }
+    // A JSON payload, encoded as Envoy encodes it, reads back as written.
+    let Ok(Value::Object(payload)) = serde_json::from_slice::<Value>(data) else {
+        return;
+    };
+    let source = JsonClaims(vec![("user".into(), Value::Object(payload.clone()))]);
+    let strings = |v: Option<&Value>| -> Option<Vec<String>> {
+        v?.as_array()?
+            .iter()
+            .map(|s| s.as_str().map(str::to_string))
+            .collect()
+    };
+    if let Ok(u) = read_user(&source, "user") {
+        if let Some(Value::String(sub)) = payload.get("sub") {
+            assert_eq!(&u.token.sub, sub);
+        }
+        if let Some(groups) = strings(payload.get("groups")) {
+            assert_eq!(u.groups, groups);
+        }
+        match payload.get("aud") {
+            // A string that happens to be a valid list encoding reads as that list: see
+            // `Reader::str_or_list` (only NUL-bearing strings can).
+            Some(Value::String(a)) if !a.contains('\0') => assert_eq!(u.token.aud, vec![a.clone()]),
+            Some(v @ Value::Array(_)) => {
+                if let Some(list) = strings(Some(v)).filter(|l| !l.is_empty()) {
+                    assert_eq!(u.token.aud, list);
+                }
+            }
+            _ => {}
+        }
+        if let Some(Value::String(scope)) = payload.get("scope") {
+            let want: Vec<&str> = scope.split_ascii_whitespace().collect();
+            assert!(u
+                .token
+                .scopes
+                .iter()
+                .map(String::as_str)
+                .take(want.len())
+                .eq(want));
+        }
+    }
+    if let Ok(a) = read_agent(&source, "user") {
+        if let Some(Value::Array(chain)) = payload.get("delegation_chain") {
+            assert_eq!(a.delegation_chain.len(), chain.len());
+        }
+    }
+}
+
+/// Two session keys (`k2` seals, `k1` still opens).
+fn routing() -> &'static SessionKeys {
+    static KEYS: OnceLock<SessionKeys> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        let raw: Vec<RawKey> = serde_json::from_value(json!([
+            {"id": "k2", "secret": "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI="},
+            {"id": "k1", "secret": "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="},
+        ]))
+        .expect("keys parse");
+        SessionKeys::compile(raw, "sessions.keys").expect("keys compile")
+    })
+}
+
+/// The owner `(server, user, agent)` with the one issuer the fuzz target uses.
+fn owner<'a>(server: &'a str, user: &'a str, agent: &'a str) -> SessionOwner<'a> {
+    SessionOwner {
+        server,
+        user_issuer: "iss",
+        user,
+        agent_issuer: if agent.is_empty() { "" } else { "iss" },
+        agent,
+    }
+}
+
+/// `token` with byte `at` (modulo its length) replaced by the ASCII byte `with`, if that
+/// changes it.
+fn altered(token: &str, at: u8, with: u8) -> Option<String> {
+    let mut bytes = token.as_bytes().to_vec();
+    let at = usize::from(at) % bytes.len().max(1);
+    let with = with & 0x7F;
+    let b = bytes.get_mut(at)?;
+    if !b.is_ascii() || *b == with {
+        return None;
+    }
+    *b = with;
+    String::from_utf8(bytes).ok()
+}
+
+/// Sealed session ids and SSE event ids: the whole input as a presented token must not open;
+/// inputs 0-5 (session id, host, variant, server, user, agent) sealed must open for their
+/// owner only, and not once altered at input 6's first byte into input 7's.
+pub fn unseal(data: &[u8]) {
+    let r = routing();
+    let presented = String::from_utf8_lossy(data);
+    assert!(
+        r.open(&presented, &owner("srv", "alice", "")).is_err(),
+        "{}",
+        show(data)
+    );
+    assert!(open_event_id(r, &presented, &owner("srv", "alice", "")).is_err());
+    for (prefix, purpose) in [("mw1", "session"), ("mwe1", "sse event id")] {
+        assert!(sealing::open(r, prefix, purpose, &presented).is_none());
+    }
+
+    let parts = Parts::of(data);
+    let variant = parts.text(2);
+    let session = SessionBinding {
+        session_id: parts.text(0),
+        host: parts.text(1),
+        variant: (!variant.is_empty()).then_some(variant),
+        server: parts.text(3),
+        user_issuer: "iss".into(),
+        user: parts.text(4),
+        agent_issuer: if parts.text(5).is_empty() {
+            String::new()
+        } else {
+            "iss".into()
+        },
+        agent: parts.text(5),
+    };
+    let (server, user, agent) = (&session.server, &session.user, &session.agent);
+    let token = r.seal(&session).expect("a key seals");
+    assert_eq!(
+        r.open(&token, &owner(server, user, agent)).as_ref(),
+        Ok(&session)
+    );
+    let other = format!("{user}!");
+    assert_eq!(
+        r.open(&token, &owner(server, &other, agent)),
+        Err(SessionError::Foreign)
+    );
+    assert_eq!(
+        r.open(&token, &owner(&format!("{server}!"), user, agent)),
+        Err(SessionError::Foreign)
+    );
+    assert!(open_event_id(r, &token, &owner(server, user, agent)).is_err());
+    if let Some(t) = altered(&token, parts.byte(6), parts.byte(7)) {
+        assert_eq!(
+            r.open(&t, &owner(server, user, agent)),
+            Err(SessionError::Unknown),
+            "altered {token} to {t}"
+        );
+    }
+
+    let rules = ParseRules {
+        max_depth: 16,
+        max_batch: 16,
+        extra_methods: &[],
+        strict_keys: true,
+    };
+    let outstanding = parse_payload(parts.bytes(8), &rules, true)
+        .map(|p| Outstanding::of(&p))
+        .unwrap_or_default();
+    let event = EventBinding {
+        event_id: parts.text(0),
+        server: server.clone(),
+        user_issuer: session.user_issuer.clone(),
+        user: user.clone(),
+        agent_issuer: session.agent_issuer.clone(),
+        agent: agent.clone(),
+        outstanding,
+    };
+    let id = seal_event_id(r, &event).expect("a key seals");
+    assert_eq!(
+        open_event_id(r, &id, &owner(server, user, agent)).as_ref(),
+        Ok(&event)
+    );
+    assert_eq!(
+        open_event_id(r, &id, &owner(server, user, &format!("{agent}!"))),
+        Err(ResumeError::Foreign)
+    );
+    assert!(r.open(&id, &owner(server, user, agent)).is_err());
+    if let Some(t) = altered(&id, parts.byte(6), parts.byte(7)) {
+        if t.trim() != id {
+            assert_eq!(
+                open_event_id(r, &t, &owner(server, user, agent)),
+                Err(ResumeError::Unknown),
+                "altered {id} to {t}"
+            );
+        }
+    }
+}

@@ -1,0 +1,3 @@
+#![no_main]
+//! See `mcp_warden_core::fuzzing::claims`.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| mcp_warden_core::fuzzing::claims(data));
