@@ -236,7 +236,8 @@ WARDEN_ROUTING_CONFIG = {
                 "servers": {"bench": {"variants": [{"name": "stable", "weight": 90},
                                                    {"name": "canary", "weight": 10}]}}},
 }
-STS_BODY = '{"access_token":"exchanged.bench.token","token_type":"Bearer","expires_in":3600}'
+STS_BODY = ('{"access_token":"exchanged-bench-token","issued_token_type":"urn:ietf:params:oauth:token-type:access_token",'
+            '"token_type":"Bearer","expires_in":3600,"scope":"mcp:tools"}')
 
 # tools/list workload: the upstream answers a canned list of n tools; mcp-warden (with a registry
 # of all of them and a rule allowing every other one) shows the caller half of them. The main
@@ -387,7 +388,13 @@ def upstream_config() -> dict:
     an early reply that would close the connection) and answers from direct_response: a canned
     tools/call result, or the answer of the path (event stream, tools/list, STS)."""
     answers = upstream_answers()
-    routes = [{"match": {"prefix": "/"} if path == "/" else {"path": path},
+    def match(path: str) -> dict:
+        if path == "/":
+            return {"prefix": "/"}
+        if path == "/token":
+            return {"path": path}
+        return {"prefix": "/", "headers": [{"name": ANSWER_HEADER, "string_match": {"exact": path}}]}
+    routes = [{"match": match(path),
                "direct_response": {"status": 200, "body": {"inline_string": body}},
                "response_headers_to_add": [{"header": {"key": "content-type", "value": ctype},
                                             "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]}
@@ -917,11 +924,21 @@ def write_lua(ctx: Ctx) -> Path:
     return p
 
 
+# Only the exact endpoint is MCP (the filter refuses, and the routes do not send, any other
+# path): every workload POSTs /mcp, and names the canned answer it wants in this header, which
+# the upstream's routes match (a workload's `path` is that answer's key).
+ANSWER_HEADER = "x-bench-answer"
+
+
+def answer_headers(path: str) -> dict:
+    return {} if path == "/mcp" else {ANSWER_HEADER: path}
+
+
 def request(e: Envoy, body: bytes, headers: dict, path: str = "/mcp") -> tuple[int, bytes, str, bool]:
     """(status, body, content type, whether the connection stays open)."""
     c = http.client.HTTPConnection("127.0.0.1", e.port, timeout=10)
     try:
-        c.request("POST", path, body=body, headers=headers)
+        c.request("POST", "/mcp", body=body, headers={**headers, **answer_headers(path)})
         r = c.getresponse()
         return r.status, r.read(), r.getheader("content-type", ""), not r.will_close
     finally:
@@ -981,8 +998,9 @@ def measure(ctx: Ctx, e: Envoy, upstream: Envoy, w: Workload, seconds: int, toke
         env["BENCH_TOKENS_FILE"] = str(tokens)
     if w.status != 200:
         env["BENCH_EXPECT_STATUS"] = str(w.status)
+    extra = [a for k, v in answer_headers(w.path).items() for a in ("-H", f"{k}: {v}")]
     argv = pinned([ctx.wrk, "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(ctx.lua),
-                   f"http://127.0.0.1:{e.port}{w.path}"], tested=False)
+                   *extra, f"http://127.0.0.1:{e.port}/mcp"], tested=False)
     sampler = start_sampler(e) if PERF else None
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     c0, u0, (m0, st0), t0 = cpu_ticks(e.pid), cpu_ticks(upstream.pid), machine_ticks(), time.monotonic()
