@@ -160,16 +160,22 @@ pub enum Kind {
 #[serde(deny_unknown_fields)]
 struct Envelope<'a> {
     jsonrpc: String,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "present")]
     id: Option<&'a RawValue>,
-    #[serde(default)]
-    method: Option<String>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "present")]
+    method: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
     params: Option<&'a RawValue>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "present")]
     result: Option<&'a RawValue>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "present")]
     error: Option<&'a RawValue>,
+}
+
+/// A member that is there, even as `null`: `"result": null` next to an `error` is two answers to
+/// a client that tests for the member, not one.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
 }
 
 /// Reads what one message is from its envelope. `Err` says why it is not a JSON-RPC 2.0
@@ -187,7 +193,14 @@ pub fn classify(message: &[u8]) -> Result<Kind, String> {
         ),
     };
     let is_object = |raw: &RawValue| raw.get().trim_start().starts_with('{');
-    match (e.method, e.result, e.error) {
+    let method = match e.method {
+        None => None,
+        Some(raw) => Some(
+            serde_json::from_str::<String>(raw.get())
+                .map_err(|_| "`method` is not a string".to_string())?,
+        ),
+    };
+    match (method, e.result, e.error) {
         (Some(_), None, None) => {
             if e.params.is_some_and(|p| !is_object(p)) {
                 return Err("`params` is not an object".into());
@@ -343,6 +356,11 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":{},"method":"x"}"#,
             r#"{"jsonrpc":"2.0","method":"x","params":[1]}"#,
             r#"{"jsonrpc":"2.0","id":1,"result":{}} trailing"#,
+            // A member present as null is present: two answers, or no method.
+            r#"{"jsonrpc":"2.0","id":1,"result":null,"error":{"code":1,"message":"x"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"result":{},"error":null}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":null,"result":{}}"#,
+            r#"{"jsonrpc":"2.0","method":"x","params":null}"#,
         ] {
             assert!(k(bad).is_err(), "{bad} must not classify");
         }
