@@ -436,6 +436,26 @@ mod tests {
 
     /// Found by fuzzing (see `json::tests::numbers_are_read_correctly_rounded`): a number that
     /// servers read as just above `max` is above it here too.
+    /// Every word of up to `max` symbols over `alphabet`, the empty one included.
+    fn words(alphabet: &[u8], max: usize) -> Vec<Vec<u8>> {
+        let mut all: Vec<Vec<u8>> = vec![Vec::new()];
+        let mut last: Vec<Vec<u8>> = vec![Vec::new()];
+        for _ in 0..max {
+            last = last
+                .iter()
+                .flat_map(|w| {
+                    alphabet.iter().map(move |c| {
+                        let mut w = w.clone();
+                        w.push(*c);
+                        w
+                    })
+                })
+                .collect();
+            all.extend(last.iter().cloned());
+        }
+        all
+    }
+
     #[test]
     fn ranges_read_numbers_as_servers_do() {
         let c = ArgCondition {
@@ -504,24 +524,6 @@ mod tests {
     fn glob_matching_agrees_with_the_obvious_definition() {
         // Every pattern of up to 4 symbols over {a, b, *, ?} against every text of up to 4
         // letters over {a, b}.
-        let words = |alphabet: &[u8], max: usize| {
-            let mut all = vec![Vec::new()];
-            let mut last = vec![Vec::new()];
-            for _ in 0..max {
-                last = last
-                    .iter()
-                    .flat_map(|w: &Vec<u8>| {
-                        alphabet.iter().map(move |c| {
-                            let mut w = w.clone();
-                            w.push(*c);
-                            w
-                        })
-                    })
-                    .collect();
-                all.extend(last.iter().cloned());
-            }
-            all
-        };
         for p in words(b"ab*?", 4) {
             for t in words(b"ab", 4) {
                 assert_eq!(
@@ -580,24 +582,6 @@ mod tests {
 
     #[test]
     fn path_glob_matching_agrees_with_the_obvious_definition() {
-        let words = |alphabet: &[u8], max: usize| {
-            let mut all: Vec<Vec<u8>> = vec![Vec::new()];
-            let mut last: Vec<Vec<u8>> = vec![Vec::new()];
-            for _ in 0..max {
-                last = last
-                    .iter()
-                    .flat_map(|w| {
-                        alphabet.iter().map(move |c| {
-                            let mut w = w.clone();
-                            w.push(*c);
-                            w
-                        })
-                    })
-                    .collect();
-                all.extend(last.iter().cloned());
-            }
-            all
-        };
         for p in words(b"a/*?", 5) {
             for t in words(b"a/", 5) {
                 assert_eq!(
