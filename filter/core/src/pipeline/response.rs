@@ -585,6 +585,13 @@ impl RequestFlow {
                     None,
                 ),
             };
+            // A resource the client could not read by that text (it is not in normal form, so a
+            // read would be refused) is not shown either: what is listed is what was decided.
+            if matches!(kind, ListKind::Resources | ListKind::ResourceTemplates)
+                && crate::jsonrpc::uri::check(name).is_err()
+            {
+                return false;
+            }
             // Only whether it is shown matters: no reason is written for a hidden item.
             policy.allows(&Facts {
                 identity,

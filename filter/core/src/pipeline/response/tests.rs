@@ -541,3 +541,40 @@ fn a_stray_bom_never_reaches_the_start_of_the_client_stream() {
         }
     }
 }
+
+#[test]
+fn resources_listed_by_a_text_not_in_normal_form_are_hidden() {
+    let cfg = compile(&demo_server_json(
+        json!([]),
+        json!([
+            {"id": "list", "effect": "allow", "methods": ["resources/list"]},
+            {"id": "read", "effect": "allow", "methods": ["resources/read"], "resources": ["file:///srv/shared/**"]}
+        ]),
+    ));
+    let live = MemoryDefinitions::default();
+    let (mut flow, step) = forwarded(
+        &cfg,
+        r#"{"jsonrpc":"2.0","id":3,"method":"resources/list"}"#,
+        &live,
+    );
+    assert_eq!(step, Step::Continue);
+    flow.on_response_headers(&cfg, &headers("200", "application/json"), &(None, None));
+    let answer = json!({"jsonrpc": "2.0", "id": 3, "result": {"resources": [
+        {"uri": "file:///srv/shared/a.txt", "name": "a"},
+        {"uri": "file:///srv/shared/../../etc/passwd", "name": "p"},
+        {"uri": "file:///srv/shared/%2e%2e/x", "name": "x"},
+        {"uri": "file:///etc/hosts", "name": "h"}
+    ]}})
+    .to_string();
+    let out = flow
+        .on_response_json(&cfg, answer.as_bytes(), &live)
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    let uris: Vec<&str> = v["result"]["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["uri"].as_str().unwrap())
+        .collect();
+    assert_eq!(uris, vec!["file:///srv/shared/a.txt"]);
+}
