@@ -419,7 +419,7 @@ pub struct StsCall {
     pub timeout_ms: u64,
 }
 
-/// Builds the RFC 8693 request. `nonce` makes the client assertion's `jti` unique.
+/// Builds the RFC 8693 request. The client assertion's `jti` is random (`nonce` is mixed in).
 pub fn build_call(
     cfg: &ExchangeConfig,
     subject: &str,
@@ -469,10 +469,20 @@ pub fn build_call(
             key,
             audience,
         } => {
+            // 128 random bits: unique across workers and replicas, whose clocks and request
+            // numbers (`nonce`) repeat; the token service may refuse a replayed `jti`.
+            let mut random = [0u8; 16];
+            getrandom::fill(&mut random).map_err(|e| {
+                Rejection::new(
+                    Reason::Internal,
+                    format!("no random source for the client assertion's jti: {e}"),
+                )
+                .with_rule("exchange.client_auth")
+            })?;
             let mut jti = hmac_sha256::Hash::new();
+            jti.update(random);
             jti.update(now.to_le_bytes());
             jti.update(nonce.to_le_bytes());
-            jti.update(subject.as_bytes());
             let jti: String = jti
                 .finalize()
                 .iter()

@@ -118,6 +118,31 @@ fn private_key_jwt_signs_an_assertion() {
         other.body,
         String::from_utf8(body.into_bytes()).unwrap().into_bytes()
     );
+    // The same inputs (another worker or replica: same second, same request number, same
+    // caller) still give distinct ids.
+    let jti = |call: &StsCall| {
+        let body = String::from_utf8(call.body.clone()).unwrap();
+        let assertion = body
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("client_assertion="))
+            .unwrap()
+            .to_string();
+        key.public_key()
+            .verify_token::<NoCustomClaims>(
+                &assertion,
+                Some(VerificationOptions {
+                    artificial_time: Some(UnixTimeStamp::from_secs(1_800_000_010)),
+                    ..VerificationOptions::default()
+                }),
+            )
+            .unwrap()
+            .jwt_id
+            .unwrap()
+    };
+    let ids: std::collections::HashSet<String> = (0..50)
+        .map(|_| jti(&build_call(&c, "u", None, &params, 1_800_000_000, 7).unwrap()))
+        .collect();
+    assert_eq!(ids.len(), 50);
 }
 
 #[test]
