@@ -496,6 +496,12 @@ fn identity_cases() {
             &["user.kind"],
         ),
         refused(
+            "exchanged_token_as_user_token",
+            with_user(97, &user(json!({"set": {"act": {"sub": claude}}}))),
+            "invalid_token",
+            &["user.exchanged"],
+        ),
+        refused(
             "user_token_as_agent_token",
             call(31, vec![bearer(&good.user), agent_header(&good.user)]),
             "invalid_token",

@@ -55,6 +55,9 @@ pub struct UserClaims {
     pub email: Option<String>,
     /// Whether the token carries OIDC-A agent claims (then it is not a user token).
     pub has_agent_claims: bool,
+    /// Whether the token carries an RFC 8693 `act` claim: a token issued by an exchange for an
+    /// actor (such as one this gateway sends upstream), not a user's own token.
+    pub is_exchanged: bool,
 }
 
 /// One step of an OIDC-A `delegation_chain`.
@@ -226,6 +229,7 @@ pub fn read_user(source: &dyn ClaimSource, key: &str) -> Result<UserClaims, Clai
         roles: r.str_list("roles")?,
         email: r.str("email")?,
         has_agent_claims,
+        is_exchanged: r.raw("act")?.is_some(),
     })
 }
 

@@ -261,6 +261,15 @@ fn authenticate_user(
             "an agent token was presented as the user token",
         ));
     }
+    // A token from an exchange (RFC 8693 `act`: issued to an actor on the user's behalf, e.g.
+    // one this gateway sent upstream) is not the user's own, whatever audience it names.
+    if user.is_exchanged {
+        return Err(reject(
+            Reason::InvalidToken,
+            "user.exchanged",
+            "an exchanged token (it has an `act` claim) was presented as the user token",
+        ));
+    }
     check_common("user", &user.token, &u.issuers, &u.audiences, now, cfg.skew)?;
     if let Some(missing) = u
         .required_scopes

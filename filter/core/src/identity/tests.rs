@@ -185,6 +185,18 @@ fn every_rule_refuses_with_its_own_reason() {
             "user.claims",
         ),
         (
+            vec![
+                ("user", {
+                    let mut v = u();
+                    v["act"] = json!({"sub": "agent:agent-claude"});
+                    v
+                }),
+                ("agent", a()),
+            ],
+            Reason::InvalidToken,
+            "user.exchanged",
+        ),
+        (
             vec![("user", a()), ("agent", a())],
             Reason::InvalidToken,
             "user.kind",
