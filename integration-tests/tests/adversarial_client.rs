@@ -186,6 +186,32 @@ fn a_hostile_client_gets_nothing_past_the_decision() {
         assert!(!reached_tool(&s.evil, "delete_file"));
     });
 
+    // 6. A token in the URL (RFC 6750's query method) would reach the server and every access
+    //    log: refused before the server.
+    case(&mut failed, "token in the URL", || {
+        let before = s.evil.requests().len();
+        let user_token = s.bob.user.clone();
+        let resp = HttpRequest::new("POST", &format!("/mcp?access_token={user_token}"))
+            .header("Content-Type", "application/json")
+            .header("Accept", "application/json, text/event-stream")
+            .header("Mcp-Session-Id", &s.session)
+            .header("MCP-Protocol-Version", RAW_PROTOCOL_VERSION)
+            .tokens(&s.bob)
+            .body(json!({"jsonrpc": "2.0", "id": 9, "method": "ping"}).to_string())
+            .send(port)
+            .unwrap();
+        assert_eq!(resp.status, 400, "{resp}");
+        assert_eq!(
+            resp.json().unwrap()["error"]["data"]["rule"],
+            json!("identity.token_in_url")
+        );
+        assert_eq!(
+            s.evil.requests().len(),
+            before,
+            "nothing reached the server"
+        );
+    });
+
     assert!(
         failed.is_empty(),
         "cases that let the attack through: {failed:?}"

@@ -634,6 +634,17 @@ impl RequestFlow {
                 self.state = State::Rejected;
                 return Step::Reply(metadata_reply(&id_cfg.metadata_document));
             }
+            // RFC 6750's URI query method: the token would reach the server and every access
+            // log on the way. Refused before anything else is read.
+            if query_carries_token(&head.path) {
+                return self.reject(
+                    Rejection::new(
+                        Reason::InvalidRequest,
+                        "a token in the URL (access_token) is not accepted: send it in the Authorization header",
+                    )
+                    .with_rule("identity.token_in_url"),
+                );
+            }
             // Each removal is a host call: only for headers the request carries.
             for h in id_cfg.stripped_headers() {
                 if carries(headers, h) {
@@ -945,6 +956,41 @@ fn carries<K: AsRef<str>, V>(headers: &[(K, V)], name: &str) -> bool {
     headers
         .iter()
         .any(|(k, _)| k.as_ref().eq_ignore_ascii_case(name))
+}
+
+/// Whether the query string has an `access_token` parameter, however its name is
+/// percent-encoded or cased (servers differ in both).
+fn query_carries_token(path: &str) -> bool {
+    let Some(query) = path
+        .split('#')
+        .next()
+        .and_then(|p| p.split_once('?'))
+        .map(|(_, q)| q)
+    else {
+        return false;
+    };
+    query.split(['&', ';']).any(|param| {
+        let name = param.split('=').next().unwrap_or_default();
+        let mut decoded = Vec::with_capacity(name.len());
+        let mut bytes = name.bytes();
+        while let Some(b) = bytes.next() {
+            match b {
+                b'%' => {
+                    let hex: Vec<u8> = bytes.by_ref().take(2).collect();
+                    match std::str::from_utf8(&hex)
+                        .ok()
+                        .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    {
+                        Some(v) => decoded.push(v),
+                        None => decoded.push(b'%'),
+                    }
+                }
+                b'+' => decoded.push(b' '),
+                other => decoded.push(other),
+            }
+        }
+        decoded.trim_ascii().eq_ignore_ascii_case(b"access_token")
+    })
 }
 
 fn path_only(path: &str) -> &str {

@@ -578,3 +578,53 @@ fn resources_listed_by_a_text_not_in_normal_form_are_hidden() {
         .collect();
     assert_eq!(uris, vec!["file:///srv/shared/a.txt"]);
 }
+
+#[test]
+fn a_token_in_the_url_is_refused_before_anything_else() {
+    let cfg = super::super::tests::routing_config();
+    for path in [
+        "/mcp?access_token=eyJabc",
+        "/mcp?x=1&access_token=eyJabc",
+        "/mcp?ACCESS_TOKEN=eyJabc",
+        "/mcp?access%5Ftoken=eyJabc",
+        "/mcp?x=1;access_token=e",
+        "/mcp?access_token",
+    ] {
+        let mut flow = RequestFlow::new();
+        let mut h = post_headers();
+        for (k, v) in h.iter_mut() {
+            if k == ":path" {
+                *v = path.as_bytes().to_vec();
+            }
+        }
+        let step = super::super::tests::hdrs_with(
+            &mut flow,
+            &cfg,
+            &h,
+            false,
+            &super::super::tests::claims_for("alice"),
+        );
+        let Step::Reply(r) = step else {
+            panic!("{path}: {step:?}")
+        };
+        assert_eq!(r.status, 400, "{path}");
+        assert!(String::from_utf8_lossy(&r.body).contains("identity.token_in_url"));
+    }
+    for path in ["/mcp?x=access_token", "/mcp?my_access_token=1", "/mcp"] {
+        let mut flow = RequestFlow::new();
+        let mut h = post_headers();
+        for (k, v) in h.iter_mut() {
+            if k == ":path" {
+                *v = path.as_bytes().to_vec();
+            }
+        }
+        let step = super::super::tests::hdrs_with(
+            &mut flow,
+            &cfg,
+            &h,
+            false,
+            &super::super::tests::claims_for("alice"),
+        );
+        assert_eq!(step, Step::Pause, "{path}");
+    }
+}
