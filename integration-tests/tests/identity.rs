@@ -690,16 +690,17 @@ fn identity_cases() {
             "missing_token",
             &["user.missing"],
         ),
-        refused(
-            "user_token_only_in_the_query_string",
-            {
+        // A token in the URL is refused as such (400 `identity.token_in_url`, checked in
+        // adversarial_client.rs): it never stands in for the header, nor reaches the server.
+        Case {
+            name: "user_token_only_in_the_query_string".into(),
+            req: {
                 let mut r = call(74, vec![agent_header(&good.agent)]);
                 r.path = format!("/mcp?access_token={}", good.user);
                 r
             },
-            "missing_token",
-            &["user.missing"],
-        ),
+            expect: Expect::Refused4xx,
+        },
         Case {
             name: "two_authorization_headers".into(),
             req: call(75, good.headers()).header("Authorization", &format!("Bearer {}", bob.user)),
