@@ -579,9 +579,27 @@ fn resources_listed_by_a_text_not_in_normal_form_are_hidden() {
     assert_eq!(uris, vec!["file:///srv/shared/a.txt"]);
 }
 
+/// alice's POST to `path` (headers only), on the routing configuration.
+fn alice_posts_to(path: &str) -> Step {
+    let cfg = super::super::tests::routing_config();
+    let mut flow = RequestFlow::new();
+    let mut h = post_headers();
+    for (k, v) in h.iter_mut() {
+        if k == ":path" {
+            *v = path.as_bytes().to_vec();
+        }
+    }
+    super::super::tests::hdrs_with(
+        &mut flow,
+        &cfg,
+        &h,
+        false,
+        &super::super::tests::claims_for("alice"),
+    )
+}
+
 #[test]
 fn a_token_in_the_url_is_refused_before_anything_else() {
-    let cfg = super::super::tests::routing_config();
     for path in [
         "/mcp?access_token=eyJabc",
         "/mcp?x=1&access_token=eyJabc",
@@ -590,20 +608,7 @@ fn a_token_in_the_url_is_refused_before_anything_else() {
         "/mcp?x=1;access_token=e",
         "/mcp?access_token",
     ] {
-        let mut flow = RequestFlow::new();
-        let mut h = post_headers();
-        for (k, v) in h.iter_mut() {
-            if k == ":path" {
-                *v = path.as_bytes().to_vec();
-            }
-        }
-        let step = super::super::tests::hdrs_with(
-            &mut flow,
-            &cfg,
-            &h,
-            false,
-            &super::super::tests::claims_for("alice"),
-        );
+        let step = alice_posts_to(path);
         let Step::Reply(r) = step else {
             panic!("{path}: {step:?}")
         };
@@ -611,20 +616,6 @@ fn a_token_in_the_url_is_refused_before_anything_else() {
         assert!(String::from_utf8_lossy(&r.body).contains("identity.token_in_url"));
     }
     for path in ["/mcp?x=access_token", "/mcp?my_access_token=1", "/mcp"] {
-        let mut flow = RequestFlow::new();
-        let mut h = post_headers();
-        for (k, v) in h.iter_mut() {
-            if k == ":path" {
-                *v = path.as_bytes().to_vec();
-            }
-        }
-        let step = super::super::tests::hdrs_with(
-            &mut flow,
-            &cfg,
-            &h,
-            false,
-            &super::super::tests::claims_for("alice"),
-        );
-        assert_eq!(step, Step::Pause, "{path}");
+        assert_eq!(alice_posts_to(path), Step::Pause, "{path}");
     }
 }
