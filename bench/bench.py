@@ -105,6 +105,8 @@ CALLER_CONNECTIONS = _env_ints("BENCH_CALLER_CONNECTIONS", "64,256")
 BUFFER_LIMIT = 4 * MIB
 FILTER_BODY_LIMIT = 2 * MIB
 WARDEN_CONFIG = {"max_body_bytes": FILTER_BODY_LIMIT, "max_json_depth": 64}
+# The validation-only rows: no identity and no policy, so open mode, said explicitly.
+WARDEN_OPEN_CONFIG = {"mode": "open", **WARDEN_CONFIG}
 
 # The workload: an authenticated MCP tools/call, the same bytes for every configuration.
 ISSUER, AUDIENCE, SUBJECT = "https://idp.bench.invalid", "mcp-warden-bench", "bench-user"
@@ -187,7 +189,7 @@ def f_wasm(name: str, wasm: Path, configuration: str) -> dict:
 
 
 def f_warden(ctx: "Ctx", config: dict | None = None) -> dict:
-    return f_wasm("mcp_warden", ctx.wasm, json.dumps(config or WARDEN_CONFIG))
+    return f_wasm("mcp_warden", ctx.wasm, json.dumps(config or WARDEN_OPEN_CONFIG))
 
 
 def allow_bench_tools(**who: list[str]) -> dict:

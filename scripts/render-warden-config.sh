@@ -9,9 +9,15 @@
 #        [--template envoy/demo.yaml] [--out envoy/ecds/mcp_warden.yaml]
 #        [--wasm target/wasm32-wasip1/release/mcp_warden.wasm]
 #   scripts/render-warden-config.sh --plugin-json FILE [--no-check] [--out …] [--wasm …]
+#   any of them with [--allow-open] [--allow-example-secrets]
 #
 # --plugin-json FILE  use this whole plugin configuration instead of template + bundle
 # --no-check          skip `warden check` (to hand Envoy a configuration it must reject)
+# --allow-open        render a configuration with "mode": "open" (no identity or no policy);
+#                     also WARDEN_ALLOW_OPEN=1. Without it an open configuration is refused,
+#                     with or without --no-check
+# --allow-example-secrets  accept the keys and secrets of the shipped examples (`warden check`
+#                     refuses them otherwise): for the demo template only
 #
 # The defaults are relative to the repository root; paths given as arguments are relative to the
 # current directory. The warden CLI is $WARDEN if set (a path to the binary), else
@@ -29,6 +35,8 @@ OUT=envoy/ecds/mcp_warden.yaml
 WASM=target/wasm32-wasip1/release/mcp_warden.wasm
 PLUGIN_JSON=
 CHECK=1
+ALLOW_OPEN="${WARDEN_ALLOW_OPEN:-0}"
+CHECK_FLAGS=()
 
 usage() {
   # The comment block at the top of this file.
@@ -52,6 +60,8 @@ while [ $# -gt 0 ]; do
     --wasm) WASM="$(arg_path "${2:?}")"; shift 2 ;;
     --plugin-json) PLUGIN_JSON="$(arg_path "${2:?}")"; shift 2 ;;
     --no-check) CHECK=0; shift ;;
+    --allow-open) ALLOW_OPEN=1; shift ;;
+    --allow-example-secrets) CHECK_FLAGS+=(--allow-example-secrets); shift ;;
     -h|--help) usage ;;
     *) echo "render-warden-config: unknown argument $1" >&2; usage ;;
   esac
@@ -65,6 +75,12 @@ warden() {
   fi
 }
 
+case "$ALLOW_OPEN" in
+  1) CHECK_FLAGS+=(--allow-open) ;;
+  0|"") ALLOW_OPEN=0 ;;
+  *) echo "render-warden-config: WARDEN_ALLOW_OPEN must be 1 or 0, got '$ALLOW_OPEN'" >&2; exit 2 ;;
+esac
+
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 
@@ -76,10 +92,10 @@ if [ -z "$PLUGIN_JSON" ]; then
 fi
 
 # Python (stdlib) for the JSON and the YAML quoting.
-python3 - "$TEMPLATE" "$WORK/policy.json" "$PLUGIN_JSON" "$WASM" "$BUNDLE" >"$WORK/mcp_warden.yaml" <<'PY'
+python3 - "$TEMPLATE" "$WORK/policy.json" "$PLUGIN_JSON" "$WASM" "$BUNDLE" "$ALLOW_OPEN" "$OUT" >"$WORK/mcp_warden.yaml" <<'PY'
 import json, sys
 
-template, policy_file, plugin_json, wasm, bundle = sys.argv[1:6]
+template, policy_file, plugin_json, wasm, bundle, allow_open, out = sys.argv[1:8]
 STRING_VALUE = "type.googleapis.com/google.protobuf.StringValue"
 
 def template_plugin_config(path):
@@ -105,6 +121,15 @@ else:
         config["policy"] = json.load(f)
     text = json.dumps(config, separators=(",", ":"), ensure_ascii=False)
     source = f"{template} with the policy of {bundle}"
+# Open mode (no identity or no policy) only when asked, checked or not: a valid open
+# configuration is one Envoy would load.
+try:
+    parsed = json.loads(text)
+except ValueError:
+    parsed = None
+if isinstance(parsed, dict) and parsed.get("mode") == "open" and allow_open != "1":
+    sys.exit(f"render-warden-config: {source} says \"mode\": \"open\" (no identity or no policy "
+             f"is then enforced); pass --allow-open or set WARDEN_ALLOW_OPEN=1 to render it; {out} left unchanged")
 if "\n" in text:
     text = json.dumps(json.loads(text), separators=(",", ":"), ensure_ascii=False)
 value = "'" + text.replace("'", "''") + "'"
@@ -137,7 +162,7 @@ resources:
         value: {value}""")
 PY
 
-if [ "$CHECK" = 1 ] && ! warden check "$WORK/mcp_warden.yaml" >&2; then
+if [ "$CHECK" = 1 ] && ! warden check "${CHECK_FLAGS[@]}" "$WORK/mcp_warden.yaml" >&2; then
   echo "render-warden-config: the rendered configuration is invalid; $OUT left unchanged" >&2
   exit 1
 fi

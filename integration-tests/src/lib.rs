@@ -34,9 +34,11 @@ use std::time::{Duration, Instant};
 /// Where `cargo build --release -p mcp-warden --target wasm32-wasip1` puts the filter,
 /// relative to the repository root. `envoy/demo.yaml` names the same relative path.
 pub const WASM_REL_PATH: &str = "target/wasm32-wasip1/release/mcp_warden.wasm";
-/// The plugin configuration of `envoy/demo.yaml` without its `identity` section (see
-/// [`EnvoyConfig::demo_without_identity`]); [`demo_plugin_config`] reads the full one.
-pub const DEMO_PLUGIN_CONFIG: &str = r#"{"max_body_bytes": 1048576, "max_json_depth": 64}"#;
+/// The plugin configuration of `envoy/demo.yaml` without its `identity` and `policy` sections,
+/// so `"mode": "open"` (see [`EnvoyConfig::demo_without_identity`]); [`demo_plugin_config`]
+/// reads the full one.
+pub const DEMO_PLUGIN_CONFIG: &str =
+    r#"{"mode": "open", "max_body_bytes": 1048576, "max_json_depth": 64}"#;
 /// The issuer the demo IdP is started with and `envoy/demo.yaml` trusts. The IdP listens on any
 /// free port; only the `idp` cluster's `port_value: 4000` is substituted.
 pub const IDP_ISSUER: &str = "http://127.0.0.1:4000";
@@ -880,12 +882,14 @@ impl EnvoyConfig {
     }
 
     /// [`EnvoyConfig::demo`] with the plugin configuration of `envoy/demo.yaml` minus `policy`,
-    /// `token_exchange` and `routing`: identity checks only, every valid request of a verified caller is
-    /// forwarded unchanged (no list filtering, no exchanged token; the caller's tokens are
-    /// removed). For comparing what clients see with and without the gateway.
+    /// `token_exchange` and `routing`, so `"mode": "open"`: identity checks only, every valid
+    /// request of a verified caller is forwarded unchanged (no list filtering, no exchanged
+    /// token; the caller's tokens are removed). For comparing what clients see with and without
+    /// the gateway.
     pub fn demo_without_policy(upstream_port: u16, idp_port: u16) -> Self {
         let mut plugin = demo_plugin_config();
         let o = plugin.as_object_mut().expect("plugin config is an object");
+        o.insert("mode".into(), serde_json::json!("open"));
         o.remove("policy");
         o.remove("token_exchange");
         o.remove("routing");
@@ -900,8 +904,8 @@ impl EnvoyConfig {
     }
 
     /// `envoy/demo.yaml` without identity: no `jwt_authn` filter and the plugin config without
-    /// its `identity` section ([`DEMO_PLUGIN_CONFIG`]), so no IdP is needed. For tests of what
-    /// does not depend on the caller (config refusal, controls).
+    /// its `identity` (and `policy`) section, in open mode ([`DEMO_PLUGIN_CONFIG`]), so no IdP
+    /// is needed. For tests of what does not depend on the caller (config refusal, controls).
     pub fn demo_without_identity(upstream_port: u16) -> Self {
         let mut c = EnvoyConfig::demo(upstream_port, 1).plugin_config(DEMO_PLUGIN_CONFIG);
         c.removed_filters
@@ -1945,6 +1949,12 @@ pub struct RenderOutcome {
 
 /// Runs `scripts/render-warden-config.sh ARGS` (with `WARDEN` = [`warden_bin`]), bounded (60 s).
 pub fn render_warden_config(args: &[&str]) -> RenderOutcome {
+    render_warden_config_env(args, &[])
+}
+
+/// [`render_warden_config`] with these environment variables (`WARDEN_ALLOW_OPEN` is removed
+/// from the inherited environment unless given here).
+pub fn render_warden_config_env(args: &[&str], env: &[(&str, &str)]) -> RenderOutcome {
     let script = repo_root().join("scripts/render-warden-config.sh");
     require_file(
         &script,
@@ -1956,6 +1966,8 @@ pub fn render_warden_config(args: &[&str]) -> RenderOutcome {
         .args(args)
         .current_dir(repo_root())
         .env("WARDEN", warden_bin())
+        .env_remove("WARDEN_ALLOW_OPEN")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -2489,6 +2501,13 @@ mod tests {
         let plugin: serde_json::Value = serde_json::from_str(&plugin).unwrap();
         assert!(plugin.get("identity").is_some());
         assert!(plugin.get("policy").is_none() && plugin.get("token_exchange").is_none());
+        // Both partial configurations say they are open: the filter refuses them otherwise.
+        assert_eq!(plugin["mode"], "open");
+        let partial: serde_json::Value = serde_json::from_str(DEMO_PLUGIN_CONFIG).unwrap();
+        assert_eq!(partial["mode"], "open");
+        assert!(partial.get("identity").is_none() && partial.get("policy").is_none());
+        // The shipped demo enforces.
+        assert!(demo_plugin_config().get("mode").is_none());
     }
 
     #[test]

@@ -1,8 +1,12 @@
-//! A bad plugin configuration makes Envoy refuse to start, and says which field is wrong.
+//! A bad plugin configuration makes Envoy refuse to start, and says which field is wrong. A
+//! configuration without `identity` or `policy` is refused unless it says `"mode": "open"`;
+//! an open one runs, and Envoy's log says so loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use mcp_warden_integration_tests::{
-    demo_plugin_config, envoy_bin, repo_root, tail, wasm_path, Envoy, EnvoyConfig, Proc, TestCtx,
+    demo_plugin_config, envoy_bin, open_session, repo_root, tail, wasm_path, Envoy, EnvoyConfig,
+    HttpRequest, Idp, McpServer, Proc, RecordingUpstream, TestCtx, ALL_MCP_SCOPES,
+    DEMO_PLUGIN_CONFIG,
 };
 use serde_json::json;
 use std::process::Command;
@@ -11,14 +15,31 @@ use std::time::Duration;
 /// Starts Envoy with `plugin_json` and expects it to exit non-zero (bounded) with a
 /// warning/error/critical log line naming `field`.
 fn assert_refused(test: &str, plugin_json: &str, field: &str) {
-    let ctx = TestCtx::new(test);
     // Nothing listens on the upstream or IdP port: Envoy must not get that far anyway.
-    let config = EnvoyConfig::demo(1, 1).plugin_config(plugin_json);
-    let failure = match Envoy::try_start(&ctx, "envoy", &config, Duration::from_secs(30)) {
-        Ok(envoy) => panic!(
-            "Envoy started with plugin config {plugin_json}; it must refuse.\n{}",
-            tail(&envoy.proc.log(), 60)
-        ),
+    assert_config_refused(
+        test,
+        &EnvoyConfig::demo(1, 1).plugin_config(plugin_json),
+        field,
+    );
+}
+
+/// [`assert_refused`] for a whole Envoy configuration; returns the naming log lines.
+fn assert_config_refused(test: &str, config: &EnvoyConfig, field: &str) -> Vec<String> {
+    let ctx = TestCtx::new(test);
+    let plugin_json = config
+        .plugin_config
+        .as_deref()
+        .unwrap_or("(the template's)");
+    let failure = match Envoy::try_start(&ctx, "envoy", config, Duration::from_secs(30)) {
+        Ok(envoy) => {
+            // Say what a client would have got, to make the failure concrete.
+            let answer = HttpRequest::mcp_post(INITIALIZE).send(envoy.listener_port);
+            panic!(
+                "Envoy started with plugin config {plugin_json}; it must refuse. An initialize got {:?}\n{}",
+                answer.map(|r| r.status),
+                tail(&envoy.proc.log(), 60)
+            )
+        }
         Err(f) => f,
     };
     let log = &failure.log;
@@ -33,7 +54,7 @@ fn assert_refused(test: &str, plugin_json: &str, field: &str) {
         "Envoy exited with {status}, expected a failure:\n{}",
         tail(log, 60)
     );
-    let naming: Vec<&str> = log
+    let naming: Vec<String> = log
         .lines()
         .filter(|l| {
             let serious = ["][warning][", "][error][", "][critical]["]
@@ -41,6 +62,7 @@ fn assert_refused(test: &str, plugin_json: &str, field: &str) {
                 .any(|lvl| l.contains(lvl));
             serious && l.contains(field)
         })
+        .map(str::to_string)
         .collect();
     assert!(
         !naming.is_empty(),
@@ -52,6 +74,166 @@ fn assert_refused(test: &str, plugin_json: &str, field: &str) {
         failure.elapsed,
         naming.join("\n")
     );
+    naming
+}
+
+const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"it","version":"1"}}}"#;
+
+/// `envoy/demo.yaml`'s plugin configuration without these sections (and without what needs
+/// them: `token_exchange` and `routing` work per server of the policy).
+fn demo_without(sections: &[&str]) -> serde_json::Value {
+    let mut plugin = demo_plugin_config();
+    let o = plugin.as_object_mut().unwrap();
+    for s in sections {
+        o.remove(*s);
+    }
+    if sections.contains(&"policy") || sections.contains(&"identity") {
+        o.remove("token_exchange");
+        o.remove("routing");
+    }
+    plugin
+}
+
+/// An empty or partial configuration (no `identity`, no `policy`, or neither) without
+/// `"mode": "open"`: Envoy refuses it at start, the log names the missing section and points at
+/// `"mode": "open"`, and nothing reaches the MCP server (a live one, the demo's upstream).
+#[test]
+fn empty_or_partial_config_is_refused_and_nothing_reaches_the_server() {
+    let upstream = RecordingUpstream::start();
+    let mut partial = demo_plugin_config();
+    partial
+        .as_object_mut()
+        .unwrap()
+        .retain(|k, _| k.starts_with("max_"));
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("config_open_empty_object", "{}".into(), "identity"),
+        ("config_open_empty_text", String::new(), "identity"),
+        ("config_open_limits_only", partial.to_string(), "identity"),
+        (
+            "config_open_no_identity",
+            demo_without(&["identity"]).to_string(),
+            "identity",
+        ),
+        (
+            "config_open_no_policy",
+            demo_without(&["policy"]).to_string(),
+            "policy",
+        ),
+        (
+            "config_open_enforce_said",
+            {
+                let mut p = demo_without(&["policy"]);
+                p["mode"] = json!("enforce");
+                p.to_string()
+            },
+            "policy",
+        ),
+    ];
+    for (test, plugin, field) in cases {
+        // Identity-less variants run without jwt_authn, as an open deployment would.
+        let mut config = EnvoyConfig::demo(upstream.port, 1).plugin_config(&plugin);
+        if field == "identity" {
+            config = EnvoyConfig::demo_without_identity(upstream.port).plugin_config(&plugin);
+        }
+        let naming = assert_config_refused(test, &config, &format!("field `{field}`"));
+        assert!(
+            naming.iter().any(|l| l.contains(r#""mode": "open""#)),
+            "{test}: the refusal does not point at \"mode\": \"open\":\n{}",
+            naming.join("\n")
+        );
+    }
+    assert_eq!(
+        upstream.count(),
+        0,
+        "a refused configuration let requests reach the server: {:?}",
+        upstream.requests()
+    );
+}
+
+/// The warning lines Envoy logged for the filter's open mode.
+fn open_mode_lines(log: &str, section: &str) -> Vec<String> {
+    let needle = format!("mcp-warden: OPEN MODE: no {section} section");
+    log.lines()
+        .filter(|l| l.contains(&needle))
+        .map(str::to_string)
+        .collect()
+}
+
+/// `"mode": "open"` without identity and policy: Envoy starts, requests reach the server, and
+/// the log says at `warning` level, for each missing section, what is not enforced. With
+/// identity but no policy: only the policy is reported missing, and a caller without a token
+/// is still refused.
+#[test]
+fn open_mode_serves_and_warns_once_per_missing_section() {
+    let ctx = TestCtx::new("config_open_mode");
+    let server = McpServer::start(&ctx, "corp");
+    let mut problems = Vec::new();
+    {
+        let envoy = Envoy::start(
+            &ctx,
+            "envoy-open",
+            &EnvoyConfig::demo_without_identity(server.port).plugin_config(DEMO_PLUGIN_CONFIG),
+        );
+        let before = server.mcp_requests().len();
+        match open_session(envoy.listener_port, &[]) {
+            Ok(_) => {}
+            Err(e) => problems.push(format!("open mode: an anonymous initialize failed: {e}")),
+        }
+        if server.mcp_requests().len() <= before {
+            problems.push("open mode: the anonymous initialize did not reach the server".into());
+        }
+        let log = envoy.proc.log();
+        for section in ["identity", "policy"] {
+            let lines = open_mode_lines(&log, section);
+            if lines.is_empty() || !lines.iter().all(|l| l.contains("][warning][")) {
+                problems.push(format!(
+                    "open mode: expected `[warning]` lines for the missing {section}, got {lines:?}\n{}",
+                    tail(&log, 40)
+                ));
+            }
+        }
+        // The log's summary line says the mode too.
+        if !log.contains("mcp-warden: configured (mode=open") {
+            problems.push("open mode: no `configured (mode=open` line".into());
+        }
+    }
+    {
+        let idp = Idp::start(&ctx);
+        let envoy = Envoy::start(
+            &ctx,
+            "envoy-open-no-policy",
+            &EnvoyConfig::demo_without_policy(server.port, idp.port),
+        );
+        let log = envoy.proc.log();
+        if open_mode_lines(&log, "policy").is_empty() {
+            problems.push(format!(
+                "identity only: no OPEN MODE line for the missing policy\n{}",
+                tail(&log, 40)
+            ));
+        }
+        let identity = open_mode_lines(&log, "identity");
+        if !identity.is_empty() {
+            problems.push(format!(
+                "identity only: an OPEN MODE line for identity, which is configured: {identity:?}"
+            ));
+        }
+        let before = server.mcp_requests().len();
+        match HttpRequest::mcp_post(INITIALIZE).send(envoy.listener_port) {
+            Ok(r) if r.status == 401 => {}
+            other => problems.push(format!(
+                "identity only: an initialize without a token got {:?}, expected 401",
+                other.map(|r| r.status)
+            )),
+        }
+        if server.mcp_requests().len() != before {
+            problems.push("identity only: a request without a token reached the server".into());
+        }
+        let tokens = idp.tokens("alice", "agent-claude", ALL_MCP_SCOPES);
+        if let Err(e) = open_session(envoy.listener_port, &tokens.headers()) {
+            problems.push(format!("identity only: alice could not initialize: {e}"));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
 #[test]

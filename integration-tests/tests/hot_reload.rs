@@ -5,13 +5,15 @@
 //! everyone) and is rendered again: within a bounded wait `add` is refused and no longer listed,
 //! and no request of the load fails. An invalid bundle is refused by the script (the file stays
 //! as it was); an invalid plugin configuration written anyway is rejected by Envoy and the
-//! previous policy stays in force; a valid one after it is applied again.
+//! previous policy stays in force; a valid one after it is applied again. The script refuses an
+//! open configuration unless asked (`--allow-open`, `WARDEN_ALLOW_OPEN=1`), and the examples'
+//! secrets unless accepted (`--allow-example-secrets`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use mcp_warden_integration_tests::{
     demo_plugin_config, list_names, open_session, refusal_problems, render_warden_config,
-    repo_root, rpc_call, rpc_message, tool_call, wait_for, wasm_path, Envoy, EnvoyConfig, Idp,
-    McpServer, TestCtx, Tokens, ALICE_ALL_SCOPES,
+    render_warden_config_env, repo_root, rpc_call, rpc_message, tool_call, wait_for, wasm_path,
+    Envoy, EnvoyConfig, Idp, McpServer, TestCtx, Tokens, ALICE_ALL_SCOPES,
 };
 use serde_json::{json, Value};
 use std::fs;
@@ -97,7 +99,15 @@ fn policy_change_applies_without_restart_or_dropped_requests() {
         ecds.display().to_string(),
         wasm_path().display().to_string(),
     );
-    let out = ["--out", ecds_s.as_str(), "--wasm", wasm_s.as_str()];
+    // The demo template holds the examples' secrets (the demo STS client secret, the demo
+    // attestation key): accepted explicitly, as for the shipped demo files.
+    let out = [
+        "--out",
+        ecds_s.as_str(),
+        "--wasm",
+        wasm_s.as_str(),
+        "--allow-example-secrets",
+    ];
     render(&out);
 
     let config = EnvoyConfig::demo(server.port, idp.port)
@@ -304,4 +314,97 @@ fn policy_change_applies_without_restart_or_dropped_requests() {
         problems.push("Envoy exited".into());
     }
     assert!(problems.is_empty(), "hot reload:\n{}", problems.join("\n"));
+}
+
+/// `scripts/render-warden-config.sh` writes an open configuration only when asked, checked or
+/// not (`--no-check`), and the demo template (the examples' secrets) only with
+/// `--allow-example-secrets`; a refused render leaves the output file alone.
+#[test]
+fn render_refuses_open_mode_and_example_secrets_unless_asked() {
+    let ctx = TestCtx::new("hot_reload_render_refusals");
+    let out = ctx.path("mcp_warden.yaml");
+    let out_s = out.display().to_string();
+    let open = ctx.path("open.json");
+    write(&open, r#"{"mode": "open", "max_body_bytes": 4096}"#);
+    let open_s = open.display().to_string();
+    let mut problems = Vec::new();
+    let mut expect = |what: &str, args: &[&str], env: &[(&str, &str)], ok: bool, says: &str| {
+        let _ = fs::remove_file(&out);
+        let r = render_warden_config_env(&[&["--out", out_s.as_str()][..], args].concat(), env);
+        let written = out.exists();
+        if r.success != ok || written != ok || (!ok && r.code != Some(1)) {
+            problems.push(format!(
+                "{what}: exit {:?}, file written: {written}; expected {}:\n{}",
+                r.code,
+                if ok {
+                    "written"
+                } else {
+                    "refused (1), nothing written"
+                },
+                r.stderr
+            ));
+        } else if !r.stderr.contains(says) {
+            problems.push(format!(
+                "{what}: stderr does not say `{says}`:\n{}",
+                r.stderr
+            ));
+        }
+    };
+    let plugin = ["--plugin-json", open_s.as_str()];
+    expect("open", &plugin, &[], false, "--allow-open");
+    expect(
+        "open, --no-check",
+        &[&plugin[..], &["--no-check"]].concat(),
+        &[],
+        false,
+        "WARDEN_ALLOW_OPEN=1",
+    );
+    expect(
+        "open, WARDEN_ALLOW_OPEN=0",
+        &plugin,
+        &[("WARDEN_ALLOW_OPEN", "0")],
+        false,
+        "--allow-open",
+    );
+    expect(
+        "open, --allow-open",
+        &[&plugin[..], &["--allow-open"]].concat(),
+        &[],
+        true,
+        "OPEN MODE: no identity section",
+    );
+    expect(
+        "open, WARDEN_ALLOW_OPEN=1",
+        &plugin,
+        &[("WARDEN_ALLOW_OPEN", "1")],
+        true,
+        "OPEN MODE: no policy section",
+    );
+    // Not open, but empty: refused by the check as the filter would (enforce needs both).
+    let empty = ctx.path("empty.json");
+    write(&empty, "{}");
+    let empty_s = empty.display().to_string();
+    expect(
+        "empty",
+        &["--plugin-json", empty_s.as_str(), "--allow-open"],
+        &[],
+        false,
+        "field `identity`",
+    );
+    // The demo template: its demo STS client secret and attestation key are flagged.
+    expect(
+        "demo template",
+        &[],
+        &[],
+        false,
+        "field `token_exchange.client_auth.client_secret`",
+    );
+    expect(
+        "demo template, --allow-example-secrets",
+        &["--allow-example-secrets"],
+        &[],
+        true,
+        "warning: field `identity.agent.attestation.keys[0].pem`",
+    );
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }

@@ -1,7 +1,8 @@
 //! Policy bundles: TOML files holding what goes under `"policy"` in the plugin configuration.
 //!
 //! A bundle is read as TOML, converted to JSON and compiled by the core exactly as the filter
-//! compiles its configuration (`Config::from_json` of `{"policy": <bundle>}`), so a bundle that
+//! compiles its configuration (`Config::from_json` of `{"mode": "open", "policy": <bundle>}`:
+//! open only because a bundle carries no `identity`), so a bundle that
 //! passes here is accepted by Envoy. Errors carry the field path the core reports, located back
 //! to a line and column of the TOML file.
 
@@ -80,7 +81,8 @@ pub fn parse(file: &str, text: &str) -> Result<Bundle, Problem> {
             &field,
         )
     })?;
-    let config = serde_json::to_vec(&serde_json::json!({ "policy": json }))
+    // Open: the bundle is the policy alone; its identity comes with the plugin configuration.
+    let config = serde_json::to_vec(&serde_json::json!({ "mode": "open", "policy": json }))
         .map_err(|e| Problem::file(file, format!("cannot encode as JSON: {e}")))?;
     let compiled = Config::from_json(&config).map_err(|e| config_problem(file, text, &e))?;
     let policy = compiled

@@ -1,9 +1,57 @@
-//! `warden check`: validates bundles, plugin configurations and Envoy files with the core.
+//! `warden check`: validates bundles, plugin configurations and Envoy files with the core, and
+//! warns about what is valid but dangerous: open mode, keys and secrets copied from examples.
 
 use crate::bundle;
 use crate::envoy;
+use crate::example_secrets;
 use crate::problem::Problem;
-use mcp_warden_core::config::Config;
+use mcp_warden_core::config::{Config, Mode};
+
+/// What a warning is about; each kind fails the check unless accepted (see [`Accept`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WarningKind {
+    /// `"mode": "open"`: running without identity or policy is allowed.
+    OpenMode,
+    /// A key or secret copied from this repository's examples.
+    ExampleSecret,
+}
+
+/// A warning about a valid file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    /// What it is about.
+    pub kind: WarningKind,
+    /// Where and what (a [`Problem`] with `warning` set).
+    pub problem: Problem,
+}
+
+/// The warnings that do not fail the check (`--allow-open`, `--allow-example-secrets`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Accept {
+    /// Accept `"mode": "open"`.
+    pub open: bool,
+    /// Accept keys and secrets copied from the examples (the shipped demo files).
+    pub example_secrets: bool,
+}
+
+impl Accept {
+    /// Whether a warning of this kind is accepted.
+    pub fn accepts(&self, kind: WarningKind) -> bool {
+        match kind {
+            WarningKind::OpenMode => self.open,
+            WarningKind::ExampleSecret => self.example_secrets,
+        }
+    }
+}
+
+/// A valid file: a one-line summary and its warnings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    /// What the file holds.
+    pub summary: String,
+    /// What is valid but needs attention.
+    pub warnings: Vec<Warning>,
+}
 
 /// What kind of file a path is, by its extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,8 +80,8 @@ impl Kind {
     }
 }
 
-/// Checks one file: a one-line summary when it is valid, else every problem found.
-pub fn check_file(path: &str) -> Result<String, Vec<Problem>> {
+/// Checks one file: a summary and warnings when it is valid, else every problem found.
+pub fn check_file(path: &str) -> Result<Checked, Vec<Problem>> {
     let kind = Kind::of(path).ok_or_else(|| {
         vec![Problem::file(
             path,
@@ -42,11 +90,14 @@ pub fn check_file(path: &str) -> Result<String, Vec<Problem>> {
     })?;
     if kind == Kind::Bundle {
         let b = bundle::load(path).map_err(|p| vec![p])?;
-        return Ok(format!(
-            "policy bundle: {}, {}",
-            plural(b.policy.len(), "rule"),
-            plural(b.server_names().len(), "server")
-        ));
+        return Ok(Checked {
+            summary: format!(
+                "policy bundle: {}, {}",
+                plural(b.policy.len(), "rule"),
+                plural(b.server_names().len(), "server")
+            ),
+            warnings: Vec::new(),
+        });
     }
     let text = std::fs::read_to_string(path)
         .map_err(|e| vec![Problem::file(path, format!("cannot read: {e}"))])?;
@@ -57,14 +108,57 @@ pub fn check_file(path: &str) -> Result<String, Vec<Problem>> {
 }
 
 /// Checks a plugin configuration (JSON).
-pub fn check_plugin_text(file: &str, text: &str) -> Result<String, Problem> {
+pub fn check_plugin_text(file: &str, text: &str) -> Result<Checked, Problem> {
     let config = Config::from_json(text.as_bytes())
         .map_err(|e| Problem::file(file, e.message).with_field(e.field))?;
-    Ok(format!("plugin configuration: {}", describe(&config)))
+    Ok(Checked {
+        summary: format!("plugin configuration: {}", describe(&config)),
+        warnings: warnings(&config, text, &|p| p, file),
+    })
+}
+
+/// The warnings about a compiled configuration and its text; `at` places them in the file.
+fn warnings(
+    config: &Config,
+    text: &str,
+    at: &dyn Fn(Problem) -> Problem,
+    file: &str,
+) -> Vec<Warning> {
+    let warning = |kind, field: &str, message: &str| Warning {
+        kind,
+        problem: at(Problem {
+            warning: true,
+            ..Problem::file(file, message).with_field(field)
+        }),
+    };
+    let mut out: Vec<Warning> = config
+        .warnings
+        .iter()
+        .map(|w| {
+            let message = w.message.strip_prefix("mcp-warden: ").unwrap_or(&w.message);
+            warning(WarningKind::OpenMode, &w.field, message)
+        })
+        .collect();
+    if config.mode == Mode::Open && out.is_empty() {
+        out.push(warning(
+            WarningKind::OpenMode,
+            "mode",
+            "\"mode\": \"open\" with identity and policy both set: an edit that drops either is then accepted with a warning in Envoy's log instead of refused; remove the mode",
+        ));
+    }
+    // The text compiled, so it is JSON.
+    if let Ok(value) = serde_json::from_str::<serde_json::Value>(text) {
+        out.extend(
+            example_secrets::find(&value)
+                .into_iter()
+                .map(|f| warning(WarningKind::ExampleSecret, &f.field, &f.message)),
+        );
+    }
+    out
 }
 
 /// Checks every plugin configuration of an Envoy file.
-pub fn check_envoy_text(file: &str, text: &str) -> Result<String, Vec<Problem>> {
+pub fn check_envoy_text(file: &str, text: &str) -> Result<Checked, Vec<Problem>> {
     let configs = envoy::plugin_configs(text).map_err(|(line, message)| {
         vec![Problem {
             line: Some(line),
@@ -76,10 +170,12 @@ pub fn check_envoy_text(file: &str, text: &str) -> Result<String, Vec<Problem>> 
         && text.contains("envoy.extensions.filters.http.wasm.v3.Wasm")
     {
         // The filter's configuration comes from ECDS: the delivered file is checked on its own.
-        return Ok(
-            "filter configuration delivered by ECDS (config_discovery); check the delivered file"
-                .into(),
-        );
+        return Ok(Checked {
+            summary:
+                "filter configuration delivered by ECDS (config_discovery); check the delivered file"
+                    .into(),
+            warnings: Vec::new(),
+        });
     }
     if configs.is_empty() {
         return Err(vec![Problem::file(
@@ -89,9 +185,18 @@ pub fn check_envoy_text(file: &str, text: &str) -> Result<String, Vec<Problem>> 
     }
     let mut problems = Vec::new();
     let mut summaries = Vec::new();
+    let mut found = Vec::new();
     for c in &configs {
         match Config::from_json(c.json.as_bytes()) {
-            Ok(config) => summaries.push(format!("line {} ({})", c.line, describe(&config))),
+            Ok(config) => {
+                summaries.push(format!("line {} ({})", c.line, describe(&config)));
+                let at = |p: Problem| Problem {
+                    line: Some(c.line),
+                    column: Some(c.column),
+                    ..p
+                };
+                found.extend(warnings(&config, &c.json, &at, file));
+            }
             Err(e) => problems.push(Problem {
                 line: Some(c.line),
                 column: Some(c.column),
@@ -101,11 +206,14 @@ pub fn check_envoy_text(file: &str, text: &str) -> Result<String, Vec<Problem>> 
         }
     }
     if problems.is_empty() {
-        Ok(format!(
-            "{}: {}",
-            plural(configs.len(), "plugin configuration"),
-            summaries.join("; ")
-        ))
+        Ok(Checked {
+            summary: format!(
+                "{}: {}",
+                plural(configs.len(), "plugin configuration"),
+                summaries.join("; ")
+            ),
+            warnings: found,
+        })
     } else {
         Err(problems)
     }
@@ -129,6 +237,9 @@ fn describe(c: &Config) -> String {
         Some(p) => format!("{identity}, policy with {}", plural(p.len(), "rule")),
         None => format!("{identity}, no policy"),
     };
+    if c.mode == Mode::Open {
+        out.insert_str(0, "OPEN MODE: ");
+    }
     if let Some(f) = &c.response_filters {
         out.push_str(&format!(", response filters ({})", f.summary()));
     }
@@ -156,7 +267,73 @@ mod tests {
         .unwrap_err();
         assert_eq!(p.field.as_deref(), Some("policy.rules[0].effect"));
         assert_eq!(p.to_string().split(": ").next(), Some("p.json"));
-        assert!(check_plugin_text("p.json", "{}").is_ok());
+        let empty = check_plugin_text("p.json", "{}").unwrap_err();
+        assert_eq!(empty.field.as_deref(), Some("identity"));
+        assert!(empty.message.contains(r#""mode": "open""#), "{empty}");
+        assert!(check_plugin_text("p.json", r#"{"mode":"open"}"#).is_ok());
+    }
+
+    fn kinds_and_fields(c: &Checked) -> Vec<(WarningKind, String)> {
+        c.warnings
+            .iter()
+            .map(|w| (w.kind, w.problem.field.clone().unwrap_or_default()))
+            .collect()
+    }
+
+    #[test]
+    fn open_mode_is_a_warning_per_missing_section() {
+        use WarningKind::OpenMode;
+        let c = check_plugin_text("p.json", r#"{"mode":"open"}"#).unwrap();
+        assert_eq!(
+            kinds_and_fields(&c),
+            [(OpenMode, "identity".into()), (OpenMode, "policy".into())]
+        );
+        assert!(c.summary.contains("OPEN MODE"), "{}", c.summary);
+        let line = c.warnings[0].problem.to_string();
+        assert!(
+            line.starts_with("p.json: warning: field `identity`: OPEN MODE: no identity section"),
+            "{line}"
+        );
+        // Open with both sections: still a warning (the next edit could drop one silently).
+        let both = r#"{"mode":"open","identity":{"protected_resource":{"resource":"http://gw/mcp","authorization_servers":["i"]},"user":{"issuers":["i"]}},"policy":{}}"#;
+        let c = check_plugin_text("p.json", both).unwrap();
+        assert_eq!(kinds_and_fields(&c), [(OpenMode, "mode".into())]);
+        let enforced = both.replace(r#""mode":"open","#, "");
+        assert!(check_plugin_text("p.json", &enforced)
+            .unwrap()
+            .warnings
+            .is_empty());
+        assert!(Accept {
+            open: true,
+            example_secrets: false
+        }
+        .accepts(OpenMode));
+        assert!(!Accept::default().accepts(OpenMode));
+    }
+
+    #[test]
+    fn example_secrets_are_warnings_at_the_config_line() {
+        let yaml = "a:\n  \"@type\": type.googleapis.com/google.protobuf.StringValue\n  value: '{\"mode\":\"open\",\"routing\":{},\"sessions\":{\"keys\":[{\"id\":\"k\",\"secret\":\"QLPlh2LIKRAJecQbCuXzKC1FGssgQJoNoid9OAr1QF4=\"}]}}'\n";
+        // Sessions need identity: an error first.
+        assert!(check_envoy_text("e.yaml", yaml).is_err());
+        let yaml = yaml.replace(
+            r#""routing":{},"#,
+            r#""identity":{"protected_resource":{"resource":"http://gw/mcp","authorization_servers":["i"]},"user":{"issuers":["i"]}},"policy":{},"#,
+        );
+        let c = check_envoy_text("e.yaml", &yaml).unwrap();
+        assert_eq!(
+            kinds_and_fields(&c),
+            [
+                (WarningKind::OpenMode, "mode".into()),
+                (WarningKind::ExampleSecret, "sessions.keys[0].secret".into())
+            ]
+        );
+        let line = c.warnings[1].problem.to_string();
+        assert!(
+            line.starts_with("e.yaml:3:11: warning: field `sessions.keys[0].secret`: the test session key of envoy/routing.yaml"),
+            "{line}"
+        );
+        assert!(!line.contains("QLPlh2"), "{line}");
     }
 
     #[test]
@@ -168,6 +345,12 @@ mod tests {
         assert_eq!(ps[0].field.as_deref(), Some("max_json_depth"));
         assert!(check_envoy_text("e.yaml", "a: 1\n").is_err());
         let ok = yaml.replace("500", "50");
-        assert!(check_envoy_text("e.yaml", &ok).is_ok());
+        let e = check_envoy_text("e.yaml", &ok).unwrap_err();
+        assert_eq!(e[0].field.as_deref(), Some("identity"));
+        let open = yaml.replace(
+            r#"{"max_json_depth":500"#,
+            r#"{"mode":"open","max_json_depth":50"#,
+        );
+        assert!(check_envoy_text("e.yaml", &open).is_ok());
     }
 }

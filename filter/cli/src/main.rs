@@ -8,7 +8,7 @@ const USAGE: &str = "\
 warden — mcp-warden policy tool (uses the filter's own code)
 
 Usage:
-  warden check <bundle.toml | plugin.json | envoy.yaml>...
+  warden check [--allow-open] [--allow-example-secrets] <bundle.toml | plugin.json | envoy.yaml>...
   warden test <bundle-dir>...
   warden compile [--compact] <bundle.toml>
   warden pin --url http://HOST:PORT/PATH [--server NAME] [--header \"K: V\"]... [--approved-for GROUP]...
@@ -18,7 +18,7 @@ Exit status: 0 when everything is valid / passes, 1 otherwise, 2 for usage error
 ";
 
 const CHECK_HELP: &str = "\
-warden check <file>...
+warden check [--allow-open] [--allow-example-secrets] <file>...
 
 Validates each file with the filter's configuration code and prints `file: ok (...)` or one
 line per problem: `file:line:column: field `path`: message`.
@@ -28,7 +28,17 @@ line per problem: `file:line:column: field `path`: message`.
   *.yaml, *.yml an Envoy configuration: every plugin configuration in it (the single-quoted
                 `value: '...'` of each \"@type\": type.googleapis.com/google.protobuf.StringValue)
 
-Exit status 1 when any file has a problem.
+Warnings (`file:line:column: warning: field `path`: message`), about valid configurations:
+  open mode     \"mode\": \"open\" (one warning per missing identity / policy section)
+  example keys  a key or secret copied from this repository's examples: the demo STS client
+                secret, the demo attestation key, the session key of envoy/routing.yaml, test
+                session keys (the field is named, the value never printed)
+A warning fails the check unless accepted:
+  --allow-open             accept open mode (a deliberate open deployment)
+  --allow-example-secrets  accept the examples' keys and secrets (the shipped demo files only)
+Accepted warnings are still printed.
+
+Exit status 1 when any file has a problem or a warning that was not accepted.
 ";
 
 const TEST_HELP: &str = "\
@@ -137,10 +147,46 @@ fn files(args: &[String]) -> Result<&[String], String> {
 }
 
 fn run_check(args: &[String]) -> Result<bool, String> {
+    let mut accept = check::Accept::default();
+    let mut rest = Vec::new();
+    for a in args {
+        match a.as_str() {
+            "--allow-open" => accept.open = true,
+            "--allow-example-secrets" => accept.example_secrets = true,
+            _ => rest.push(a.clone()),
+        }
+    }
     let mut ok = true;
-    for file in files(args)? {
+    for file in files(&rest)? {
         match check::check_file(file) {
-            Ok(summary) => println!("{file}: ok ({summary})"),
+            Ok(checked) => {
+                for w in &checked.warnings {
+                    println!("{}", w.problem);
+                }
+                let refused: Vec<&str> = [
+                    (check::WarningKind::OpenMode, "open mode (--allow-open)"),
+                    (
+                        check::WarningKind::ExampleSecret,
+                        "example secrets (--allow-example-secrets)",
+                    ),
+                ]
+                .into_iter()
+                .filter(|(kind, _)| {
+                    !accept.accepts(*kind) && checked.warnings.iter().any(|w| w.kind == *kind)
+                })
+                .map(|(_, what)| what)
+                .collect();
+                if refused.is_empty() {
+                    println!("{file}: ok ({})", checked.summary);
+                } else {
+                    ok = false;
+                    println!(
+                        "{file}: not accepted: {} ({})",
+                        refused.join(", "),
+                        checked.summary
+                    );
+                }
+            }
             Err(problems) => {
                 ok = false;
                 for p in problems {

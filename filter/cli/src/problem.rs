@@ -1,4 +1,5 @@
-//! A problem found in a file, reported as `file:line:column: field `path`: message`.
+//! A problem found in a file, reported as `file:line:column: field `path`: message`
+//! (`file:line:column: warning: field `path`: message` for a warning).
 
 use std::fmt;
 
@@ -15,6 +16,8 @@ pub struct Problem {
     pub field: Option<String>,
     /// What is wrong.
     pub message: String,
+    /// A warning (the file is valid, but something in it needs attention) rather than an error.
+    pub warning: bool,
 }
 
 impl Problem {
@@ -26,6 +29,7 @@ impl Problem {
             column: None,
             field: None,
             message: message.into(),
+            warning: false,
         }
     }
 
@@ -54,6 +58,9 @@ impl fmt::Display for Problem {
             }
         }
         write!(f, ": ")?;
+        if self.warning {
+            write!(f, "warning: ")?;
+        }
         if let Some(field) = &self.field {
             write!(f, "field `{field}`: ")?;
         }
@@ -98,5 +105,10 @@ mod tests {
             .with_field("rules[0].id");
         assert_eq!(p.to_string(), "b.toml:2:1: field `rules[0].id`: bad");
         assert_eq!(Problem::file("b.toml", "bad").to_string(), "b.toml: bad");
+        let w = Problem {
+            warning: true,
+            ..Problem::file("p.json", "careful").with_field("mode")
+        };
+        assert_eq!(w.to_string(), "p.json: warning: field `mode`: careful");
     }
 }

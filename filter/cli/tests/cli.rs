@@ -58,7 +58,11 @@ fn every_shipped_bundle_and_envoy_file_checks() {
         .collect();
     assert!(files.len() >= 2, "{files:?}");
     files.extend(shipped("envoy", "yaml"));
-    let args: Vec<&str> = std::iter::once("check")
+    files.extend(shipped("envoy/ecds", "yaml"));
+    // The shipped demo files hold the examples' secrets: accepted explicitly (as `make
+    // policies` does), still reported, and the only warnings (no shipped file is open).
+    let args: Vec<&str> = ["check", "--allow-example-secrets"]
+        .into_iter()
         .chain(files.iter().map(String::as_str))
         .collect();
     let o = warden(&args);
@@ -69,6 +73,111 @@ fn every_shipped_bundle_and_envoy_file_checks() {
         files.len(),
         "{out}"
     );
+    assert!(!out.contains("OPEN MODE"), "{out}");
+    for expected in [
+        "envoy/demo.yaml:157:27: warning: field `token_exchange.client_auth.client_secret`: the demo STS client secret",
+        "envoy/demo.yaml:157:27: warning: field `identity.agent.attestation.keys[0].pem`: the demo attestation public key",
+        "envoy/routing.yaml:179:27: warning: field `sessions.keys[0].secret`: the test session key of envoy/routing.yaml",
+        "envoy/ecds/mcp_warden.yaml:26:17: warning: field `token_exchange.client_auth.client_secret`",
+    ] {
+        let (at, rest) = expected.split_once(": warning").unwrap();
+        // Line numbers move with edits: match the file, then the rest of the line.
+        let file = at.split(':').next().unwrap();
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(file) && l.contains(&format!("warning{rest}"))),
+            "no `{expected}` in:\n{out}"
+        );
+    }
+    // Without the flag the same files fail, each file with example secrets saying why.
+    let o = warden(
+        &args
+            .iter()
+            .copied()
+            .filter(|a| !a.starts_with("--"))
+            .collect::<Vec<_>>(),
+    );
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    for file in [
+        "envoy/demo.yaml",
+        "envoy/routing.yaml",
+        "envoy/ecds/mcp_warden.yaml",
+    ] {
+        assert!(
+            out.contains(&format!(
+                "{file}: not accepted: example secrets (--allow-example-secrets)"
+            )),
+            "{file}:\n{out}"
+        );
+    }
+}
+
+#[test]
+fn open_mode_and_copied_secrets_fail_the_check_unless_accepted() {
+    let dir = scratch("open-mode");
+    let open = dir.join("open.json");
+    std::fs::write(&open, r#"{"mode":"open","max_body_bytes":4096}"#).unwrap();
+    let open = open.to_string_lossy().into_owned();
+    let o = warden(&["check", &open]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains(&format!(
+            "{open}: warning: field `identity`: OPEN MODE: no identity section"
+        )) && out.contains(&format!(
+            "{open}: warning: field `policy`: OPEN MODE: no policy section"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("{open}: not accepted: open mode (--allow-open)")),
+        "{out}"
+    );
+    // Accepted: still printed, exit 0. The other flag does not accept it.
+    let o = warden(&["check", "--allow-open", &open]);
+    assert!(o.status.success(), "{}", stdout(&o));
+    assert!(stdout(&o).contains("OPEN MODE: no identity section"));
+    assert_eq!(
+        warden(&["check", "--allow-example-secrets", &open])
+            .status
+            .code(),
+        Some(1)
+    );
+    // An empty configuration is not open: it is an error, whatever is accepted.
+    let empty = dir.join("empty.json");
+    std::fs::write(&empty, "{}").unwrap();
+    let empty = empty.to_string_lossy().into_owned();
+    let o = warden(&["check", "--allow-open", "--allow-example-secrets", &empty]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stdout(&o).starts_with(&format!("{empty}: field `identity`: missing")),
+        "{}",
+        stdout(&o)
+    );
+    // The demo's plugin configuration copied into a file of its own: its secrets are named by
+    // field, their values never printed; the open-mode flag does not accept them.
+    let demo = std::fs::read_to_string(repo().join("envoy/demo.yaml")).unwrap();
+    let json = mcp_warden_cli::envoy::plugin_configs(&demo).unwrap()[0]
+        .json
+        .clone();
+    let copied = dir.join("copied.json");
+    std::fs::write(&copied, &json).unwrap();
+    let copied = copied.to_string_lossy().into_owned();
+    let o = warden(&["check", "--allow-open", &copied]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains(&format!(
+            "{copied}: warning: field `token_exchange.client_auth.client_secret`: the demo STS client secret"
+        )),
+        "{out}"
+    );
+    assert!(!out.contains("mcp-warden-secret\""), "{out}");
+    assert!(!out.contains("MFkwEwYH"), "{out}");
+    assert!(warden(&["check", "--allow-example-secrets", &copied])
+        .status
+        .success());
 }
 
 #[test]
@@ -115,7 +224,7 @@ fn check_of_plugin_json_and_envoy_yaml() {
     let json = dir.join("plugin.json");
     std::fs::write(
         &json,
-        r#"{"policy":{"rules":[{"id":"a","effect":"allow","min_trust_level":"godlike"}]}}"#,
+        r#"{"mode":"open","policy":{"rules":[{"id":"a","effect":"allow","min_trust_level":"godlike"}]}}"#,
     )
     .unwrap();
     let path = json.to_string_lossy().into_owned();
@@ -196,7 +305,7 @@ fn compile_prints_the_policy_json_the_plugin_accepts() {
     let policy: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(policy["timezone"], "Europe/Berlin");
     assert_eq!(policy["servers"][0]["name"], "corp");
-    let config = serde_json::json!({ "policy": policy }).to_string();
+    let config = serde_json::json!({ "mode": "open", "policy": policy }).to_string();
     let compiled = mcp_warden_core::config::Config::from_json(config.as_bytes()).unwrap();
     assert_eq!(compiled.policy.map(|p| p.len()), Some(12));
     let pretty = warden(&["compile", "policies/minimal/bundle.toml"]);

@@ -2,6 +2,8 @@
 //!
 //! [`Config::from_json`] is called once, in `on_configure`. Unknown fields and bad values are
 //! errors whose message names the field, so Envoy refuses the plugin with a useful log line.
+//! Running without `identity` or `policy` takes `"mode": "open"` ([`mode`]); what the operator
+//! must hear about an accepted configuration comes back in [`Config::warnings`].
 
 use crate::exchange::{ExchangeConfig, RawExchange};
 use crate::identity::{IdentityConfig, RawIdentity};
@@ -15,10 +17,18 @@ use crate::transport::KNOWN_PROTOCOL_VERSIONS;
 use serde::Deserialize;
 use std::fmt;
 
+pub mod mode;
+pub use mode::{ConfigWarning, Mode};
+
 /// The configuration as written by the operator.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
+    /// `"enforce"` (default): `identity` and `policy` are both required, a configuration without
+    /// one is refused naming it. `"open"`: either may be left out, on purpose; each missing one
+    /// is logged at `warn` when the filter starts (see README "Open mode").
+    #[serde(default)]
+    pub mode: Mode,
     /// Largest request body accepted, in bytes; larger bodies get 413. Default 1048576 (1 MiB),
     /// allowed 1..=67108864. Envoy's own buffer limit (`per_connection_buffer_limit_bytes`)
     /// must be at least this large.
@@ -45,12 +55,13 @@ pub struct RawConfig {
     /// Default true; turn off only for servers that need such keys and decode them exactly.
     #[serde(default = "default_true")]
     pub strict_keys: bool,
-    /// Who may call: user and agent token rules (see README "Identity"). Omit to run without
-    /// identity checks (validation only).
+    /// Who may call: user and agent token rules (see README "Identity"). Required unless
+    /// `"mode": "open"` (then omitting it means no identity checks: validation only).
     #[serde(default)]
     pub identity: Option<RawIdentity>,
     /// What callers may do: servers with their tool registry, and rules (see README "Policy").
-    /// Omit to forward every valid request (no authorization).
+    /// Required unless `"mode": "open"` (then omitting it forwards every valid request: no
+    /// authorization).
     #[serde(default)]
     pub policy: Option<RawPolicy>,
     /// RFC 8693 token exchange: per server and tool, the token that goes upstream instead of
@@ -96,6 +107,11 @@ fn default_max_batch_messages() -> usize {
 /// The compiled configuration the filter runs with.
 #[derive(Debug)]
 pub struct Config {
+    /// See [`RawConfig::mode`].
+    pub mode: Mode,
+    /// What the adapter logs at `warn` when it loads this configuration (open mode: one per
+    /// missing section). Empty for a configuration that enforces.
+    pub warnings: Vec<ConfigWarning>,
     /// See [`RawConfig::max_body_bytes`].
     pub max_body_bytes: u64,
     /// See [`RawConfig::max_json_depth`].
@@ -124,9 +140,14 @@ pub struct Config {
     pub response_filters: Option<ResponseFilters>,
 }
 
+/// The open configuration: no identity, no policy, every other setting at its default (what
+/// `{"mode": "open"}` compiles to). For tests; a deployed filter runs
+/// only what [`Config::from_json`] accepted.
 impl Default for Config {
     fn default() -> Self {
         Config {
+            mode: Mode::Open,
+            warnings: mode::open_warnings(false, false),
             max_body_bytes: default_max_body_bytes(),
             max_json_depth: default_max_json_depth(),
             max_batch_messages: default_max_batch_messages(),
@@ -177,7 +198,8 @@ pub fn err(field: &str, message: impl Into<String>) -> ConfigError {
 }
 
 impl Config {
-    /// Parses and validates the plugin configuration. Empty input means all defaults.
+    /// Parses and validates the plugin configuration. Empty input is read as `{}`, which is
+    /// refused: it has neither `identity` nor `policy` and does not say `"mode": "open"`.
     pub fn from_json(bytes: &[u8]) -> Result<Config, ConfigError> {
         let text =
             std::str::from_utf8(bytes).map_err(|_| err(".", "configuration is not UTF-8"))?;
@@ -256,6 +278,7 @@ impl RawConfig {
                 ));
             }
         }
+        let mode = self.mode;
         let legacy_keys = self.routing.as_mut().and_then(|r| r.session_keys.take());
         let sessions = match (self.sessions, legacy_keys) {
             (Some(_), Some(_)) => {
@@ -284,6 +307,8 @@ impl RawConfig {
             s => s,
         };
         Ok(Config {
+            mode,
+            warnings: Vec::new(),
             max_body_bytes: self.max_body_bytes,
             max_json_depth: self.max_json_depth,
             max_batch_messages: self.max_batch_messages,
@@ -305,7 +330,15 @@ impl RawConfig {
                 .transpose()?,
         })
         .and_then(check_cross_fields)
+        .and_then(check_mode)
     }
+}
+
+/// Last, so a wrong field is named before a missing section: `enforce` refuses a configuration
+/// without `identity` or `policy`; `open` records one warning per missing section.
+fn check_mode(mut c: Config) -> Result<Config, ConfigError> {
+    c.warnings = mode::check(c.mode, c.identity.is_some(), c.policy.is_some())?;
+    Ok(c)
 }
 
 /// A section that works per server on verified callers needs `identity`, `policy.servers`, and
@@ -386,27 +419,83 @@ mod tests {
         Config::from_json(json.as_bytes()).unwrap_err().field
     }
 
+    const IDENTITY: &str = r#""identity":{"protected_resource":{"resource":"http://gw/mcp","authorization_servers":["i"]},"user":{"issuers":["i"]}}"#;
+    const POLICY: &str = r#""policy":{"servers":[{"name":"a","path":"/mcp"}]}"#;
+
     #[test]
-    fn empty_config_means_defaults() {
-        for empty in [&b""[..], b" {} "] {
-            let c = Config::from_json(empty).unwrap();
-            assert_eq!(c.max_body_bytes, Config::default().max_body_bytes);
-            assert_eq!(c.protocol_versions, Config::default().protocol_versions);
-            assert!(c.identity.is_none());
+    fn empty_config_is_refused_open_mode_means_defaults() {
+        for empty in [&b""[..], b" {} ", b"{\"max_body_bytes\":4096}"] {
+            let e = Config::from_json(empty).unwrap_err();
+            assert_eq!(e.field, "identity", "{e}");
+            assert!(e.message.contains("`policy` is missing too"), "{e}");
+            assert!(e.message.contains(r#""mode": "open""#), "{e}");
+        }
+        let c = Config::from_json(br#"{"mode":"open"}"#).unwrap();
+        assert_eq!(c.max_body_bytes, Config::default().max_body_bytes);
+        assert_eq!(c.protocol_versions, Config::default().protocol_versions);
+        assert!(c.identity.is_none() && c.policy.is_none());
+        assert_eq!(c.mode, Mode::Open);
+        assert_eq!(c.warnings, Config::default().warnings);
+        let fields: Vec<&str> = c.warnings.iter().map(|w| w.field.as_str()).collect();
+        assert_eq!(fields, ["identity", "policy"]);
+    }
+
+    #[test]
+    fn enforce_is_the_default_and_needs_identity_and_policy() {
+        let cfg = |body: String| Config::from_json(format!("{{{body}}}").as_bytes());
+        for mode in ["", r#""mode":"enforce","#] {
+            let c = cfg(format!("{mode}{IDENTITY},{POLICY}")).unwrap();
+            assert_eq!(c.mode, Mode::Enforce);
+            assert!(c.warnings.is_empty());
+            let e = cfg(format!("{mode}{IDENTITY}")).unwrap_err();
+            assert_eq!(e.field, "policy", "{e}");
+            assert!(e.message.contains(r#""mode": "open""#), "{e}");
+            let e = cfg(format!("{mode}{POLICY}")).unwrap_err();
+            assert_eq!(e.field, "identity", "{e}");
+            assert!(!e.message.contains("missing too"), "{e}");
+        }
+        // `null` is not a section, whatever the mode.
+        assert_eq!(
+            cfg(format!(r#""identity":null,{POLICY}"#))
+                .unwrap_err()
+                .field,
+            "identity"
+        );
+        // Open with both sections: nothing to warn about, nothing changes.
+        let c = cfg(format!(r#""mode":"open",{IDENTITY},{POLICY}"#)).unwrap();
+        assert!(c.warnings.is_empty() && c.identity.is_some() && c.policy.is_some());
+        let only = |section: &str| {
+            cfg(format!(r#""mode":"open",{section}"#))
+                .unwrap()
+                .warnings
+                .into_iter()
+                .map(|w| w.field)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(only(IDENTITY), ["policy"]);
+        assert_eq!(only(POLICY), ["identity"]);
+        // A wrong field is named before a missing section; the mode itself is strict.
+        assert_eq!(field_of(r#"{"max_body_bytes":0}"#), "max_body_bytes");
+        for bad in [r#""Open""#, r#""off""#, "true", "null", r#""""#, "1"] {
+            assert_eq!(field_of(&format!(r#"{{"mode":{bad}}}"#)), "mode", "{bad}");
         }
     }
 
     #[test]
     fn values_are_read() {
-        let c = Config::from_json(br#"{"max_body_bytes":4096,"max_json_depth":8,"protocol_versions":["2025-06-18"],"extra_methods":["x/y"]}"#).unwrap();
+        let c = Config::from_json(br#"{"mode":"open","max_body_bytes":4096,"max_json_depth":8,"protocol_versions":["2025-06-18"],"extra_methods":["x/y"]}"#).unwrap();
         assert_eq!(c.max_body_bytes, 4096);
         assert_eq!(c.max_json_depth, 8);
         assert_eq!(c.protocol_versions, vec!["2025-06-18".to_string()]);
         assert_eq!(c.extra_methods, vec!["x/y".to_string()]);
         assert!(c.strict_keys);
-        assert!(Config::from_json(br#"{}"#).unwrap().strict_keys);
         assert!(
-            !Config::from_json(br#"{"strict_keys":false}"#)
+            Config::from_json(br#"{"mode":"open"}"#)
+                .unwrap()
+                .strict_keys
+        );
+        assert!(
+            !Config::from_json(br#"{"mode":"open","strict_keys":false}"#)
                 .unwrap()
                 .strict_keys
         );
@@ -443,8 +532,7 @@ mod tests {
     #[test]
     fn per_server_sections_need_identity_and_known_servers() {
         let key = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
-        let identity = r#""identity":{"protected_resource":{"resource":"http://gw/mcp","authorization_servers":["i"]},"user":{"issuers":["i"]}}"#;
-        let policy = r#""policy":{"servers":[{"name":"a","path":"/mcp"}]}"#;
+        let (identity, policy) = (IDENTITY, POLICY);
         let routing = |servers: &str| {
             format!(
                 r#""routing":{{"session_keys":[{{"id":"k","secret":"{key}"}}],"servers":{{{servers}}}}}"#
@@ -491,14 +579,18 @@ mod tests {
     #[test]
     fn sessions_are_on_whenever_identity_is() {
         let key = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
-        let identity = r#""identity":{"protected_resource":{"resource":"http://gw/mcp","authorization_servers":["i"]},"user":{"issuers":["i"]}}"#;
-        let policy = r#""policy":{"servers":[{"name":"a","path":"/mcp"}]}"#;
-        let cfg = |body: String| Config::from_json(format!("{{{body}}}").as_bytes());
+        let identity = IDENTITY;
+        let policy = POLICY;
+        let cfg =
+            |body: String| Config::from_json(format!(r#"{{"mode":"open",{body}}}"#).as_bytes());
         // Identity without any session setting: a generated key.
         let c = cfg(identity.to_string()).unwrap();
         assert!(c.sessions.as_ref().is_some_and(|s| s.is_generated()));
         // No identity: nothing to bind a session to.
-        assert!(cfg(String::new()).unwrap().sessions.is_none());
+        assert!(Config::from_json(br#"{"mode":"open"}"#)
+            .unwrap()
+            .sessions
+            .is_none());
         let sessions = format!(r#""sessions":{{"keys":[{{"id":"k","secret":"{key}"}}]}}"#);
         assert_eq!(cfg(sessions.clone()).unwrap_err().field, "sessions");
         let c = cfg(format!("{identity},{sessions}")).unwrap();

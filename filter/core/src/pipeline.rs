@@ -1245,7 +1245,7 @@ mod tests {
     }
 
     fn identity_config() -> Config {
-        compile(&json!({"identity": identity_json()}))
+        compile(&json!({"mode": "open", "identity": identity_json()}))
     }
 
     #[test]

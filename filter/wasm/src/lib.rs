@@ -117,8 +117,13 @@ impl RootContext for WardenRoot {
                 if host::set_tick_period(LOG_LEVEL_REFRESH_MS).is_err() {
                     warn!("mcp-warden: no timer: the log level is read at start only");
                 }
+                // Open mode: one line per missing section, as the core words it.
+                for w in &config.warnings {
+                    warn!("{w}");
+                }
                 info!(
-                    "mcp-warden: configured (max_body_bytes={}, max_json_depth={}, protocol_versions={})",
+                    "mcp-warden: configured (mode={}, max_body_bytes={}, max_json_depth={}, protocol_versions={})",
+                    config.mode.as_str(),
                     config.max_body_bytes,
                     config.max_json_depth,
                     config.protocol_versions.join(",")

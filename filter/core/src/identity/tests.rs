@@ -24,7 +24,9 @@ fn config(extra_agent: Value) -> IdentityConfig {
             a.insert(k.clone(), v.clone());
         }
     }
+    // Identity only: the policy is not what these tests are about.
     let cfg = json!({
+        "mode": "open",
         "identity": {
             "protected_resource": {"resource": RES, "authorization_servers": ["idp"]},
             "user": {"issuers": ["idp"], "required_scopes": ["mcp:tools"]},
@@ -332,7 +334,7 @@ fn long_chains_are_refused() {
 #[test]
 fn agent_is_optional_when_not_configured() {
     let cfg = Config::from_json(
-        json!({"identity": {"protected_resource": {"resource": RES, "authorization_servers": ["idp"]}, "user": {"issuers": ["idp"]}}})
+        json!({"mode": "open", "identity": {"protected_resource": {"resource": RES, "authorization_servers": ["idp"]}, "user": {"issuers": ["idp"]}}})
             .to_string()
             .as_bytes(),
     )

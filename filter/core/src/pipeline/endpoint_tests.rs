@@ -345,7 +345,7 @@ fn identity_needs_no_session_key_and_a_configured_one_is_used() {
 
 #[test]
 fn without_identity_session_ids_pass_unchanged() {
-    let raw = json!({"policy": {"servers": [{"name": "corp", "path": "/mcp"}], "rules": [{"id": "all", "effect": "allow"}]}});
+    let raw = json!({"mode": "open", "policy": {"servers": [{"name": "corp", "path": "/mcp"}], "rules": [{"id": "all", "effect": "allow"}]}});
     let cfg = Config::from_json(raw.to_string().as_bytes()).unwrap();
     assert!(cfg.sessions.is_none());
     let (mut flow, step) = start(
