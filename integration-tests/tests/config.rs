@@ -12,6 +12,9 @@ use serde_json::json;
 use std::process::Command;
 use std::time::Duration;
 
+/// How long Envoy may take to refuse a configuration.
+const REFUSAL_WITHIN: Duration = Duration::from_secs(90);
+
 /// Starts Envoy with `plugin_json` and expects it to exit non-zero (bounded) with a
 /// warning/error/critical log line naming `field`.
 fn assert_refused(test: &str, plugin_json: &str, field: &str) {
@@ -30,7 +33,9 @@ fn assert_config_refused(test: &str, config: &EnvoyConfig, field: &str) -> Vec<S
         .plugin_config
         .as_deref()
         .unwrap_or("(the template's)");
-    let failure = match Envoy::try_start(&ctx, "envoy", config, Duration::from_secs(30)) {
+    // Loading the wasm takes Envoy seconds, tens of them on a loaded machine: the bound is for a
+    // hung Envoy, not for how fast it refuses.
+    let failure = match Envoy::try_start(&ctx, "envoy", config, REFUSAL_WITHIN) {
         Ok(envoy) => {
             // Say what a client would have got, to make the failure concrete.
             let answer = HttpRequest::mcp_post(INITIALIZE).send(envoy.listener_port);
@@ -45,7 +50,7 @@ fn assert_config_refused(test: &str, config: &EnvoyConfig, field: &str) -> Vec<S
     let log = &failure.log;
     let status = failure.status.unwrap_or_else(|| {
         panic!(
-            "Envoy neither exited nor became ready in 30 s:\n{}",
+            "Envoy neither exited nor became ready in {REFUSAL_WITHIN:?}:\n{}",
             tail(log, 60)
         )
     });
