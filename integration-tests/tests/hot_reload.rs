@@ -222,39 +222,55 @@ fn policy_change_applies_without_restart_or_dropped_requests() {
     }
 
     // --- 3. an invalid plugin configuration written anyway: Envoy rejects it, the previous
-    //        version stays in force
-    let rejected_before = count_lines(&envoy.proc.log(), "Filesystem config update rejected");
-    let mut bad: Value = demo_plugin_config();
-    bad["bogus"] = json!(1);
-    let bad_path = ctx.path("plugin-invalid.json");
-    write(&bad_path, &bad.to_string());
-    let bad_s = bad_path.display().to_string();
-    render(&[&out[..], &["--plugin-json", bad_s.as_str(), "--no-check"]].concat());
-    let rejected = wait_for(APPLY_WITHIN, Duration::from_millis(100), || {
-        (count_lines(&envoy.proc.log(), "Filesystem config update rejected") > rejected_before)
-            .then_some(())
-    });
-    if rejected.is_none() {
-        problems.push(format!(
-            "Envoy did not log `Filesystem config update rejected` within {APPLY_WITHIN:?}"
-        ));
+    //        version stays in force. Also a partial one (no policy, no "mode": "open"): an
+    //        ECDS update cannot switch the filter to forwarding everything either.
+    let mut bogus: Value = demo_plugin_config();
+    bogus["bogus"] = json!(1);
+    let mut partial: Value = demo_plugin_config();
+    for section in ["policy", "token_exchange", "routing"] {
+        partial.as_object_mut().unwrap().remove(section);
     }
-    let stats = envoy.admin_get("/stats?filter=extension_config_discovery.http_filter.mcp_warden");
-    if !stats
-        .lines()
-        .any(|l| l.contains("update_rejected") && !l.trim_end().ends_with(": 0"))
-    {
-        problems.push(format!(
-            "no update_rejected in Envoy's ECDS stats:\n{stats}"
-        ));
-    }
-    // Give a wrongly applied version time to show, then check the previous one is in force.
-    thread::sleep(Duration::from_secs(1));
-    match add_outcome(port, &session, &tokens, 200) {
-        Ok(Some(rule)) if rule == "test.add.off" => {}
-        other => problems.push(format!(
-            "after the rejected update add got {other:?} (expected refused by test.add.off)"
-        )),
+    for (id, what, bad, field) in [
+        (200, "unknown field", bogus, "field `bogus`"),
+        (201, "no policy", partial, "field `policy`"),
+    ] {
+        let rejected_before = count_lines(&envoy.proc.log(), "Filesystem config update rejected");
+        let named_before = count_lines(&envoy.proc.log(), field);
+        let bad_path = ctx.path("plugin-invalid.json");
+        write(&bad_path, &bad.to_string());
+        let bad_s = bad_path.display().to_string();
+        render(&[&out[..], &["--plugin-json", bad_s.as_str(), "--no-check"]].concat());
+        let rejected = wait_for(APPLY_WITHIN, Duration::from_millis(100), || {
+            (count_lines(&envoy.proc.log(), "Filesystem config update rejected") > rejected_before)
+                .then_some(())
+        });
+        if rejected.is_none() {
+            problems.push(format!(
+                "{what}: Envoy did not log `Filesystem config update rejected` within {APPLY_WITHIN:?}"
+            ));
+        }
+        if count_lines(&envoy.proc.log(), field) <= named_before {
+            problems.push(format!("{what}: no log line names {field}"));
+        }
+        let stats =
+            envoy.admin_get("/stats?filter=extension_config_discovery.http_filter.mcp_warden");
+        if !stats
+            .lines()
+            .any(|l| l.contains("update_rejected") && !l.trim_end().ends_with(": 0"))
+        {
+            problems.push(format!(
+                "{what}: no update_rejected in Envoy's ECDS stats:\n{stats}"
+            ));
+        }
+        // Give a wrongly applied version time to show, then check the previous one is in force
+        // (without a policy, add would be forwarded).
+        thread::sleep(Duration::from_secs(1));
+        match add_outcome(port, &session, &tokens, id) {
+            Ok(Some(rule)) if rule == "test.add.off" => {}
+            other => problems.push(format!(
+                "{what}: after the rejected update add got {other:?} (expected refused by test.add.off)"
+            )),
+        }
     }
 
     // --- 4. the original bundle again: applied (a rejected version does not block later ones)
