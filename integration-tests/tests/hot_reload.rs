@@ -4,8 +4,8 @@
 //! bundle. While a background load of valid calls runs, the bundle changes (`add` denied for
 //! everyone) and is rendered again: within a bounded wait `add` is refused and no longer listed,
 //! and no request of the load fails. An invalid bundle is refused by the script (the file stays
-//! as it was); an invalid plugin configuration written anyway is rejected by Envoy and the
-//! previous policy stays in force; a valid one after it is applied again. The script refuses an
+//! as it was); an invalid plugin configuration written anyway, or one without a policy that
+//! does not say `"mode": "open"`, is rejected by Envoy and the previous policy stays in force; a valid one after it is applied again. The script refuses an
 //! open configuration unless asked (`--allow-open`, `WARDEN_ALLOW_OPEN=1`), and the examples'
 //! secrets unless accepted (`--allow-example-secrets`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
