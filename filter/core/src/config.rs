@@ -264,7 +264,7 @@ impl RawConfig {
                     "session keys are set in `sessions.keys`: remove this copy",
                 ))
             }
-            (Some(s), None) => Some(SessionKeys::compile(s.keys, "sessions.keys")?),
+            (Some(s), None) => Some(SessionKeys::from_raw(s, "sessions")?),
             (None, Some(keys)) => Some(SessionKeys::compile(keys, "routing.session_keys")?),
             (None, None) => None,
         };

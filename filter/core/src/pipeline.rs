@@ -85,7 +85,8 @@ impl Owner {
         self.0.as_ref().map_or(&[], |id| id.user.groups.as_slice())
     }
 
-    /// Who a session of `server` belongs to: issuer and subject of the user and the agent.
+    /// Who a session of `server` belongs to: issuer and subject of the user and the agent,
+    /// and the agent's instance.
     fn of_session<'a>(&'a self, server: &'a str) -> SessionOwner<'a> {
         let agent = self.0.as_ref().and_then(|id| id.agent.as_ref());
         SessionOwner {
@@ -94,6 +95,9 @@ impl Owner {
             user: self.user(),
             agent_issuer: agent.map_or("", |a| a.token.iss.as_str()),
             agent: self.agent(),
+            agent_instance: agent
+                .and_then(|a| a.agent_instance_id.as_deref())
+                .unwrap_or(""),
         }
     }
 }
@@ -285,13 +289,18 @@ impl RequestFlow {
         }
         if let (Some(keys), Some(sealed)) = (&cfg.sessions, session_id) {
             let b = keys
-                .open(sealed, &owner.of_session(&self.server))
+                .open(sealed, &owner.of_session(&self.server), self.now)
                 .map_err(|e| match e {
                     SessionError::Unknown => Rejection::new(
                         Reason::SessionNotFound,
                         "unknown or altered session id; initialize a new session",
                     )
                     .with_rule("session.unknown"),
+                    SessionError::Expired => Rejection::new(
+                        Reason::SessionNotFound,
+                        "this session id has expired (sessions.max_age_seconds); initialize a new session",
+                    )
+                    .with_rule("session.expired"),
                     SessionError::Foreign => Rejection::new(
                         Reason::SessionForbidden,
                         "this session belongs to another caller",
@@ -368,11 +377,7 @@ impl RequestFlow {
                         session_id: real.to_string(),
                         host,
                         variant: self.variant.clone(),
-                        server: self.server.clone(),
-                        user_issuer: o.user_issuer.to_string(),
-                        user: o.user.to_string(),
-                        agent_issuer: o.agent_issuer.to_string(),
-                        agent: o.agent.to_string(),
+                        owner: keys.owner_record(&o, self.now),
                     };
                     keys.seal(&binding)
                 }
@@ -697,6 +702,10 @@ impl RequestFlow {
             };
             if let Some(name) = &id_cfg.upstream_user {
                 let value = header_safe(&identity.user.token.sub);
+                self.edits.push(HeaderEdit::Set(name.clone(), value));
+            }
+            if let Some(name) = &id_cfg.upstream_user_issuer {
+                let value = header_safe(&identity.user.token.iss);
                 self.edits.push(HeaderEdit::Set(name.clone(), value));
             }
             if let (Some(name), Some(agent)) = (&id_cfg.upstream_agent, &identity.agent) {
@@ -2274,3 +2283,6 @@ mod tests {
 
 #[cfg(test)]
 mod endpoint_tests;
+
+#[cfg(test)]
+mod owner_tests;

@@ -9,7 +9,9 @@ use crate::jsonrpc::{parse_payload, ParseRules};
 use crate::response::answers::Outstanding;
 use crate::response::resume::{open_event_id, seal_event_id, EventBinding, ResumeError};
 use crate::sealing;
-use crate::sessions::{RawKey, SessionBinding, SessionError, SessionKeys, SessionOwner};
+use crate::sessions::{
+    RawKey, SealedOwner, SessionBinding, SessionError, SessionKeys, SessionOwner,
+};
 use serde_json::{json, Value};
 use std::sync::OnceLock;
 
@@ -136,7 +138,8 @@ fn routing() -> &'static SessionKeys {
     })
 }
 
-/// The owner `(server, user, agent)` with the one issuer the fuzz target uses.
+/// The owner `(server, user, agent)` with the one issuer and agent instance the fuzz target
+/// uses.
 fn owner<'a>(server: &'a str, user: &'a str, agent: &'a str) -> SessionOwner<'a> {
     SessionOwner {
         server,
@@ -144,8 +147,12 @@ fn owner<'a>(server: &'a str, user: &'a str, agent: &'a str) -> SessionOwner<'a>
         user,
         agent_issuer: if agent.is_empty() { "" } else { "iss" },
         agent,
+        agent_instance: if agent.is_empty() { "" } else { "i-1" },
     }
 }
+
+/// When the fuzz target's tokens are opened.
+const NOW: u64 = 1_800_000_000;
 
 /// `token` with byte `at` (modulo its length) replaced by the ASCII byte `with`, if that
 /// changes it.
@@ -168,50 +175,47 @@ pub fn unseal(data: &[u8]) {
     let r = routing();
     let presented = String::from_utf8_lossy(data);
     assert!(
-        r.open(&presented, &owner("srv", "alice", "")).is_err(),
+        r.open(&presented, &owner("srv", "alice", ""), NOW).is_err(),
         "{}",
         show(data)
     );
-    assert!(open_event_id(r, &presented, &owner("srv", "alice", "")).is_err());
+    assert!(open_event_id(r, &presented, &owner("srv", "alice", ""), NOW).is_err());
     for (prefix, purpose) in [("mw1", "session"), ("mwe1", "sse event id")] {
         assert!(sealing::open(r, prefix, purpose, &presented).is_none());
     }
 
     let parts = Parts::of(data);
     let variant = parts.text(2);
+    let (server, user, agent) = (parts.text(3), parts.text(4), parts.text(5));
+    let (server, user, agent) = (server.as_str(), user.as_str(), agent.as_str());
     let session = SessionBinding {
         session_id: parts.text(0),
         host: parts.text(1),
         variant: (!variant.is_empty()).then_some(variant),
-        server: parts.text(3),
-        user_issuer: "iss".into(),
-        user: parts.text(4),
-        agent_issuer: if parts.text(5).is_empty() {
-            String::new()
-        } else {
-            "iss".into()
-        },
-        agent: parts.text(5),
+        owner: r.owner_record(&owner(server, user, agent), NOW),
     };
-    let (server, user, agent) = (&session.server, &session.user, &session.agent);
     let token = r.seal(&session).expect("a key seals");
     assert_eq!(
-        r.open(&token, &owner(server, user, agent)).as_ref(),
+        r.open(&token, &owner(server, user, agent), NOW).as_ref(),
         Ok(&session)
     );
     let other = format!("{user}!");
     assert_eq!(
-        r.open(&token, &owner(server, &other, agent)),
+        r.open(&token, &owner(server, &other, agent), NOW),
         Err(SessionError::Foreign)
     );
     assert_eq!(
-        r.open(&token, &owner(&format!("{server}!"), user, agent)),
+        r.open(&token, &owner(&format!("{server}!"), user, agent), NOW),
         Err(SessionError::Foreign)
     );
-    assert!(open_event_id(r, &token, &owner(server, user, agent)).is_err());
+    assert_eq!(
+        r.open(&token, &owner(server, user, agent), session.owner.expires),
+        Err(SessionError::Expired)
+    );
+    assert!(open_event_id(r, &token, &owner(server, user, agent), NOW).is_err());
     if let Some(t) = altered(&token, parts.byte(6), parts.byte(7)) {
         assert_eq!(
-            r.open(&t, &owner(server, user, agent)),
+            r.open(&t, &owner(server, user, agent), NOW),
             Err(SessionError::Unknown),
             "altered {token} to {t}"
         );
@@ -228,27 +232,27 @@ pub fn unseal(data: &[u8]) {
         .unwrap_or_default();
     let event = EventBinding {
         event_id: parts.text(0),
-        server: server.clone(),
-        user_issuer: session.user_issuer.clone(),
-        user: user.clone(),
-        agent_issuer: session.agent_issuer.clone(),
-        agent: agent.clone(),
+        owner: SealedOwner::new(&owner(server, user, agent), NOW + 1),
         outstanding,
     };
     let id = seal_event_id(r, &event).expect("a key seals");
     assert_eq!(
-        open_event_id(r, &id, &owner(server, user, agent)).as_ref(),
+        open_event_id(r, &id, &owner(server, user, agent), NOW).as_ref(),
         Ok(&event)
     );
     assert_eq!(
-        open_event_id(r, &id, &owner(server, user, &format!("{agent}!"))),
+        open_event_id(r, &id, &owner(server, user, &format!("{agent}!")), NOW),
         Err(ResumeError::Foreign)
     );
-    assert!(r.open(&id, &owner(server, user, agent)).is_err());
+    assert_eq!(
+        open_event_id(r, &id, &owner(server, user, agent), NOW + 1),
+        Err(ResumeError::Expired)
+    );
+    assert!(r.open(&id, &owner(server, user, agent), NOW).is_err());
     if let Some(t) = altered(&id, parts.byte(6), parts.byte(7)) {
         if t.trim() != id {
             assert_eq!(
-                open_event_id(r, &t, &owner(server, user, agent)),
+                open_event_id(r, &t, &owner(server, user, agent), NOW),
                 Err(ResumeError::Unknown),
                 "altered {id} to {t}"
             );

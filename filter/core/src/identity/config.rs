@@ -154,13 +154,18 @@ pub struct RawKey {
     pub pem: String,
 }
 
-/// Names of the identity headers set upstream (`null` to not set one).
+/// Names of the identity headers set upstream (`null` to not set one; a client's copy of the
+/// default name is removed all the same).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawUpstreamHeaders {
-    /// The user's `sub` (default `x-mcp-user`).
+    /// The user's `sub` (default `x-mcp-user`). A subject names a user only together with its
+    /// issuer: servers that key anything by user read both headers.
     #[serde(default = "some_user_header")]
     pub user: Option<String>,
+    /// The issuer (`iss`) of the user's token (default `x-mcp-user-issuer`).
+    #[serde(default = "some_user_issuer_header")]
+    pub user_issuer: Option<String>,
     /// The agent's `sub` (default `x-mcp-agent`).
     #[serde(default = "some_agent_header")]
     pub agent: Option<String>,
@@ -173,6 +178,7 @@ impl Default for RawUpstreamHeaders {
     fn default() -> Self {
         RawUpstreamHeaders {
             user: some_user_header(),
+            user_issuer: some_user_issuer_header(),
             agent: some_agent_header(),
             delegation: some_delegation_header(),
         }
@@ -215,14 +221,24 @@ fn default_formats() -> Vec<String> {
 fn default_max_age() -> u64 {
     300
 }
+/// Default names of the identity headers: user, user issuer, agent, delegation.
+const DEFAULT_HEADERS: [&str; 4] = [
+    "x-mcp-user",
+    "x-mcp-user-issuer",
+    "x-mcp-agent",
+    "x-mcp-delegation",
+];
 fn some_user_header() -> Option<String> {
-    Some("x-mcp-user".into())
+    Some(DEFAULT_HEADERS[0].into())
+}
+fn some_user_issuer_header() -> Option<String> {
+    Some(DEFAULT_HEADERS[1].into())
 }
 fn some_agent_header() -> Option<String> {
-    Some("x-mcp-agent".into())
+    Some(DEFAULT_HEADERS[2].into())
 }
 fn some_delegation_header() -> Option<String> {
-    Some("x-mcp-delegation".into())
+    Some(DEFAULT_HEADERS[3].into())
 }
 
 /// Compiled user rules.
@@ -290,6 +306,8 @@ pub struct IdentityConfig {
     pub agent: Option<AgentRules>,
     /// Header names for the user, agent and delegation summary.
     pub upstream_user: Option<String>,
+    /// See [`RawUpstreamHeaders::user_issuer`].
+    pub upstream_user_issuer: Option<String>,
     /// See [`RawUpstreamHeaders::agent`].
     pub upstream_agent: Option<String>,
     /// See [`RawUpstreamHeaders::delegation`].
@@ -299,17 +317,19 @@ pub struct IdentityConfig {
 }
 
 impl IdentityConfig {
-    /// Headers removed from every request that carries them, before it goes upstream.
+    /// Headers removed from every request that carries them, before it goes upstream: the
+    /// tokens and the identity headers (for one not set, `null`, its default name: a server
+    /// may still read that name).
     pub fn stripped_headers(&self) -> impl Iterator<Item = &str> {
         self.token_headers().chain(
             [
-                &self.upstream_user,
-                &self.upstream_agent,
-                &self.upstream_delegation,
+                (&self.upstream_user, DEFAULT_HEADERS[0]),
+                (&self.upstream_user_issuer, DEFAULT_HEADERS[1]),
+                (&self.upstream_agent, DEFAULT_HEADERS[2]),
+                (&self.upstream_delegation, DEFAULT_HEADERS[3]),
             ]
             .into_iter()
-            .flatten()
-            .map(String::as_str),
+            .map(|(set, default)| set.as_deref().unwrap_or(default)),
         )
     }
 
@@ -449,6 +469,7 @@ impl RawIdentity {
             user,
             agent,
             upstream_user: hdr("user", h.user)?,
+            upstream_user_issuer: hdr("user_issuer", h.user_issuer)?,
             upstream_agent: hdr("agent", h.agent)?,
             upstream_delegation: hdr("delegation", h.delegation)?,
             skew: self.clock_skew_seconds,

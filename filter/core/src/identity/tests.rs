@@ -440,6 +440,7 @@ fn metadata_document_and_url_follow_rfc_9728() {
             "authorization",
             "x-agent-token",
             "x-mcp-user",
+            "x-mcp-user-issuer",
             "x-mcp-agent",
             "x-mcp-delegation"
         ]
