@@ -12,6 +12,7 @@ pub mod cache;
 pub mod claims;
 pub mod config;
 pub mod delegation;
+pub mod mapping;
 pub mod metadata;
 
 use crate::error::{Reason, Rejection};
@@ -138,12 +139,12 @@ fn jwt_authn_rule(kind: &str, message: &str) -> String {
 fn check_common(
     kind: &str,
     t: &TokenClaims,
-    issuers: &[String],
+    issuers: &[mapping::Issuer],
     audiences: &[String],
     now: u64,
     skew: u64,
 ) -> Result<(), Rejection> {
-    if !issuers.iter().any(|i| i == &t.iss) {
+    if !issuers.iter().any(|i| i.url == t.iss) {
         return Err(reject(
             Reason::InvalidToken,
             &format!("{kind}.issuer"),

@@ -439,6 +439,8 @@ fn metadata_document_and_url_follow_rfc_9728() {
         vec![
             "authorization",
             "x-agent-token",
+            "x-warden-user-payload",
+            "x-warden-agent-payload",
             "x-mcp-user",
             "x-mcp-user-issuer",
             "x-mcp-agent",
