@@ -489,7 +489,7 @@ impl RawIdentity {
             },
             required_scopes: u.required_scopes,
         };
-        let agent = match self.agent {
+        let mut agent = match self.agent {
             None => None,
             Some(a) => Some(compile_agent(
                 a,
@@ -498,6 +498,9 @@ impl RawIdentity {
                 self.clock_skew_seconds,
             )?),
         };
+        if let Some(a) = &mut agent {
+            resolve_delegators(&user.issuers, &mut a.issuers, &f("agent.issuers"))?;
+        }
         if let Some(a) = &agent {
             if a.token_header == user.token_header || a.metadata_key == user.metadata_key {
                 return Err(err(
@@ -552,6 +555,48 @@ impl RawIdentity {
             skew: self.clock_skew_seconds,
         })
     }
+}
+
+/// Resolves each agent issuer's `delegators_from` to user issuer URLs (names looked up in the
+/// user issuers); not given: the agent issuer itself.
+fn resolve_delegators(
+    users: &[Issuer],
+    agents: &mut [Issuer],
+    at: &str,
+) -> Result<(), ConfigError> {
+    for (i, a) in agents.iter_mut().enumerate() {
+        let resolved = match a.delegators_from.take() {
+            // An agent issuer that is not also a user issuer then speaks for nobody: every
+            // agent token of it is refused (`agent.delegator`, the detail says why).
+            None => {
+                vec![a.url.clone()]
+            }
+            Some(list) => {
+                let field = format!("{at}[{i}].delegators_from");
+                if list.is_empty() {
+                    return Err(err(&field, "must list at least one user issuer"));
+                }
+                let mut urls: Vec<String> = Vec::with_capacity(list.len());
+                for (j, entry) in list.iter().enumerate() {
+                    let Some(u) = users
+                        .iter()
+                        .find(|u| u.url == *entry || u.name.as_deref() == Some(entry.as_str()))
+                    else {
+                        return Err(err(
+                            &format!("{field}[{j}]"),
+                            format!("`{entry}` is not the URL or name of a user issuer"),
+                        ));
+                    };
+                    if !urls.contains(&u.url) {
+                        urls.push(u.url.clone());
+                    }
+                }
+                urls
+            }
+        };
+        a.delegators_from = Some(resolved);
+    }
+    Ok(())
 }
 
 fn compile_agent(

@@ -297,6 +297,10 @@ pub struct RawIssuerObject {
     /// unless `"required": false`; facts not listed keep today's claim names, optional.
     #[serde(default)]
     pub claims: Map<String, Value>,
+    /// Agent issuers only: the user issuers (URLs or `name`s of `identity.user.issuers`) whose
+    /// users this issuer's agents may act for (`delegator_sub`). Default: this issuer only.
+    #[serde(default)]
+    pub delegators_from: Option<Vec<String>>,
 }
 
 impl<'de> Deserialize<'de> for RawIssuer {
@@ -330,6 +334,10 @@ pub struct Issuer {
     pub name: Option<String>,
     /// Where each fact comes from in its tokens.
     pub claims: ClaimMapping,
+    /// Agent issuers: the user issuer URLs whose users its agents may act for. As compiled
+    /// here, the entries as written (`None`: not given); the identity section resolves names
+    /// and the default (see `identity::config`).
+    pub delegators_from: Option<Vec<String>>,
 }
 
 /// Compiles a kind's `issuers` list (`at` is its field path): at least one, URLs and names
@@ -351,6 +359,7 @@ pub fn compile_issuers(
                     url,
                     name: None,
                     claims: ClaimMapping::defaults(kind),
+                    delegators_from: None,
                 },
                 here.clone(),
             ),
@@ -417,10 +426,17 @@ fn compile_object(at: &str, kind: TokenKind, o: RawIssuerObject) -> Result<Issue
             slot.1 = source;
         }
     }
+    if kind == TokenKind::User && o.delegators_from.is_some() {
+        return Err(err(
+            &format!("{at}.delegators_from"),
+            "only agent issuers have delegators_from",
+        ));
+    }
     Ok(Issuer {
         url: o.issuer,
         name: o.name,
         claims,
+        delegators_from: o.delegators_from,
     })
 }
 

@@ -312,7 +312,25 @@ fn authenticate_agent(
         ));
     };
     match &agent.delegator_sub {
-        Some(d) if d == &user.token.sub => {}
+        // `delegator_sub` names a subject; the agent's issuer vouches for it at the user issuers
+        // it may speak for (`delegators_from`), so the same `sub` from another issuer is
+        // another user.
+        Some(d) if d == &user.token.sub => {
+            let may_speak = a
+                .issuer(&agent.token.iss)
+                .and_then(|i| i.delegators_from.as_ref())
+                .is_some_and(|from| from.contains(&user.token.iss));
+            if !may_speak {
+                return Err(reject(
+                    Reason::DelegationInvalid,
+                    "agent.delegator",
+                    format!(
+                        "agents of issuer `{}` may not act for users of issuer `{}` (delegators_from)",
+                        agent.token.iss, user.token.iss
+                    ),
+                ));
+            }
+        }
         Some(_) => {
             return Err(reject(
                 Reason::DelegationInvalid,
@@ -390,3 +408,6 @@ fn authenticate_agent(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod delegator_tests;
