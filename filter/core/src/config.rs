@@ -283,6 +283,12 @@ impl RawConfig {
             None if self.identity.is_some() => Some(SessionKeys::generated()),
             s => s,
         };
+        let identity = self.identity.map(|i| i.compile("identity")).transpose()?;
+        let user_issuers = identity.as_ref().map(|i| i.user.issuers.as_slice());
+        let policy = self
+            .policy
+            .map(|p| p.compile_for("policy", user_issuers))
+            .transpose()?;
         Ok(Config {
             max_body_bytes: self.max_body_bytes,
             max_json_depth: self.max_json_depth,
@@ -290,8 +296,8 @@ impl RawConfig {
             protocol_versions,
             extra_methods: self.extra_methods,
             strict_keys: self.strict_keys,
-            identity: self.identity.map(|i| i.compile("identity")).transpose()?,
-            policy: self.policy.map(|p| p.compile("policy")).transpose()?,
+            identity,
+            policy,
             token_exchange: self
                 .token_exchange
                 .map(|x| x.compile("token_exchange"))

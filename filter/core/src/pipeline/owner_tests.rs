@@ -14,13 +14,16 @@ const NOW: u64 = 1_800_000_000;
 const RES: &str = "http://gw/mcp";
 const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"c","version":"1"}}}"#;
 
-/// Two user issuers, one agent issuer, sessions living `max_age` seconds, everything allowed.
+/// Two user issuers, one agent issuer acting for both, sessions living `max_age` seconds,
+/// everything allowed.
 fn config(max_age: u64) -> Config {
     let cfg = json!({
         "identity": {
             "protected_resource": {"resource": RES, "authorization_servers": ["http://corp"]},
             "user": {"issuers": ["http://corp", "http://partner"]},
-            "agent": {"issuers": ["http://corp"], "delegation": null}
+            "agent": {"issuers": [{"issuer": "http://corp",
+                                   "delegators_from": ["http://corp", "http://partner"]}],
+                      "delegation": null}
         },
         "sessions": {"keys": [{"id": "k1", "secret": "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="}],
                      "max_age_seconds": max_age},
