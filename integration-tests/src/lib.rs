@@ -489,7 +489,7 @@ impl McpServer {
 
     /// Every HTTP request to `/mcp` the server has logged so far (one JSON object each, with
     /// `method`, `rpc`, `tools` (the tools/call names), the identity headers it received —
-    /// `x-mcp-user`, `x-mcp-agent`, `x-mcp-delegation` — `saw_authorization` /
+    /// `x-mcp-user`, `x-mcp-user-issuer`, `x-mcp-agent`, `x-mcp-delegation` — `saw_authorization` /
     /// `saw_agent_token`, and the claims of its bearer token, decoded: `token_jti`,
     /// `token_sub`, `token_act_sub`, `token_aud`, `token_scope`). The server writes the line when
     /// the request arrives, before answering, so a request that got a response from the server

@@ -16,6 +16,7 @@
 
 use mcp_warden_integration_tests::{
     run_client_with_headers, Client, Envoy, EnvoyConfig, Idp, McpServer, TestCtx, ALL_MCP_SCOPES,
+    IDP_ISSUER,
 };
 use serde_json::{json, Value};
 
@@ -98,7 +99,8 @@ fn same_output_through_the_filter(test: &str, client: Client) {
 
     // Directly, the server sees what the client sent (so the comparison below can fail) ...
     let sent = json!({
-        "x-mcp-user": "mallory", "x-mcp-agent": null, "x-mcp-delegation": null,
+        "x-mcp-user": "mallory", "x-mcp-user-issuer": null, "x-mcp-agent": null,
+        "x-mcp-delegation": null,
         "saw_authorization": true, "saw_agent_token": true,
     });
     assert_eq!(
@@ -109,8 +111,8 @@ fn same_output_through_the_filter(test: &str, client: Client) {
     );
     // ... through the filter only the verified identity, and never the credentials.
     let verified = json!({
-        "x-mcp-user": "alice", "x-mcp-agent": "agent:agent-claude",
-        "x-mcp-delegation": "alice>agent:agent-claude",
+        "x-mcp-user": "alice", "x-mcp-user-issuer": IDP_ISSUER,
+        "x-mcp-agent": "agent:agent-claude", "x-mcp-delegation": "alice>agent:agent-claude",
         "saw_authorization": false, "saw_agent_token": false,
     });
     assert_eq!(

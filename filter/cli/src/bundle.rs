@@ -71,8 +71,26 @@ pub fn load(path: &str) -> Result<Bundle, Problem> {
     parse(path, &text)
 }
 
-/// Compiles bundle text; `file` names it in problems.
+/// Compiles bundle text; `file` names it in problems. Without the user issuers (which live in
+/// the plugin's `identity` section), `users` entries are checked for form only.
 pub fn parse(file: &str, text: &str) -> Result<Bundle, Problem> {
+    parse_for_issuers(file, text, None)
+}
+
+/// Reads and compiles a bundle file with `users` entries resolved against `user_issuers` (the
+/// JSON of `identity.user.issuers`, already valid), as the filter would with that identity.
+pub fn load_for_issuers(path: &str, user_issuers: &Value) -> Result<Bundle, Problem> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Problem::file(path, format!("cannot read: {e}")))?;
+    parse_for_issuers(path, &text, Some(user_issuers))
+}
+
+/// [`parse`], resolving `users` entries against `user_issuers` when given.
+pub fn parse_for_issuers(
+    file: &str,
+    text: &str,
+    user_issuers: Option<&Value>,
+) -> Result<Bundle, Problem> {
     let table: toml::Table = toml::from_str(text).map_err(|e| toml_problem(file, text, &e))?;
     let json = toml_table_to_json(&table).map_err(|(field, message)| {
         locate(
@@ -81,8 +99,17 @@ pub fn parse(file: &str, text: &str) -> Result<Bundle, Problem> {
             &field,
         )
     })?;
-    // Open: the bundle is the policy alone; its identity comes with the plugin configuration.
-    let config = serde_json::to_vec(&serde_json::json!({ "mode": "open", "policy": json }))
+    // `"mode": "open"`: the bundle is the policy alone (with test issuers when given); the real
+    // identity comes with the plugin configuration.
+    let mut config = serde_json::json!({ "mode": "open", "policy": json.clone() });
+    if let Some(issuers) = user_issuers {
+        config["identity"] = serde_json::json!({
+            "protected_resource": {"resource": "https://warden-test.invalid/mcp",
+                                   "authorization_servers": ["https://warden-test.invalid"]},
+            "user": {"issuers": issuers}
+        });
+    }
+    let config = serde_json::to_vec(&config)
         .map_err(|e| Problem::file(file, format!("cannot encode as JSON: {e}")))?;
     let compiled = Config::from_json(&config).map_err(|e| config_problem(file, text, &e))?;
     let policy = compiled

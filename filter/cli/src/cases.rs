@@ -1,8 +1,13 @@
 //! `warden test`: decision tests of a bundle (`tests.toml` beside `bundle.toml`).
 //!
 //! ```toml
+//! # The user issuers, as in `identity.user.issuers` (default: one issuer,
+//! # `https://issuer.test.invalid`): bundle `users` entries are resolved against them.
+//! issuers = [{ issuer = "https://corp.example", name = "corp" }, "https://partner.example"]
+//!
 //! # Who the cases talk about (the key is the default `sub`).
 //! [users.alice]
+//! issuer = "corp"              # URL or name of one of `issuers` (default: the only one)
 //! groups = ["it-admins"]
 //! roles = ["admin"]
 //! scopes = ["mcp:tools", "HR_read"]
@@ -44,6 +49,7 @@
 use crate::bundle::{self, Bundle};
 use crate::problem::Problem;
 use mcp_warden_core::identity::claims::{AgentClaims, DelegationStep, TokenClaims, UserClaims};
+use mcp_warden_core::identity::mapping::{compile_issuers, Issuer, RawIssuer, TokenKind};
 use mcp_warden_core::identity::Identity;
 use mcp_warden_core::jsonrpc::Target;
 use mcp_warden_core::policy::{Decision, Effect, Facts, Policy, Purpose};
@@ -57,6 +63,9 @@ struct RawTests {
     /// Default time of the cases.
     #[serde(default)]
     at: Option<toml::Value>,
+    /// The user issuers (`identity.user.issuers`).
+    #[serde(default)]
+    issuers: Option<Vec<toml::Value>>,
     #[serde(default)]
     users: BTreeMap<String, RawUser>,
     #[serde(default)]
@@ -70,6 +79,9 @@ struct RawTests {
 struct RawUser {
     #[serde(default)]
     sub: Option<String>,
+    /// URL or name of one of the test file's `issuers` (default: the only one).
+    #[serde(default)]
+    issuer: Option<String>,
     #[serde(default)]
     groups: Vec<String>,
     #[serde(default)]
@@ -266,9 +278,71 @@ fn time_value(v: &toml::Value, tz: &str) -> Result<u64, String> {
     }
 }
 
-fn user_claims(u: &RawUser, default_sub: &str) -> UserClaims {
+/// The issuer of the cases' users when the test file names none.
+pub const DEFAULT_TEST_ISSUER: &str = "https://issuer.test.invalid";
+
+/// The user issuers of a test file (`issuers`, default one [`DEFAULT_TEST_ISSUER`]) as the JSON
+/// of `identity.user.issuers`, checked with the filter's own rules.
+pub fn user_issuers(file: &str, text: &str) -> Result<(Value, Vec<Issuer>), Problem> {
+    let raw: RawTests = toml::from_str(text).map_err(|e| bundle::toml_problem(file, text, &e))?;
+    let json = match &raw.issuers {
+        None => Value::Array(vec![Value::String(DEFAULT_TEST_ISSUER.into())]),
+        Some(list) => {
+            let mut out = Vec::with_capacity(list.len());
+            for (i, v) in list.iter().enumerate() {
+                out.push(match v {
+                    toml::Value::String(s) => Value::String(s.clone()),
+                    toml::Value::Table(t) => bundle::toml_table_to_json(t).map_err(|(f, m)| {
+                        let field = format!("issuers[{i}].{f}");
+                        bundle::locate(
+                            Problem::file(file, m).with_field(field.clone()),
+                            text,
+                            &field,
+                        )
+                    })?,
+                    _ => {
+                        let field = format!("issuers[{i}]");
+                        return Err(bundle::locate(
+                            Problem::file(file, "an issuer is a URL or a table {issuer, name}")
+                                .with_field(field.clone()),
+                            text,
+                            &field,
+                        ));
+                    }
+                });
+            }
+            Value::Array(out)
+        }
+    };
+    let raws: Vec<RawIssuer> = serde_json::from_value(json.clone())
+        .map_err(|e| Problem::file(file, format!("issuers: {e}")))?;
+    let compiled = compile_issuers("issuers", TokenKind::User, raws).map_err(|e| {
+        bundle::locate(
+            Problem::file(file, e.message).with_field(e.field.clone()),
+            text,
+            &e.field,
+        )
+    })?;
+    Ok((json, compiled))
+}
+
+/// The issuer URL a user of the cases names (`None`: the only issuer).
+fn user_issuer(named: Option<&str>, issuers: &[Issuer]) -> Result<String, String> {
+    match (named, issuers) {
+        (None, [one]) => Ok(one.url.clone()),
+        (None, _) => Err("several issuers: say which with `issuer`".into()),
+        (Some(n), list) => list
+            .iter()
+            .find(|i| i.url == n || i.name.as_deref() == Some(n))
+            .map(|i| i.url.clone())
+            .ok_or_else(|| format!("`{n}` is not the URL or name of one of `issuers`")),
+    }
+}
+
+fn user_claims(u: &RawUser, default_sub: &str, iss: String) -> UserClaims {
     UserClaims {
         token: TokenClaims {
+            iss,
             sub: u.sub.clone().unwrap_or_else(|| default_sub.to_string()),
             scopes: u.scopes.clone(),
             ..TokenClaims::default()
@@ -311,6 +385,7 @@ fn agent_claims(a: &RawAgent, default_sub: &str, user: &UserClaims) -> AgentClai
 
 /// Reads and parses `tests.toml` text against its compiled bundle.
 pub fn parse(file: &str, text: &str, bundle: &Bundle) -> Result<Vec<Case>, Problem> {
+    let (_, issuers) = user_issuers(file, text)?;
     let raw: RawTests = toml::from_str(text).map_err(|e| bundle::toml_problem(file, text, &e))?;
     let at_field = |field: String, message: String| {
         bundle::locate(
@@ -345,7 +420,9 @@ pub fn parse(file: &str, text: &str, bundle: &Bundle) -> Result<Vec<Case>, Probl
                     .users
                     .get(key)
                     .ok_or_else(|| fail("user", format!("no [users.{key}]")))?;
-                Some(user_claims(u, key))
+                let iss = user_issuer(u.issuer.as_deref(), &issuers)
+                    .map_err(|e| at_field(format!("users.{key}.issuer"), e))?;
+                Some(user_claims(u, key, iss))
             }
             Some(v @ toml::Value::Table(_)) => {
                 let u: RawUser = v
@@ -355,7 +432,9 @@ pub fn parse(file: &str, text: &str, bundle: &Bundle) -> Result<Vec<Case>, Probl
                 if u.sub.is_none() {
                     return Err(fail("user", "an inline user needs `sub`".into()));
                 }
-                Some(user_claims(&u, ""))
+                let iss = user_issuer(u.issuer.as_deref(), &issuers)
+                    .map_err(|e| fail("user.issuer", e))?;
+                Some(user_claims(&u, "", iss))
             }
             Some(_) => {
                 return Err(fail(
@@ -712,12 +791,14 @@ pub fn test_dir(dir: &str) -> Report {
     let bundle_path = base.join("bundle.toml").to_string_lossy().into_owned();
     let tests_path = base.join("tests.toml").to_string_lossy().into_owned();
     let mut report = Report::default();
-    let loaded = bundle::load(&bundle_path).and_then(|b| {
-        let text = std::fs::read_to_string(&tests_path)
-            .map_err(|e| Problem::file(&tests_path, format!("cannot read: {e}")))?;
-        let cases = parse(&tests_path, &text, &b)?;
-        Ok((b, cases))
-    });
+    let loaded = std::fs::read_to_string(&tests_path)
+        .map_err(|e| Problem::file(&tests_path, format!("cannot read: {e}")))
+        .and_then(|text| {
+            let (issuers, _) = user_issuers(&tests_path, &text)?;
+            let b = bundle::load_for_issuers(&bundle_path, &issuers)?;
+            let cases = parse(&tests_path, &text, &b)?;
+            Ok((b, cases))
+        });
     let (bundle, cases) = match loaded {
         Ok(x) => x,
         Err(p) => {
@@ -874,6 +955,88 @@ rule = "tables"
                 rule: Some("tables".into())
             }
         );
+    }
+
+    #[test]
+    fn users_carry_their_issuer_and_rules_name_one() {
+        let bundle_text = r#"
+[[rules]]
+id = "corp-alice"
+effect = "allow"
+methods = ["ping"]
+users = ["corp:alice", { issuer = "https://partner.example", subject = "carol" }]
+"#;
+        let tests = r#"
+issuers = [{ issuer = "https://corp.example", name = "corp" }, "https://partner.example"]
+[users.alice]
+issuer = "corp"
+[users.partner-alice]
+sub = "alice"
+issuer = "https://partner.example"
+[users.carol]
+issuer = "https://partner.example"
+[[cases]]
+name = "corp alice"
+user = "alice"
+method = "ping"
+decision = "allow"
+[[cases]]
+name = "partner alice"
+user = "partner-alice"
+method = "ping"
+decision = "deny"
+rule = "default.deny"
+[[cases]]
+name = "partner carol"
+user = "carol"
+method = "ping"
+decision = "allow"
+[[cases]]
+name = "inline"
+user = { sub = "alice", issuer = "corp" }
+method = "ping"
+decision = "allow"
+"#;
+        let (issuers, _) = user_issuers("tests.toml", tests).unwrap();
+        let b = bundle::parse_for_issuers("bundle.toml", bundle_text, Some(&issuers)).unwrap();
+        let cs = parse("tests.toml", tests, &b).unwrap();
+        assert_eq!(
+            cs[1].identity.as_ref().map(|i| i.user.token.iss.as_str()),
+            Some("https://partner.example")
+        );
+        for c in &cs {
+            let o = run(&b.policy, c);
+            assert!(o.passed, "{}: {}", c.name, o.summary);
+        }
+        // A user naming no issuer among several, or an unknown one; a bare subject in the
+        // bundle with several issuers.
+        let several = tests.replace("[users.alice]\nissuer = \"corp\"", "[users.alice]");
+        let e = parse("tests.toml", &several, &b).unwrap_err();
+        assert!(e.to_string().contains("users.alice.issuer"), "{e}");
+        let unknown = tests.replace("issuer = \"corp\"\n", "issuer = \"acme\"\n");
+        let e = parse("tests.toml", &unknown, &b).unwrap_err();
+        assert!(e.to_string().contains("`acme`"), "{e}");
+        let bare = bundle_text.replace("\"corp:alice\"", "\"alice\"");
+        let e = bundle::parse_for_issuers("bundle.toml", &bare, Some(&issuers)).unwrap_err();
+        assert!(e.to_string().contains("rules[0].users[0]"), "{e}");
+        // One issuer (the default): bare subjects are that issuer's.
+        let (one, _) = user_issuers("tests.toml", "").unwrap();
+        let b = bundle::parse_for_issuers(
+            "bundle.toml",
+            &bare.replace(
+                "{ issuer = \"https://partner.example\", subject = \"carol\" }",
+                "\"carol\"",
+            ),
+            Some(&one),
+        )
+        .unwrap();
+        let cs = parse(
+            "tests.toml",
+            "[[cases]]\nname = \"a\"\nuser = { sub = \"alice\" }\nmethod = \"ping\"\ndecision = \"allow\"",
+            &b,
+        )
+        .unwrap();
+        assert!(run(&b.policy, &cs[0]).passed);
     }
 
     #[test]

@@ -50,7 +50,11 @@ decision, the deciding rule and its reason; for a failure what was expected), a 
 rules that decided no passing case, and finally `N passed, M failed`. Exit status 1 on any failure.
 
 tests.toml:
+  issuers = [{ issuer = \"https://corp.example\", name = \"corp\" }, \"https://partner.example\"]
+                                 # the user issuers bundle `users` entries name (default: one,
+                                 # https://issuer.test.invalid)
   [users.alice]                  # sub defaults to the key
+  issuer = \"corp\"               # URL or name of one of `issuers` (default: the only one)
   groups = [\"it-admins\"]  roles = [\"admin\"]  scopes = [\"HR_read\"]
   [agents.claude]                # sub defaults to \"agent:claude\"
   type = \"assistant\"  provider = \"anthropic\"  model = \"claude-sonnet-4\"

@@ -1,5 +1,6 @@
-//! The audit record: one structured line per decision — who, which agent, which server and
-//! tool, what was asked, the outcome and the rule that decided it. Never a token.
+//! The audit record: one structured line per decision — who (user and agent, each with the
+//! issuer of its token: a subject names someone only at its issuer), which server and tool,
+//! what was asked, the outcome and the rule that decided it. Never a token.
 //!
 //! The record is serialised straight from borrowed fields of the flow (no intermediate JSON
 //! value); its keys come out in alphabetical order, absent ones omitted.
@@ -77,6 +78,8 @@ struct Record<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     agent_instance: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    agent_iss: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     agent_model: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     agent_type: Option<&'a str>,
@@ -105,6 +108,8 @@ struct Record<'a> {
     status: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     user: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_iss: Option<&'a str>,
 }
 
 impl<'a> Record<'a> {
@@ -114,6 +119,7 @@ impl<'a> Record<'a> {
         let mut r = Record {
             agent: agent.map(|a| a.token.sub.as_str()),
             agent_instance: agent.and_then(|a| a.agent_instance_id.as_deref()),
+            agent_iss: agent.map(|a| a.token.iss.as_str()),
             agent_model: agent.and_then(|a| a.agent_model.as_deref()),
             agent_type: agent.and_then(|a| a.agent_type.as_deref()),
             code: None,
@@ -129,6 +135,7 @@ impl<'a> Record<'a> {
             server: flow.server(),
             status: None,
             user: id.map(|i| i.user.token.sub.as_str()),
+            user_iss: id.map(|i| i.user.token.iss.as_str()),
         };
         match flow.outcome() {
             Outcome::Pending => {}

@@ -287,7 +287,7 @@ impl RawConfig {
                     "session keys are set in `sessions.keys`: remove this copy",
                 ))
             }
-            (Some(s), None) => Some(SessionKeys::compile(s.keys, "sessions.keys")?),
+            (Some(s), None) => Some(SessionKeys::from_raw(s, "sessions")?),
             (None, Some(keys)) => Some(SessionKeys::compile(keys, "routing.session_keys")?),
             (None, None) => None,
         };
@@ -306,6 +306,12 @@ impl RawConfig {
             None if self.identity.is_some() => Some(SessionKeys::generated()),
             s => s,
         };
+        let identity = self.identity.map(|i| i.compile("identity")).transpose()?;
+        let user_issuers = identity.as_ref().map(|i| i.user.issuers.as_slice());
+        let policy = self
+            .policy
+            .map(|p| p.compile_for("policy", user_issuers))
+            .transpose()?;
         Ok(Config {
             mode,
             warnings: Vec::new(),
@@ -315,8 +321,8 @@ impl RawConfig {
             protocol_versions,
             extra_methods: self.extra_methods,
             strict_keys: self.strict_keys,
-            identity: self.identity.map(|i| i.compile("identity")).transpose()?,
-            policy: self.policy.map(|p| p.compile("policy")).transpose()?,
+            identity,
+            policy,
             token_exchange: self
                 .token_exchange
                 .map(|x| x.compile("token_exchange"))

@@ -16,6 +16,7 @@ use crate::exchange::{
 };
 use crate::identity::attestation::AttestationCache;
 use crate::identity::metadata::ClaimSource;
+use crate::identity::payload::WithHeaders;
 use crate::identity::{authenticate_cached, Identity, IdentityCache};
 use crate::jsonrpc::Message;
 use crate::jsonrpc::{parse_payload, ParseRules, Payload};
@@ -85,7 +86,8 @@ impl Owner {
         self.0.as_ref().map_or(&[], |id| id.user.groups.as_slice())
     }
 
-    /// Who a session of `server` belongs to: issuer and subject of the user and the agent.
+    /// Who a session of `server` belongs to: issuer and subject of the user and the agent,
+    /// and the agent's instance.
     fn of_session<'a>(&'a self, server: &'a str) -> SessionOwner<'a> {
         let agent = self.0.as_ref().and_then(|id| id.agent.as_ref());
         SessionOwner {
@@ -94,6 +96,9 @@ impl Owner {
             user: self.user(),
             agent_issuer: agent.map_or("", |a| a.token.iss.as_str()),
             agent: self.agent(),
+            agent_instance: agent
+                .and_then(|a| a.agent_instance_id.as_deref())
+                .unwrap_or(""),
         }
     }
 }
@@ -285,13 +290,18 @@ impl RequestFlow {
         }
         if let (Some(keys), Some(sealed)) = (&cfg.sessions, session_id) {
             let b = keys
-                .open(sealed, &owner.of_session(&self.server))
+                .open(sealed, &owner.of_session(&self.server), self.now)
                 .map_err(|e| match e {
                     SessionError::Unknown => Rejection::new(
                         Reason::SessionNotFound,
                         "unknown or altered session id; initialize a new session",
                     )
                     .with_rule("session.unknown"),
+                    SessionError::Expired => Rejection::new(
+                        Reason::SessionNotFound,
+                        "this session id has expired (sessions.max_age_seconds); initialize a new session",
+                    )
+                    .with_rule("session.expired"),
                     SessionError::Foreign => Rejection::new(
                         Reason::SessionForbidden,
                         "this session belongs to another caller",
@@ -368,11 +378,7 @@ impl RequestFlow {
                         session_id: real.to_string(),
                         host,
                         variant: self.variant.clone(),
-                        server: self.server.clone(),
-                        user_issuer: o.user_issuer.to_string(),
-                        user: o.user.to_string(),
-                        agent_issuer: o.agent_issuer.to_string(),
-                        agent: o.agent.to_string(),
+                        owner: keys.owner_record(&o, self.now),
                     };
                     keys.seal(&binding)
                 }
@@ -684,9 +690,14 @@ impl RequestFlow {
                 };
             }
             let key = subject.map(|u| ctx.identity_cache.key(u, actor));
+            // jwt_authn's metadata, and the payload headers it forwards (`forward_payload_header`).
+            let source = WithHeaders {
+                metadata: ctx.claims,
+                headers,
+            };
             let identity = match authenticate_cached(
                 id_cfg,
-                ctx.claims,
+                &source,
                 ctx.attestation_cache,
                 ctx.identity_cache,
                 key,
@@ -697,6 +708,10 @@ impl RequestFlow {
             };
             if let Some(name) = &id_cfg.upstream_user {
                 let value = header_safe(&identity.user.token.sub);
+                self.edits.push(HeaderEdit::Set(name.clone(), value));
+            }
+            if let Some(name) = &id_cfg.upstream_user_issuer {
+                let value = header_safe(&identity.user.token.iss);
                 self.edits.push(HeaderEdit::Set(name.clone(), value));
             }
             if let (Some(name), Some(agent)) = (&id_cfg.upstream_agent, &identity.agent) {
@@ -1100,7 +1115,7 @@ mod tests {
             identity_cache: &mut identities,
             now: 1_800_000_000,
         };
-        flow.on_request_headers(cfg, h, eos, ctx)
+        flow.on_request_headers(cfg, &claims.with_payloads(h), eos, ctx)
     }
 
     fn reply_reason(step: &Step) -> (u32, String) {
@@ -1309,7 +1324,8 @@ mod tests {
                 identity_cache: &mut identities,
                 now: 1_800_000_000,
             };
-            assert_eq!(flow.on_request_headers(&cfg, h, false, ctx), Step::Pause);
+            let h = claims.with_payloads(h);
+            assert_eq!(flow.on_request_headers(&cfg, &h, false, ctx), Step::Pause);
             flow.identity.clone().unwrap()
         };
         let (first, second) = (run(&h), run(&h));
@@ -1408,13 +1424,18 @@ mod tests {
     fn only_headers_the_request_carries_are_removed() {
         let cfg = identity_config();
         let claims = alice_claims();
-        // Nothing spoofed: only the token goes; the identity headers are set, not removed.
+        // Nothing spoofed: only the token and jwt_authn's payload header go; the identity
+        // headers are set, not removed.
         let mut h = post_headers();
         h.push(("authorization".into(), b"Bearer t".to_vec()));
         let mut flow = RequestFlow::new();
         assert_eq!(hdrs_with(&mut flow, &cfg, &h, false, &claims), Step::Pause);
         let edits = flow.take_header_edits();
-        assert_eq!(removed(&edits), vec!["authorization"], "{edits:?}");
+        assert_eq!(
+            removed(&edits),
+            vec!["authorization", "x-warden-user-payload"],
+            "{edits:?}"
+        );
         assert!(edits.contains(&HeaderEdit::Set("x-mcp-user".into(), "alice".into())));
         // A spoofed identity header, in any case, is still removed before it is set.
         let upstream_user = cfg
@@ -1432,7 +1453,12 @@ mod tests {
             let edits = flow.take_header_edits();
             assert_eq!(
                 removed(&edits),
-                vec!["authorization", "x-mcp-user", "x-mcp-delegation"],
+                vec![
+                    "authorization",
+                    "x-warden-user-payload",
+                    "x-mcp-user",
+                    "x-mcp-delegation"
+                ],
                 "{edits:?}"
             );
             let at = |e: &HeaderEdit| edits.iter().position(|x| x == e);
@@ -1458,7 +1484,10 @@ mod tests {
             hdrs_with(&mut flow, &cfg, &h, false, &claims_for("alice")),
             Step::Pause
         );
-        assert_eq!(removed(&flow.take_header_edits()), vec!["authorization"]);
+        assert_eq!(
+            removed(&flow.take_header_edits()),
+            vec!["authorization", "x-warden-user-payload"]
+        );
         h.push(("x-mcp-upstream-host".into(), b"10.0.0.9:80".to_vec()));
         h.push(("X-Mcp-Variant".into(), b"canary".to_vec()));
         let mut flow = RequestFlow::new();
@@ -1469,7 +1498,12 @@ mod tests {
         let edits = flow.take_header_edits();
         assert_eq!(
             removed(&edits),
-            vec!["authorization", "x-mcp-variant", "x-mcp-upstream-host"],
+            vec![
+                "authorization",
+                "x-warden-user-payload",
+                "x-mcp-variant",
+                "x-mcp-upstream-host"
+            ],
             "{edits:?}"
         );
         assert!(edits.contains(&HeaderEdit::Set("x-mcp-variant".into(), "stable".into())));
@@ -2274,3 +2308,6 @@ mod tests {
 
 #[cfg(test)]
 mod endpoint_tests;
+
+#[cfg(test)]
+mod owner_tests;

@@ -1,8 +1,10 @@
 //! Sealed session ids: the server's `Mcp-Session-Id` never reaches the client. The client gets
-//! a *sealed* id instead (XChaCha20-Poly1305) that carries the real id, the owner (issuer and
-//! subject of the user, and of the agent when there is one), the server and, with `routing`,
-//! the instance and variant. A tampered id, an id sealed with a key no longer configured, or one
-//! presented by another caller or for another server is refused before anything goes upstream.
+//! a *sealed* id instead (XChaCha20-Poly1305) that carries the real id, the owner
+//! ([`SealedOwner`]: the server, issuer and subject of the user and of the agent, the agent's
+//! instance) with an expiry, and, with `routing`, the instance and variant. A tampered or expired
+//! id, an id sealed with a key no longer configured, or one presented by another caller or for
+//! another server is refused before anything goes upstream. SSE event ids
+//! ([`crate::response::resume`]) carry the same owner record.
 //!
 //! Sealing is on whenever `identity` is (a session belongs to the verified caller who opened
 //! it). Keys come from `sessions.keys` (or, for older configurations, `routing.session_keys`);
@@ -25,6 +27,21 @@ pub struct RawSessions {
     /// need the same configured key.
     #[serde(default)]
     pub keys: Vec<RawKey>,
+    /// Lifetime of a sealed session id (and of a sealed SSE event id), in seconds from when it
+    /// was sealed (default 86400: 24 hours; 1 … 2592000). An older id is refused like an
+    /// unknown one (404 `session_not_found`): the client initializes a new session.
+    #[serde(default = "default_max_age")]
+    pub max_age_seconds: u64,
+}
+
+/// Default lifetime of a sealed id: 24 hours.
+pub const DEFAULT_MAX_AGE_SECONDS: u64 = 24 * 60 * 60;
+
+/// Longest lifetime of a sealed id: 30 days.
+const MAX_MAX_AGE_SECONDS: u64 = 30 * 24 * 60 * 60;
+
+fn default_max_age() -> u64 {
+    DEFAULT_MAX_AGE_SECONDS
 }
 
 /// A session key.
@@ -45,6 +62,7 @@ pub const GENERATED_KEY_ID: &str = "auto";
 pub struct SessionKeys {
     keys: Vec<(String, [u8; 32])>,
     generated: bool,
+    max_age: u64,
 }
 
 impl std::fmt::Debug for SessionKeys {
@@ -59,6 +77,7 @@ impl std::fmt::Debug for SessionKeys {
                     .collect::<Vec<_>>(),
             )
             .field("generated", &self.generated)
+            .field("max_age", &self.max_age)
             .finish()
     }
 }
@@ -71,8 +90,21 @@ fn valid_key_id(s: &str) -> bool {
 }
 
 impl SessionKeys {
+    /// Validates the `sessions` section (`at`: its field path).
+    pub fn from_raw(raw: RawSessions, at: &str) -> Result<SessionKeys, ConfigError> {
+        if !(1..=MAX_MAX_AGE_SECONDS).contains(&raw.max_age_seconds) {
+            return Err(err(
+                &format!("{at}.max_age_seconds"),
+                format!("must be between 1 and {MAX_MAX_AGE_SECONDS} (30 days)"),
+            ));
+        }
+        let mut keys = SessionKeys::compile(raw.keys, &format!("{at}.keys"))?;
+        keys.max_age = raw.max_age_seconds;
+        Ok(keys)
+    }
+
     /// Validates configured keys (`at`: the field path of the list). An empty list means a
-    /// generated key.
+    /// generated key. Sealed ids live [`DEFAULT_MAX_AGE_SECONDS`].
     pub fn compile(raw: Vec<RawKey>, at: &str) -> Result<SessionKeys, ConfigError> {
         if raw.is_empty() {
             return Ok(SessionKeys::generated());
@@ -109,6 +141,7 @@ impl SessionKeys {
         Ok(SessionKeys {
             keys,
             generated: false,
+            max_age: DEFAULT_MAX_AGE_SECONDS,
         })
     }
 
@@ -124,7 +157,14 @@ impl SessionKeys {
         SessionKeys {
             keys,
             generated: true,
+            max_age: DEFAULT_MAX_AGE_SECONDS,
         }
+    }
+
+    /// The owner record of a token sealed at `now` for `owner`: it expires `max_age_seconds`
+    /// later.
+    pub fn owner_record(&self, owner: &SessionOwner<'_>, now: u64) -> SealedOwner {
+        SealedOwner::new(owner, now.saturating_add(self.max_age))
     }
 
     /// Whether the key is generated (no key configured): the adapter shares it between workers.
@@ -154,19 +194,19 @@ impl SessionKeys {
         crate::sealing::seal(self, PREFIX, PURPOSE, &plain)
     }
 
-    /// Opens a sealed session id and checks it belongs to this caller and server.
+    /// Opens a sealed session id and checks it has not expired at `now` and belongs to this
+    /// caller and server.
     pub fn open(
         &self,
         sealed: &str,
         owner: &SessionOwner<'_>,
+        now: u64,
     ) -> Result<SessionBinding, SessionError> {
         let plain =
             crate::sealing::open(self, PREFIX, PURPOSE, sealed).ok_or(SessionError::Unknown)?;
         let b: SessionBinding =
             serde_json::from_slice(&plain).map_err(|_| SessionError::Unknown)?;
-        if b.owner() != *owner {
-            return Err(SessionError::Foreign);
-        }
+        b.owner.check(owner, now)?;
         Ok(b)
     }
 }
@@ -180,19 +220,89 @@ impl KeyRing for SessionKeys {
     }
 }
 
-/// Who presents (or opens) a session, and on which server.
+/// Who presents (or opens) a sealed session id or event id, and on which server: the verified
+/// caller, borrowed from its identity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionOwner<'a> {
     /// The server.
     pub server: &'a str,
     /// Issuer of the user's token.
     pub user_issuer: &'a str,
-    /// The user's `sub`.
+    /// The user's subject.
     pub user: &'a str,
     /// Issuer of the agent's token (empty when no agent).
     pub agent_issuer: &'a str,
-    /// The agent's `sub` (empty when no agent).
+    /// The agent's subject (empty when no agent).
     pub agent: &'a str,
+    /// The agent's `agent_instance_id` (empty when no agent or none in its token).
+    pub agent_instance: &'a str,
+}
+
+/// The owner sealed into a session id or an SSE event id, and until when it is valid. One
+/// record for both, so they bind exactly the same facts. Every field is required: a token
+/// sealed before a field was bound does not open (the client initializes again).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedOwner {
+    /// The server.
+    #[serde(rename = "n")]
+    pub server: String,
+    /// Issuer of the owning user's token.
+    #[serde(rename = "i")]
+    pub user_issuer: String,
+    /// The owning user's subject.
+    #[serde(rename = "u")]
+    pub user: String,
+    /// Issuer of the owning agent's token (empty when no agent).
+    #[serde(rename = "j")]
+    pub agent_issuer: String,
+    /// The owning agent's subject (empty when no agent).
+    #[serde(rename = "a")]
+    pub agent: String,
+    /// The owning agent's instance id (empty when no agent or no instance id).
+    #[serde(rename = "k")]
+    pub agent_instance: String,
+    /// Seconds since the epoch from which the token is refused.
+    #[serde(rename = "x")]
+    pub expires: u64,
+}
+
+impl SealedOwner {
+    /// The record of `owner`, valid until `expires`.
+    pub fn new(owner: &SessionOwner<'_>, expires: u64) -> SealedOwner {
+        SealedOwner {
+            server: owner.server.to_string(),
+            user_issuer: owner.user_issuer.to_string(),
+            user: owner.user.to_string(),
+            agent_issuer: owner.agent_issuer.to_string(),
+            agent: owner.agent.to_string(),
+            agent_instance: owner.agent_instance.to_string(),
+            expires,
+        }
+    }
+
+    /// The owner recorded.
+    pub fn owner(&self) -> SessionOwner<'_> {
+        SessionOwner {
+            server: &self.server,
+            user_issuer: &self.user_issuer,
+            user: &self.user,
+            agent_issuer: &self.agent_issuer,
+            agent: &self.agent,
+            agent_instance: &self.agent_instance,
+        }
+    }
+
+    /// Whether `caller` may use the token at `now`: an expired token is dead for everyone
+    /// ([`SessionError::Expired`]), a live one is the owner's only ([`SessionError::Foreign`]).
+    pub fn check(&self, caller: &SessionOwner<'_>, now: u64) -> Result<(), SessionError> {
+        if now >= self.expires {
+            return Err(SessionError::Expired);
+        }
+        if self.owner() != *caller {
+            return Err(SessionError::Foreign);
+        }
+        Ok(())
+    }
 }
 
 /// What a sealed session id carries.
@@ -207,35 +317,9 @@ pub struct SessionBinding {
     /// The variant it was created on.
     #[serde(rename = "v", default)]
     pub variant: Option<String>,
-    /// The server.
-    #[serde(rename = "n")]
-    pub server: String,
-    /// Issuer of the owning user's token. Required: ids sealed before owners carried their
-    /// issuer do not open (the client initializes again).
-    #[serde(rename = "i")]
-    pub user_issuer: String,
-    /// The owning user's `sub`.
-    #[serde(rename = "u")]
-    pub user: String,
-    /// Issuer of the owning agent's token (empty when no agent).
-    #[serde(rename = "j", default)]
-    pub agent_issuer: String,
-    /// The owning agent's `sub` (empty when no agent).
-    #[serde(rename = "a", default)]
-    pub agent: String,
-}
-
-impl SessionBinding {
-    /// The owner recorded in this binding.
-    pub fn owner(&self) -> SessionOwner<'_> {
-        SessionOwner {
-            server: &self.server,
-            user_issuer: &self.user_issuer,
-            user: &self.user,
-            agent_issuer: &self.agent_issuer,
-            agent: &self.agent,
-        }
-    }
+    /// Who it belongs to, and until when.
+    #[serde(rename = "o")]
+    pub owner: SealedOwner,
 }
 
 /// Why a presented session id is refused.
@@ -243,7 +327,9 @@ impl SessionBinding {
 pub enum SessionError {
     /// Not one of ours, tampered with, or sealed with a key no longer configured.
     Unknown,
-    /// Sealed for another user, agent or server.
+    /// Older than `sessions.max_age_seconds`: refused like an unknown id.
+    Expired,
+    /// Sealed for another user, agent, agent instance or server.
     Foreign,
 }
 
@@ -271,18 +357,7 @@ mod tests {
         keys(json!([{"id": "k2", "secret": b64(7)}, {"id": "k1", "secret": b64(1)}])).unwrap()
     }
 
-    fn binding() -> SessionBinding {
-        SessionBinding {
-            session_id: "real-123".into(),
-            host: "127.0.0.1:8112".into(),
-            variant: Some("canary".into()),
-            server: "corp".into(),
-            user_issuer: "https://idp".into(),
-            user: "alice".into(),
-            agent_issuer: "https://idp".into(),
-            agent: "agent:x".into(),
-        }
-    }
+    const NOW: u64 = 1_800_000_000;
 
     fn alice() -> SessionOwner<'static> {
         SessionOwner {
@@ -291,6 +366,16 @@ mod tests {
             user: "alice",
             agent_issuer: "https://idp",
             agent: "agent:x",
+            agent_instance: "i-1",
+        }
+    }
+
+    fn binding() -> SessionBinding {
+        SessionBinding {
+            session_id: "real-123".into(),
+            host: "127.0.0.1:8112".into(),
+            variant: Some("canary".into()),
+            owner: config().owner_record(&alice(), NOW),
         }
     }
 
@@ -301,8 +386,9 @@ mod tests {
         assert!(sealed.starts_with("mw1.k2."));
         assert!(!sealed.contains("real-123") && !sealed.contains("8112"));
         assert!(sealed.bytes().all(|b| (0x21..=0x7e).contains(&b)));
-        assert_eq!(c.open(&sealed, &alice()), Ok(binding()));
-        assert_eq!(binding().owner(), alice());
+        assert_eq!(c.open(&sealed, &alice(), NOW), Ok(binding()));
+        assert_eq!(binding().owner.owner(), alice());
+        assert_eq!(binding().owner.expires, NOW + DEFAULT_MAX_AGE_SECONDS);
     }
 
     #[test]
@@ -321,6 +407,7 @@ mod tests {
             SessionOwner {
                 agent: "",
                 agent_issuer: "",
+                agent_instance: "",
                 ..alice()
             },
             SessionOwner {
@@ -336,15 +423,28 @@ mod tests {
                 agent_issuer: "https://evil",
                 ..alice()
             },
+            // Another instance of the same agent, or the agent without an instance id.
+            SessionOwner {
+                agent_instance: "i-2",
+                ..alice()
+            },
+            SessionOwner {
+                agent_instance: "",
+                ..alice()
+            },
         ];
         for o in others {
-            assert_eq!(c.open(&sealed, &o), Err(SessionError::Foreign), "{o:?}");
+            assert_eq!(
+                c.open(&sealed, &o, NOW),
+                Err(SessionError::Foreign),
+                "{o:?}"
+            );
         }
         let mut flipped = sealed.clone().into_bytes();
         let last = flipped.len() - 3;
         flipped[last] = if flipped[last] == b'A' { b'B' } else { b'A' };
         assert_eq!(
-            c.open(&String::from_utf8(flipped).unwrap(), &alice()),
+            c.open(&String::from_utf8(flipped).unwrap(), &alice(), NOW),
             Err(SessionError::Unknown)
         );
         for bad in [
@@ -355,30 +455,76 @@ mod tests {
             "mw1.k2.!!!",
             "mw2.k2.AAAA",
         ] {
-            assert_eq!(c.open(bad, &alice()), Err(SessionError::Unknown), "{bad}");
+            assert_eq!(
+                c.open(bad, &alice(), NOW),
+                Err(SessionError::Unknown),
+                "{bad}"
+            );
         }
     }
 
     #[test]
-    fn ids_sealed_without_an_issuer_do_not_open() {
-        // The binding format before issuers were bound: refused as unknown (re-initialize),
-        // never matched against an empty issuer.
+    fn ids_expire_after_max_age_for_everyone() {
+        let raw: RawSessions = serde_json::from_value(
+            json!({"keys": [{"id": "k", "secret": b64(3)}], "max_age_seconds": 60}),
+        )
+        .unwrap();
+        let c = SessionKeys::from_raw(raw, "sessions").unwrap();
+        let b = SessionBinding {
+            owner: c.owner_record(&alice(), NOW),
+            ..binding()
+        };
+        let sealed = c.seal(&b).unwrap();
+        assert_eq!(c.open(&sealed, &alice(), NOW + 59), Ok(b));
+        assert_eq!(
+            c.open(&sealed, &alice(), NOW + 60),
+            Err(SessionError::Expired)
+        );
+        // Expired first: nobody learns more from a dead id.
+        let bob = SessionOwner {
+            user: "bob",
+            ..alice()
+        };
+        assert_eq!(
+            c.open(&sealed, &bob, NOW + 3600),
+            Err(SessionError::Expired)
+        );
+    }
+
+    #[test]
+    fn ids_sealed_without_an_issuer_instance_or_expiry_do_not_open() {
+        // Binding formats before issuers, instances and expiry were bound: refused as unknown
+        // (re-initialize), never matched against an empty field.
         let c = config();
-        let plain =
-            json!({"s": "real", "h": "", "n": "corp", "u": "alice", "a": "agent:x"}).to_string();
-        let old = crate::sealing::seal(&c, PREFIX, PURPOSE, plain.as_bytes()).unwrap();
-        assert_eq!(c.open(&old, &alice()), Err(SessionError::Unknown));
+        let olds = [
+            json!({"s": "real", "h": "", "n": "corp", "u": "alice", "a": "agent:x"}),
+            json!({"s": "real", "h": "", "n": "corp", "i": "https://idp", "u": "alice",
+                   "j": "https://idp", "a": "agent:x"}),
+            json!({"s": "real", "h": "", "o": {"n": "corp", "i": "https://idp", "u": "alice",
+                   "j": "https://idp", "a": "agent:x", "k": "i-1"}}),
+            json!({"s": "real", "h": "", "o": {"n": "corp", "i": "https://idp", "u": "alice",
+                   "j": "https://idp", "a": "agent:x", "x": NOW + 10}}),
+        ];
+        for plain in olds {
+            let old =
+                crate::sealing::seal(&c, PREFIX, PURPOSE, plain.to_string().as_bytes()).unwrap();
+            assert_eq!(
+                c.open(&old, &alice(), NOW),
+                Err(SessionError::Unknown),
+                "{plain}"
+            );
+        }
         // Nor does a token sealed for another purpose (an SSE event id).
         let sealed = serde_json::to_vec(&binding()).unwrap();
         let other = crate::sealing::seal(&c, PREFIX, "event", &sealed).unwrap();
-        assert_eq!(c.open(&other, &alice()), Err(SessionError::Unknown));
+        assert_eq!(c.open(&other, &alice(), NOW), Err(SessionError::Unknown));
     }
 
     #[test]
     fn old_keys_still_open_after_rotation() {
         let old = keys(json!([{"id": "k1", "secret": b64(1)}])).unwrap();
         let sealed = old.seal(&binding()).unwrap();
-        assert_eq!(config().open(&sealed, &alice()), Ok(binding()));
+        assert_eq!(config().open(&sealed, &alice(), NOW), Ok(binding()));
     }
 
     #[test]
@@ -389,7 +535,7 @@ mod tests {
         if own.is_some() {
             let sealed = g.seal(&binding()).unwrap();
             assert!(sealed.starts_with("mw1.auto."));
-            assert_eq!(g.open(&sealed, &alice()), Ok(binding()));
+            assert_eq!(g.open(&sealed, &alice(), NOW), Ok(binding()));
         }
         // Every worker installs the process's key: ids sealed by one open in another.
         let mut other = SessionKeys::generated();
@@ -397,7 +543,7 @@ mod tests {
         other.install_generated([9; 32]);
         assert_eq!(g.generated_secret(), Some([9; 32]));
         let sealed = g.seal(&binding()).unwrap();
-        assert_eq!(other.open(&sealed, &alice()), Ok(binding()));
+        assert_eq!(other.open(&sealed, &alice(), NOW), Ok(binding()));
         // Configured keys are never replaced.
         let mut configured = config();
         configured.install_generated([9; 32]);
@@ -407,9 +553,31 @@ mod tests {
         let none = SessionKeys {
             keys: Vec::new(),
             generated: true,
+            max_age: DEFAULT_MAX_AGE_SECONDS,
         };
         assert_eq!(none.seal(&binding()), None);
-        assert_eq!(none.open(&sealed, &alice()), Err(SessionError::Unknown));
+        assert_eq!(
+            none.open(&sealed, &alice(), NOW),
+            Err(SessionError::Unknown)
+        );
+    }
+
+    #[test]
+    fn max_age_is_bounded_and_names_its_field() {
+        let compile = |age: serde_json::Value| {
+            let raw: RawSessions =
+                serde_json::from_value(json!({ "max_age_seconds": age })).unwrap();
+            SessionKeys::from_raw(raw, "sessions")
+        };
+        for bad in [json!(0), json!(2_592_001)] {
+            assert_eq!(compile(bad).unwrap_err().field, "sessions.max_age_seconds");
+        }
+        assert_eq!(compile(json!(2_592_000)).unwrap().max_age, 2_592_000);
+        let raw: RawSessions = serde_json::from_value(json!({})).unwrap();
+        assert_eq!(
+            SessionKeys::from_raw(raw, "sessions").unwrap().max_age,
+            DEFAULT_MAX_AGE_SECONDS
+        );
     }
 
     #[test]

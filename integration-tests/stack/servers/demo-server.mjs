@@ -116,6 +116,7 @@ function identityHeaders(headers) {
   };
   return {
     'x-mcp-user': one('x-mcp-user'),
+    'x-mcp-user-issuer': one('x-mcp-user-issuer'),
     'x-mcp-agent': one('x-mcp-agent'),
     'x-mcp-delegation': one('x-mcp-delegation'),
     saw_authorization: headers.authorization !== undefined,

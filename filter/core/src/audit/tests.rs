@@ -20,11 +20,13 @@ fn legacy(flow: &RequestFlow) -> String {
     let mut r = Map::new();
     if let Some(id) = flow.identity() {
         r.insert("user".into(), json!(id.user.token.sub));
+        r.insert("user_iss".into(), json!(id.user.token.iss));
         if !id.user.groups.is_empty() {
             r.insert("groups".into(), json!(id.user.groups));
         }
         if let Some(a) = &id.agent {
             r.insert("agent".into(), json!(a.token.sub));
+            r.insert("agent_iss".into(), json!(a.token.iss));
             if let Some(t) = &a.agent_type {
                 r.insert("agent_type".into(), json!(t));
             }
@@ -157,7 +159,8 @@ fn flow(cfg: &Config, claims: &JsonClaims, version: &str, body: Option<&str>) ->
         identity_cache: &mut IdentityCache::default(),
         now: NOW,
     };
-    let step = flow.on_request_headers(cfg, &headers(version), false, ctx);
+    let h = claims.with_payloads(&headers(version));
+    let step = flow.on_request_headers(cfg, &h, false, ctx);
     if let (Step::Pause, Some(body)) = (step, body) {
         let BodyStep::ReadBody(n) = flow.on_request_body(cfg, body.len(), true) else {
             panic!("body not read")
@@ -252,6 +255,40 @@ fn agent_records_are_the_same_text_as_before() {
     }
 }
 
+#[test]
+fn records_name_the_issuer_of_user_and_agent() {
+    let cfg = config(true);
+    let call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}"#;
+    let claims = JsonClaims(vec![
+        ("user".into(), user("al\"ice\n\u{e9}", json!([]))),
+        (
+            "agent".into(),
+            agent(
+                json!({"delegation_chain": [{"iss":"idp","sub":"al\"ice\n\u{e9}",
+                "aud":"agent:\"c\"","delegated_at":NOW-10}]}),
+            ),
+        ),
+    ]);
+    let r: Value =
+        serde_json::from_str(&same(&flow(&cfg, &claims, "2025-06-18", Some(call)))).unwrap();
+    assert_eq!(r["user"], json!("al\"ice\n\u{e9}"));
+    assert_eq!(r["user_iss"], json!("idp"));
+    assert_eq!(r["agent_iss"], json!("idp"));
+    // Without identity, no issuer either.
+    let bob = JsonClaims(vec![("user".into(), user("bob", json!([])))]);
+    let r: Value = serde_json::from_str(&record(&flow(
+        &Config::default(),
+        &bob,
+        "2025-06-18",
+        Some(call),
+    )))
+    .unwrap();
+    assert!(
+        r.get("user_iss").is_none() && r.get("agent_iss").is_none(),
+        "{r}"
+    );
+}
+
 /// `config(false)` plus a token exchange for server `demo`.
 fn exchange_config() -> Config {
     let mut cfg: Value = json!({
@@ -287,7 +324,12 @@ fn call_flow(cfg: &Config, claims: &JsonClaims, id: u64) -> (RequestFlow, Step) 
         now: NOW,
     };
     assert_eq!(
-        flow.on_request_headers(cfg, &headers("2025-06-18"), false, ctx),
+        flow.on_request_headers(
+            cfg,
+            &claims.with_payloads(&headers("2025-06-18")),
+            false,
+            ctx
+        ),
         Step::Pause
     );
     let BodyStep::ReadBody(n) = flow.on_request_body(cfg, body.len(), true) else {

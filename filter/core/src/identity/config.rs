@@ -2,6 +2,7 @@
 
 use super::attestation::{AttestationRules, AttesterKey};
 use super::delegation::ChainRules;
+use super::mapping::{compile_issuers, Issuer, RawIssuer, TokenKind};
 use crate::config::{err, ConfigError};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -61,8 +62,15 @@ pub struct RawUserRules {
     /// (default `authorization`).
     #[serde(default = "default_user_header")]
     pub token_header: String,
-    /// Accepted `iss` values (at least one).
-    pub issuers: Vec<String>,
+    /// Header in which jwt_authn forwards the verified payload (its provider's
+    /// `forward_payload_header`), read for the claims with their JSON types and removed before
+    /// the request goes upstream (default `x-warden-user-payload`). `null`: read the claims
+    /// from jwt_authn's metadata instead (weaker: Envoy's encoding does not say a claim's type).
+    #[serde(default = "some_user_payload")]
+    pub payload_header: Option<String>,
+    /// Trusted issuers (at least one): each an `iss` URL with the default claim names, or
+    /// `{"issuer", "name", "claims"}` (see README "Claim mapping").
+    pub issuers: Vec<RawIssuer>,
     /// Accepted `aud` values (default: the protected resource).
     #[serde(default)]
     pub audiences: Vec<String>,
@@ -85,8 +93,14 @@ pub struct RawAgentRules {
     /// (default `x-agent-token`).
     #[serde(default = "default_agent_header")]
     pub token_header: String,
-    /// Accepted `iss` values (at least one).
-    pub issuers: Vec<String>,
+    /// Header in which jwt_authn forwards the verified agent payload (default
+    /// `x-warden-agent-payload`; `null`: jwt_authn's metadata, weaker). See
+    /// [`RawUserRules::payload_header`].
+    #[serde(default = "some_agent_payload")]
+    pub payload_header: Option<String>,
+    /// Trusted issuers (at least one): each an `iss` URL with the default claim names, or
+    /// `{"issuer", "name", "claims"}` (see README "Claim mapping").
+    pub issuers: Vec<RawIssuer>,
     /// Accepted `aud` values (default: the protected resource).
     #[serde(default)]
     pub audiences: Vec<String>,
@@ -154,13 +168,18 @@ pub struct RawKey {
     pub pem: String,
 }
 
-/// Names of the identity headers set upstream (`null` to not set one).
+/// Names of the identity headers set upstream (`null` to not set one; a client's copy of the
+/// default name is removed all the same).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawUpstreamHeaders {
-    /// The user's `sub` (default `x-mcp-user`).
+    /// The user's `sub` (default `x-mcp-user`). A subject names a user only together with its
+    /// issuer: servers that key anything by user read both headers.
     #[serde(default = "some_user_header")]
     pub user: Option<String>,
+    /// The issuer (`iss`) of the user's token (default `x-mcp-user-issuer`).
+    #[serde(default = "some_user_issuer_header")]
+    pub user_issuer: Option<String>,
     /// The agent's `sub` (default `x-mcp-agent`).
     #[serde(default = "some_agent_header")]
     pub agent: Option<String>,
@@ -173,6 +192,7 @@ impl Default for RawUpstreamHeaders {
     fn default() -> Self {
         RawUpstreamHeaders {
             user: some_user_header(),
+            user_issuer: some_user_issuer_header(),
             agent: some_agent_header(),
             delegation: some_delegation_header(),
         }
@@ -215,14 +235,30 @@ fn default_formats() -> Vec<String> {
 fn default_max_age() -> u64 {
     300
 }
+/// Default names of the identity headers: user, user issuer, agent, delegation.
+const DEFAULT_HEADERS: [&str; 4] = [
+    "x-mcp-user",
+    "x-mcp-user-issuer",
+    "x-mcp-agent",
+    "x-mcp-delegation",
+];
+fn some_user_payload() -> Option<String> {
+    Some("x-warden-user-payload".into())
+}
+fn some_agent_payload() -> Option<String> {
+    Some("x-warden-agent-payload".into())
+}
 fn some_user_header() -> Option<String> {
-    Some("x-mcp-user".into())
+    Some(DEFAULT_HEADERS[0].into())
+}
+fn some_user_issuer_header() -> Option<String> {
+    Some(DEFAULT_HEADERS[1].into())
 }
 fn some_agent_header() -> Option<String> {
-    Some("x-mcp-agent".into())
+    Some(DEFAULT_HEADERS[2].into())
 }
 fn some_delegation_header() -> Option<String> {
-    Some("x-mcp-delegation".into())
+    Some(DEFAULT_HEADERS[3].into())
 }
 
 /// Compiled user rules.
@@ -234,8 +270,10 @@ pub struct UserRules {
     pub failure_metadata_key: String,
     /// See [`RawUserRules::token_header`].
     pub token_header: String,
-    /// See [`RawUserRules::issuers`].
-    pub issuers: Vec<String>,
+    /// See [`RawUserRules::payload_header`].
+    pub payload_header: Option<String>,
+    /// Trusted issuers with their claim mappings.
+    pub issuers: Vec<Issuer>,
     /// See [`RawUserRules::audiences`].
     pub audiences: Vec<String>,
     /// See [`RawUserRules::required_scopes`].
@@ -251,8 +289,10 @@ pub struct AgentRules {
     pub failure_metadata_key: String,
     /// See [`RawAgentRules::token_header`].
     pub token_header: String,
-    /// See [`RawAgentRules::issuers`].
-    pub issuers: Vec<String>,
+    /// See [`RawAgentRules::payload_header`].
+    pub payload_header: Option<String>,
+    /// Trusted issuers with their claim mappings.
+    pub issuers: Vec<Issuer>,
     /// See [`RawAgentRules::audiences`].
     pub audiences: Vec<String>,
     /// See [`RawAgentRules::allowed_types`].
@@ -290,6 +330,8 @@ pub struct IdentityConfig {
     pub agent: Option<AgentRules>,
     /// Header names for the user, agent and delegation summary.
     pub upstream_user: Option<String>,
+    /// See [`RawUpstreamHeaders::user_issuer`].
+    pub upstream_user_issuer: Option<String>,
     /// See [`RawUpstreamHeaders::agent`].
     pub upstream_agent: Option<String>,
     /// See [`RawUpstreamHeaders::delegation`].
@@ -298,18 +340,43 @@ pub struct IdentityConfig {
     pub skew: u64,
 }
 
+impl UserRules {
+    /// The trusted issuer whose `iss` this is.
+    pub fn issuer(&self, iss: &str) -> Option<&Issuer> {
+        self.issuers.iter().find(|i| i.url == iss)
+    }
+}
+
+impl AgentRules {
+    /// The trusted issuer whose `iss` this is.
+    pub fn issuer(&self, iss: &str) -> Option<&Issuer> {
+        self.issuers.iter().find(|i| i.url == iss)
+    }
+}
+
 impl IdentityConfig {
-    /// Headers removed from every request that carries them, before it goes upstream.
+    /// Headers removed from every request that carries them, before it goes upstream: the
+    /// tokens and the identity headers (for one not set, `null`, its default name: a server
+    /// may still read that name).
     pub fn stripped_headers(&self) -> impl Iterator<Item = &str> {
-        self.token_headers().chain(
+        self.token_headers().chain(self.payload_headers()).chain(
             [
-                &self.upstream_user,
-                &self.upstream_agent,
-                &self.upstream_delegation,
+                (&self.upstream_user, DEFAULT_HEADERS[0]),
+                (&self.upstream_user_issuer, DEFAULT_HEADERS[1]),
+                (&self.upstream_agent, DEFAULT_HEADERS[2]),
+                (&self.upstream_delegation, DEFAULT_HEADERS[3]),
             ]
             .into_iter()
-            .flatten()
-            .map(String::as_str),
+            .map(|(set, default)| set.as_deref().unwrap_or(default)),
+        )
+    }
+
+    /// The headers jwt_authn forwards the verified payloads in: the user's, then the agent's.
+    pub fn payload_headers(&self) -> impl Iterator<Item = &str> {
+        self.user.payload_header.as_deref().into_iter().chain(
+            self.agent
+                .as_ref()
+                .and_then(|a| a.payload_header.as_deref()),
         )
     }
 
@@ -406,9 +473,13 @@ impl RawIdentity {
         }
 
         let u = self.user;
-        non_empty(&f("user.issuers"), &u.issuers)?;
         let user = UserRules {
+            issuers: compile_issuers(&f("user.issuers"), TokenKind::User, u.issuers)?,
             token_header: header_name(&f("user.token_header"), &u.token_header)?,
+            payload_header: u
+                .payload_header
+                .map(|n| header_name(&f("user.payload_header"), &n))
+                .transpose()?,
             metadata_key: u.metadata_key,
             failure_metadata_key: u.failure_metadata_key,
             audiences: if u.audiences.is_empty() {
@@ -416,10 +487,9 @@ impl RawIdentity {
             } else {
                 u.audiences
             },
-            issuers: u.issuers,
             required_scopes: u.required_scopes,
         };
-        let agent = match self.agent {
+        let mut agent = match self.agent {
             None => None,
             Some(a) => Some(compile_agent(
                 a,
@@ -428,12 +498,42 @@ impl RawIdentity {
                 self.clock_skew_seconds,
             )?),
         };
+        if let Some(a) = &mut agent {
+            resolve_delegators(&user.issuers, &mut a.issuers, &f("agent.issuers"))?;
+        }
         if let Some(a) = &agent {
             if a.token_header == user.token_header || a.metadata_key == user.metadata_key {
                 return Err(err(
                     &f("agent"),
                     "the agent token needs its own header and metadata key",
                 ));
+            }
+            if a.payload_header.is_some() && a.payload_header == user.payload_header {
+                return Err(err(
+                    &f("agent.payload_header"),
+                    "the agent payload needs its own header",
+                ));
+            }
+        }
+        let tokens = [
+            Some(&user.token_header),
+            agent.as_ref().map(|a| &a.token_header),
+        ];
+        let payloads = [
+            ("user", user.payload_header.as_ref()),
+            (
+                "agent",
+                agent.as_ref().and_then(|a| a.payload_header.as_ref()),
+            ),
+        ];
+        for (kind, p) in payloads {
+            if let Some(p) = p {
+                if tokens.contains(&Some(p)) {
+                    return Err(err(
+                        &f(&format!("{kind}.payload_header")),
+                        format!("`{p}` already carries a token"),
+                    ));
+                }
             }
         }
         let h = self.upstream_headers;
@@ -449,11 +549,54 @@ impl RawIdentity {
             user,
             agent,
             upstream_user: hdr("user", h.user)?,
+            upstream_user_issuer: hdr("user_issuer", h.user_issuer)?,
             upstream_agent: hdr("agent", h.agent)?,
             upstream_delegation: hdr("delegation", h.delegation)?,
             skew: self.clock_skew_seconds,
         })
     }
+}
+
+/// Resolves each agent issuer's `delegators_from` to user issuer URLs (names looked up in the
+/// user issuers); not given: the agent issuer itself.
+fn resolve_delegators(
+    users: &[Issuer],
+    agents: &mut [Issuer],
+    at: &str,
+) -> Result<(), ConfigError> {
+    for (i, a) in agents.iter_mut().enumerate() {
+        let resolved = match a.delegators_from.take() {
+            // An agent issuer that is not also a user issuer then speaks for nobody: every
+            // agent token of it is refused (`agent.delegator`, the detail says why).
+            None => {
+                vec![a.url.clone()]
+            }
+            Some(list) => {
+                let field = format!("{at}[{i}].delegators_from");
+                if list.is_empty() {
+                    return Err(err(&field, "must list at least one user issuer"));
+                }
+                let mut urls: Vec<String> = Vec::with_capacity(list.len());
+                for (j, entry) in list.iter().enumerate() {
+                    let Some(u) = users
+                        .iter()
+                        .find(|u| u.url == *entry || u.name.as_deref() == Some(entry.as_str()))
+                    else {
+                        return Err(err(
+                            &format!("{field}[{j}]"),
+                            format!("`{entry}` is not the URL or name of a user issuer"),
+                        ));
+                    };
+                    if !urls.contains(&u.url) {
+                        urls.push(u.url.clone());
+                    }
+                }
+                urls
+            }
+        };
+        a.delegators_from = Some(resolved);
+    }
+    Ok(())
 }
 
 fn compile_agent(
@@ -463,7 +606,7 @@ fn compile_agent(
     skew: u64,
 ) -> Result<AgentRules, ConfigError> {
     let f = |name: &str| format!("{at}.{name}");
-    non_empty(&f("issuers"), &a.issuers)?;
+    let issuers = compile_issuers(&f("issuers"), TokenKind::Agent, a.issuers)?;
     non_empty(&f("trust_levels"), &a.trust_levels)?;
     let min_trust_rank =
         match &a.min_trust_level {
@@ -492,7 +635,7 @@ fn compile_agent(
             Some(ChainRules {
                 max_length: d.max_chain_length,
                 trusted_issuers: if d.trusted_issuers.is_empty() {
-                    a.issuers.clone()
+                    issuers.iter().map(|i| i.url.clone()).collect()
                 } else {
                     d.trusted_issuers
                 },
@@ -529,6 +672,10 @@ fn compile_agent(
     };
     Ok(AgentRules {
         token_header: header_name(&f("token_header"), &a.token_header)?,
+        payload_header: a
+            .payload_header
+            .map(|n| header_name(&f("payload_header"), &n))
+            .transpose()?,
         metadata_key: a.metadata_key,
         failure_metadata_key: a.failure_metadata_key,
         audiences: if a.audiences.is_empty() {
@@ -536,7 +683,7 @@ fn compile_agent(
         } else {
             a.audiences
         },
-        issuers: a.issuers,
+        issuers,
         allowed_types: a.allowed_types,
         allowed_providers: a.allowed_providers,
         allowed_models: a.allowed_models,

@@ -12,7 +12,10 @@ pub mod cache;
 pub mod claims;
 pub mod config;
 pub mod delegation;
+pub mod mapping;
 pub mod metadata;
+pub mod payload;
+mod reader;
 
 use crate::error::{Reason, Rejection};
 use attestation::AttestationCache;
@@ -23,6 +26,7 @@ pub use cache::{
 use claims::{AgentClaims, ClaimError, TokenClaims, UserClaims};
 pub use config::{IdentityConfig, RawIdentity};
 use metadata::ClaimSource;
+use payload::PayloadError;
 
 /// A verified caller.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -108,6 +112,50 @@ fn claim_error(kind: &str, e: ClaimError) -> Rejection {
             &format!("{kind}.claims"),
             format!("{kind} token claim `{claim}` is malformed: {problem}"),
         ),
+        ClaimError::NoPayloadHeader(header) => reject(
+            Reason::Internal,
+            &format!("{kind}.payload_header"),
+            format!(
+                "jwt_authn verified the {kind} token but sent no `{header}` header: its provider must set forward_payload_header: {header}"
+            ),
+        ),
+        ClaimError::Payload(PayloadError::Unreadable(why)) => reject(
+            Reason::InvalidToken,
+            &format!("{kind}.payload_mismatch"),
+            format!("the {kind} payload header is not jwt_authn's: {why}"),
+        ),
+        ClaimError::Payload(PayloadError::Ambiguous(why)) => reject(
+            Reason::InvalidToken,
+            &format!("{kind}.claims"),
+            format!("the {kind} token cannot be read: {why}"),
+        ),
+        ClaimError::Mismatch(claim) => reject(
+            Reason::InvalidToken,
+            &format!("{kind}.payload_mismatch"),
+            format!(
+                "the {kind} payload header and jwt_authn's verified claims disagree on `{}`",
+                claim.escape_debug()
+            ),
+        ),
+        ClaimError::UntrustedIssuer => reject(
+            Reason::InvalidToken,
+            &format!("{kind}.issuer"),
+            format!("{kind} token issuer is not trusted"),
+        ),
+        ClaimError::Missing { fact, pointers } => reject(
+            Reason::InvalidToken,
+            &format!("{kind}.claims"),
+            format!("{kind} token has no {fact} ({pointers})"),
+        ),
+        ClaimError::Mistyped {
+            fact,
+            pointer,
+            problem,
+        } => reject(
+            Reason::InvalidToken,
+            &format!("{kind}.claims"),
+            format!("{kind} token {fact} ({pointer}) {problem}"),
+        ),
     }
 }
 
@@ -138,12 +186,12 @@ fn jwt_authn_rule(kind: &str, message: &str) -> String {
 fn check_common(
     kind: &str,
     t: &TokenClaims,
-    issuers: &[String],
+    issuers: &[mapping::Issuer],
     audiences: &[String],
     now: u64,
     skew: u64,
 ) -> Result<(), Rejection> {
-    if !issuers.iter().any(|i| i == &t.iss) {
+    if !issuers.iter().any(|i| i.url == t.iss) {
         return Err(reject(
             Reason::InvalidToken,
             &format!("{kind}.issuer"),
@@ -253,7 +301,7 @@ fn authenticate_user(
 ) -> Result<UserClaims, Rejection> {
     let u = &cfg.user;
     verified("user", &u.metadata_key, &u.failure_metadata_key, source)?;
-    let user = claims::read_user(source, &u.metadata_key).map_err(|e| claim_error("user", e))?;
+    let user = claims::read_user(source, u).map_err(|e| claim_error("user", e))?;
     if user.has_agent_claims {
         return Err(reject(
             Reason::InvalidToken,
@@ -294,7 +342,7 @@ fn authenticate_agent(
     now: u64,
 ) -> Result<AgentClaims, Rejection> {
     verified("agent", &a.metadata_key, &a.failure_metadata_key, source)?;
-    let agent = claims::read_agent(source, &a.metadata_key).map_err(|e| claim_error("agent", e))?;
+    let agent = claims::read_agent(source, a).map_err(|e| claim_error("agent", e))?;
     check_common(
         "agent",
         &agent.token,
@@ -311,7 +359,25 @@ fn authenticate_agent(
         ));
     };
     match &agent.delegator_sub {
-        Some(d) if d == &user.token.sub => {}
+        // `delegator_sub` names a subject; the agent's issuer vouches for it at the user issuers
+        // it may speak for (`delegators_from`), so the same `sub` from another issuer is
+        // another user.
+        Some(d) if d == &user.token.sub => {
+            let may_speak = a
+                .issuer(&agent.token.iss)
+                .and_then(|i| i.delegators_from.as_ref())
+                .is_some_and(|from| from.contains(&user.token.iss));
+            if !may_speak {
+                return Err(reject(
+                    Reason::DelegationInvalid,
+                    "agent.delegator",
+                    format!(
+                        "agents of issuer `{}` may not act for users of issuer `{}` (delegators_from)",
+                        agent.token.iss, user.token.iss
+                    ),
+                ));
+            }
+        }
         Some(_) => {
             return Err(reject(
                 Reason::DelegationInvalid,
@@ -389,3 +455,6 @@ fn authenticate_agent(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod delegator_tests;

@@ -488,18 +488,14 @@ impl RequestFlow {
     /// (`None`: no id, an id reset, or no keys to seal with: the id passes as it is).
     fn sealed_event_id(&self, cfg: &Config, id: Option<&str>) -> Option<String> {
         let id = id.filter(|id| !id.is_empty())?;
-        let ring = self.key_ring(cfg)?;
+        let keys = cfg.sessions.as_ref()?;
         let owner = self.owner();
-        let o = owner.of_session(&self.server);
         seal_event_id(
-            ring,
+            keys,
             &EventBinding {
                 event_id: id.to_string(),
-                server: o.server.to_string(),
-                user_issuer: o.user_issuer.to_string(),
-                user: o.user.to_string(),
-                agent_issuer: o.agent_issuer.to_string(),
-                agent: o.agent.to_string(),
+                // Valid for `sessions.max_age_seconds` from the request that opened the stream.
+                owner: keys.owner_record(&owner.of_session(&self.server), self.now),
                 outstanding: self.response.outstanding.unanswered(),
             },
         )
@@ -513,20 +509,29 @@ impl RequestFlow {
             return Ok(());
         };
         let owner = self.owner();
-        let binding = open_event_id(ring, last_event_id, &owner.of_session(&self.server)).map_err(
-            |e| match e {
-                ResumeError::Unknown => Rejection::new(
-                    Reason::InvalidHeader,
-                    "Last-Event-ID is not an event id this gateway handed out",
-                )
-                .with_rule("resume.unknown_event_id"),
-                ResumeError::Foreign => Rejection::new(
-                    Reason::SessionForbidden,
-                    "this stream belongs to another caller",
-                )
-                .with_rule("resume.owner"),
-            },
-        )?;
+        let binding = open_event_id(
+            ring,
+            last_event_id,
+            &owner.of_session(&self.server),
+            self.now,
+        )
+        .map_err(|e| match e {
+            ResumeError::Unknown => Rejection::new(
+                Reason::InvalidHeader,
+                "Last-Event-ID is not an event id this gateway handed out",
+            )
+            .with_rule("resume.unknown_event_id"),
+            ResumeError::Expired => Rejection::new(
+                Reason::InvalidHeader,
+                "Last-Event-ID has expired (sessions.max_age_seconds)",
+            )
+            .with_rule("resume.expired"),
+            ResumeError::Foreign => Rejection::new(
+                Reason::SessionForbidden,
+                "this stream belongs to another caller",
+            )
+            .with_rule("resume.owner"),
+        })?;
         self.edits
             .push(HeaderEdit::Set("last-event-id".into(), binding.event_id));
         self.response.outstanding = binding.outstanding;

@@ -2,8 +2,10 @@
 //! plugin config: the same serde structures) and its compilation into [`super::Policy`].
 
 use super::matcher::{ArgCondition, ArgOp, Glob, Globs, TimeWindow};
+use super::users::{self, RawUser};
 use super::{Effect, Policy, Rule};
 use crate::config::{err, ConfigError};
+use crate::identity::mapping::Issuer;
 use crate::registry::{Registry, RegistryTool, ServerEntry, ToolStatus};
 use serde::Deserialize;
 use serde_json::Value;
@@ -100,9 +102,10 @@ pub struct RawRule {
     /// Prompt names (globs).
     #[serde(default)]
     pub prompts: Vec<String>,
-    /// User `sub` values (any of).
+    /// Users (any of), each an (issuer, subject) pair: `"subject"` (only with exactly one user
+    /// issuer), `"<issuer name>:subject"` or `{issuer = "<URL or name>", subject = "…"}`.
     #[serde(default)]
-    pub users: Vec<String>,
+    pub users: Vec<RawUser>,
     /// User groups (any of).
     #[serde(default)]
     pub groups: Vec<String>,
@@ -189,8 +192,20 @@ pub struct RawWhen {
 }
 
 impl RawPolicy {
-    /// Validates and compiles; `at` is the policy's path in the config, for error messages.
+    /// Validates and compiles without an identity section: `users` entries are checked for
+    /// form only and match nobody (see [`users`]). `at` is the policy's path in the config.
     pub fn compile(self, at: &str) -> Result<Policy, ConfigError> {
+        self.compile_for(at, None)
+    }
+
+    /// Validates and compiles; `users` entries are resolved against the user issuers
+    /// (`identity.user.issuers`; `None`: no identity section). `at` is the policy's path in
+    /// the config, for error messages.
+    pub fn compile_for(
+        self,
+        at: &str,
+        user_issuers: Option<&[Issuer]>,
+    ) -> Result<Policy, ConfigError> {
         let tz_default = self.timezone.clone();
         jiff::tz::TimeZone::get(&tz_default).map_err(|_| {
             err(
@@ -224,6 +239,7 @@ impl RawPolicy {
                 &tz_default,
                 &self.trust_levels,
                 &registry,
+                user_issuers,
             )?);
         }
         Ok(Policy::new(rules, registry, self.trust_levels))
@@ -340,6 +356,7 @@ fn compile_rule(
     tz_default: &str,
     trust_levels: &[String],
     registry: &Registry,
+    user_issuers: Option<&[Issuer]>,
 ) -> Result<Rule, ConfigError> {
     let effect = match r.effect.as_str() {
         "allow" => Effect::Allow,
@@ -432,7 +449,7 @@ fn compile_rule(
         tools: globs(f, "tools", r.tools)?,
         resources: compile_globs(f, "resources", r.resources, Glob::path)?,
         prompts: globs(f, "prompts", r.prompts)?,
-        users: r.users,
+        users: users::resolve(r.users, user_issuers, &format!("{f}.users"))?,
         groups: r.groups,
         roles: r.roles,
         scopes: r.scopes,

@@ -24,6 +24,7 @@
 pub mod config;
 mod index;
 pub mod matcher;
+pub mod users;
 
 use crate::identity::Identity;
 use crate::jsonrpc::Target;
@@ -60,8 +61,8 @@ pub struct Rule {
     pub resources: Globs,
     /// Prompt globs.
     pub prompts: Globs,
-    /// User subs.
-    pub users: Vec<String>,
+    /// Users: (issuer, subject) pairs (any).
+    pub users: Vec<users::UserId>,
     /// Groups (any).
     pub groups: Vec<String>,
     /// Roles (any).
@@ -399,7 +400,7 @@ impl Policy {
         };
         let all = |want: &[String], have: &[String]| want.iter().all(|w| have.contains(w));
         let u = &id.user;
-        if !(r.users.is_empty() || r.users.contains(&u.token.sub))
+        if !(r.users.is_empty() || r.users.iter().any(|w| w.is(&u.token.iss, &u.token.sub)))
             || !any(&r.groups, &u.groups)
             || !any(&r.roles, &u.roles)
             || !r.scopes.iter().all(|s| id.grants_scope(s))

@@ -3,15 +3,17 @@
 //! replica) knows which answers it may carry and which of them are lists to filter.
 //!
 //! Every event id the upstream sends (priming events included) is replaced by a sealed token:
-//! the upstream's own id, the server, the owner (user and agent) and the requests of the stream
-//! not answered yet. A GET with `Last-Event-ID` must present such a token, for this server and
-//! this caller: the upstream gets its own id back, and the resumed stream the requests.
+//! the upstream's own id, the owner ([`SealedOwner`], the record a session id carries: server,
+//! user and agent issuer and subject, agent instance, expiry) and the requests of the stream
+//! not answered yet. A GET with `Last-Event-ID` must present such a token, unexpired, for this
+//! server and this caller: the upstream gets its own id back, and the resumed stream the
+//! requests.
 //! Without sealing keys the ids pass as they are and a resumed stream answers nothing (its
 //! answers are dropped).
 
 use crate::response::answers::Outstanding;
 use crate::sealing::{open, seal, KeyRing};
-use crate::sessions::SessionOwner;
+use crate::sessions::{SealedOwner, SessionError, SessionOwner};
 use serde::{Deserialize, Serialize};
 
 const PREFIX: &str = "mwe1";
@@ -23,37 +25,12 @@ pub struct EventBinding {
     /// The upstream's event id.
     #[serde(rename = "e")]
     pub event_id: String,
-    /// The server.
-    #[serde(rename = "n")]
-    pub server: String,
-    /// Issuer of the owning user's token.
-    #[serde(rename = "i")]
-    pub user_issuer: String,
-    /// The owning user.
-    #[serde(rename = "u")]
-    pub user: String,
-    /// Issuer of the owning agent's token (empty when no agent).
-    #[serde(rename = "j", default)]
-    pub agent_issuer: String,
-    /// The owning agent (empty when none).
-    #[serde(rename = "a", default)]
-    pub agent: String,
+    /// Who the stream belongs to, and until when.
+    #[serde(rename = "w")]
+    pub owner: SealedOwner,
     /// The requests of the stream still unanswered after this event.
     #[serde(rename = "o", default)]
     pub outstanding: Outstanding,
-}
-
-impl EventBinding {
-    /// The owner recorded in this binding (the same owner a session has).
-    pub fn owner(&self) -> SessionOwner<'_> {
-        SessionOwner {
-            server: &self.server,
-            user_issuer: &self.user_issuer,
-            user: &self.user,
-            agent_issuer: &self.agent_issuer,
-            agent: &self.agent,
-        }
-    }
 }
 
 /// Why a presented `Last-Event-ID` is refused.
@@ -61,6 +38,8 @@ impl EventBinding {
 pub enum ResumeError {
     /// Not an id this gateway handed out, altered, or sealed with a key no longer configured.
     Unknown,
+    /// Older than `sessions.max_age_seconds` (refused like an unknown id).
+    Expired,
     /// Sealed for another caller or server.
     Foreign,
 }
@@ -71,17 +50,21 @@ pub fn seal_event_id(ring: &dyn KeyRing, binding: &EventBinding) -> Option<Strin
     seal(ring, PREFIX, PURPOSE, &plain)
 }
 
-/// Opens a `Last-Event-ID` and checks it belongs to this caller and server.
+/// Opens a `Last-Event-ID` and checks it has not expired at `now` and belongs to this caller
+/// and server.
 pub fn open_event_id(
     ring: &dyn KeyRing,
     token: &str,
     owner: &SessionOwner<'_>,
+    now: u64,
 ) -> Result<EventBinding, ResumeError> {
     let plain = open(ring, PREFIX, PURPOSE, token.trim()).ok_or(ResumeError::Unknown)?;
     let b: EventBinding = serde_json::from_slice(&plain).map_err(|_| ResumeError::Unknown)?;
-    if b.owner() != *owner {
-        return Err(ResumeError::Foreign);
-    }
+    b.owner.check(owner, now).map_err(|e| match e {
+        SessionError::Foreign => ResumeError::Foreign,
+        SessionError::Expired => ResumeError::Expired,
+        SessionError::Unknown => ResumeError::Unknown,
+    })?;
     Ok(b)
 }
 
@@ -93,6 +76,8 @@ mod tests {
 
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    const NOW: u64 = 1_800_000_000;
 
     struct Ring([u8; 32]);
 
@@ -119,26 +104,24 @@ mod tests {
             true,
         )
         .unwrap();
-        let b = EventBinding {
-            event_id: "upstream-7".into(),
-            server: "corp".into(),
-            user_issuer: "https://idp".into(),
-            user: "alice".into(),
-            agent_issuer: "https://idp".into(),
-            agent: "agent-claude".into(),
-            outstanding: Outstanding::of(&p),
-        };
         let owner = |server: &'static str, iss: &'static str, user: &'static str| SessionOwner {
             server,
             user_issuer: iss,
             user,
             agent_issuer: "https://idp",
             agent: "agent-claude",
+            agent_instance: "i-1",
+        };
+        let alice = owner("corp", "https://idp", "alice");
+        let b = EventBinding {
+            event_id: "upstream-7".into(),
+            owner: SealedOwner::new(&alice, NOW + 60),
+            outstanding: Outstanding::of(&p),
         };
         let ring = Ring([9; 32]);
         let t = seal_event_id(&ring, &b).unwrap();
         assert!(!t.contains("upstream-7"));
-        let mut back = open_event_id(&ring, &t, &owner("corp", "https://idp", "alice")).unwrap();
+        let mut back = open_event_id(&ring, &t, &alice, NOW).unwrap();
         assert_eq!(back, b);
         assert!(back
             .outstanding
@@ -149,16 +132,28 @@ mod tests {
             owner("other", "https://idp", "alice"),
             // The same `sub` from another issuer is another user.
             owner("corp", "https://partner-idp", "alice"),
+            // Another instance of the same agent.
+            SessionOwner {
+                agent_instance: "i-2",
+                ..alice
+            },
         ] {
-            assert_eq!(open_event_id(&ring, &t, &other), Err(ResumeError::Foreign));
+            assert_eq!(
+                open_event_id(&ring, &t, &other, NOW),
+                Err(ResumeError::Foreign)
+            );
         }
-        let alice = owner("corp", "https://idp", "alice");
+        // Expired, for its owner too.
         assert_eq!(
-            open_event_id(&ring, "upstream-7", &alice),
+            open_event_id(&ring, &t, &alice, NOW + 60),
+            Err(ResumeError::Expired)
+        );
+        assert_eq!(
+            open_event_id(&ring, "upstream-7", &alice, NOW),
             Err(ResumeError::Unknown)
         );
         assert_eq!(
-            open_event_id(&Ring([8; 32]), &t, &alice),
+            open_event_id(&Ring([8; 32]), &t, &alice, NOW),
             Err(ResumeError::Unknown)
         );
     }
