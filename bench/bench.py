@@ -162,7 +162,8 @@ def f_jwt_authn(ctx: "Ctx", cache: bool, for_warden: bool = False, requires: dic
     if cache:
         provider["jwt_cache_config"] = {"jwt_cache_size": 1000}
     if for_warden:
-        provider.update({"forward": True, "failed_status_in_metadata": "user_failure"})
+        provider.update({"forward": True, "failed_status_in_metadata": "user_failure",
+                         "forward_payload_header": "x-warden-user-payload"})
     requires = requires or (REQUIRES_FOR_WARDEN if for_warden else {"provider_name": "user"})
     return {"name": "envoy.filters.http.jwt_authn",
             "typed_config": {

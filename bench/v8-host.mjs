@@ -47,6 +47,8 @@ const requestHeaders = [[':authority', '127.0.0.1:10000'], [':path', '/mcp'], ['
   [':scheme', 'http'], ['content-length', String(body.length)], ['content-type', 'application/json'],
   ['accept', 'application/json, text/event-stream'], ['mcp-protocol-version', '2025-06-18'],
   ['authorization', `Bearer ${token}`], ['x-forwarded-proto', 'http'],
+  // jwt_authn's forward_payload_header: the token's payload segment is already base64url JSON.
+  ['x-warden-user-payload', token.split('.')[1]],
   ['x-request-id', '6f1f2b8e-0c1d-4a8e-9f55-3a9d1c0b7e21']];
 const responseHeaders = [[':status', '200'], ['content-type', 'application/json'],
   ['content-length', String(answer.length)], ['server', 'envoy']];

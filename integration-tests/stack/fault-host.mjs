@@ -106,7 +106,9 @@ const TOOLS = JSON.stringify({ jsonrpc: '2.0', id: 2, result: { tools: [
 ] } });
 const baseHeaders = (body, extra = []) => [[':authority', 'gw.test'], [':path', '/mcp'], [':method', 'POST'],
   [':scheme', 'https'], ['content-type', 'application/json'], ['accept', 'application/json, text/event-stream'],
-  ['content-length', String(body.length)], ['authorization', 'Bearer user-token'], ...extra];
+  ['content-length', String(body.length)], ['authorization', 'Bearer user-token'],
+  // jwt_authn's forward_payload_header: the verified payload, base64url JSON.
+  ['x-warden-user-payload', Buffer.from(JSON.stringify(claims)).toString('base64url')], ...extra];
 
 // The requests, in order, on one VM (caches carry over as in Envoy).
 const scenarios = [

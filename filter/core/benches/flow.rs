@@ -68,7 +68,8 @@ fn one(
         identity_cache: ids,
         now: 1_795_400_000,
     };
-    assert_eq!(flow.on_request_headers(cfg, h, false, ctx), Step::Pause);
+    let h = claims.with_payloads(h);
+    assert_eq!(flow.on_request_headers(cfg, &h, false, ctx), Step::Pause);
     let edits = flow.take_header_edits().len();
     let BodyStep::ReadBody(n) = flow.on_request_body(cfg, BODY.len(), true) else {
         panic!("body not read")

@@ -89,7 +89,7 @@ fn one(cfg: &Config, claims: &JsonClaims, ids: &mut IdentityCache, answer: &[u8]
         now: 1_795_400_000,
     };
     assert_eq!(
-        flow.on_request_headers(cfg, &headers(), false, ctx),
+        flow.on_request_headers(cfg, &claims.with_payloads(&headers()), false, ctx),
         Step::Pause
     );
     let BodyStep::ReadBody(n) = flow.on_request_body(cfg, BODY.len(), true) else {

@@ -16,6 +16,7 @@ use crate::exchange::{
 };
 use crate::identity::attestation::AttestationCache;
 use crate::identity::metadata::ClaimSource;
+use crate::identity::payload::WithHeaders;
 use crate::identity::{authenticate_cached, Identity, IdentityCache};
 use crate::jsonrpc::Message;
 use crate::jsonrpc::{parse_payload, ParseRules, Payload};
@@ -684,9 +685,14 @@ impl RequestFlow {
                 };
             }
             let key = subject.map(|u| ctx.identity_cache.key(u, actor));
+            // jwt_authn's metadata, and the payload headers it forwards (`forward_payload_header`).
+            let source = WithHeaders {
+                metadata: ctx.claims,
+                headers,
+            };
             let identity = match authenticate_cached(
                 id_cfg,
-                ctx.claims,
+                &source,
                 ctx.attestation_cache,
                 ctx.identity_cache,
                 key,
@@ -1100,7 +1106,7 @@ mod tests {
             identity_cache: &mut identities,
             now: 1_800_000_000,
         };
-        flow.on_request_headers(cfg, h, eos, ctx)
+        flow.on_request_headers(cfg, &claims.with_payloads(h), eos, ctx)
     }
 
     fn reply_reason(step: &Step) -> (u32, String) {
@@ -1309,7 +1315,8 @@ mod tests {
                 identity_cache: &mut identities,
                 now: 1_800_000_000,
             };
-            assert_eq!(flow.on_request_headers(&cfg, h, false, ctx), Step::Pause);
+            let h = claims.with_payloads(h);
+            assert_eq!(flow.on_request_headers(&cfg, &h, false, ctx), Step::Pause);
             flow.identity.clone().unwrap()
         };
         let (first, second) = (run(&h), run(&h));
@@ -1408,13 +1415,18 @@ mod tests {
     fn only_headers_the_request_carries_are_removed() {
         let cfg = identity_config();
         let claims = alice_claims();
-        // Nothing spoofed: only the token goes; the identity headers are set, not removed.
+        // Nothing spoofed: only the token and jwt_authn's payload header go; the identity
+        // headers are set, not removed.
         let mut h = post_headers();
         h.push(("authorization".into(), b"Bearer t".to_vec()));
         let mut flow = RequestFlow::new();
         assert_eq!(hdrs_with(&mut flow, &cfg, &h, false, &claims), Step::Pause);
         let edits = flow.take_header_edits();
-        assert_eq!(removed(&edits), vec!["authorization"], "{edits:?}");
+        assert_eq!(
+            removed(&edits),
+            vec!["authorization", "x-warden-user-payload"],
+            "{edits:?}"
+        );
         assert!(edits.contains(&HeaderEdit::Set("x-mcp-user".into(), "alice".into())));
         // A spoofed identity header, in any case, is still removed before it is set.
         let upstream_user = cfg
@@ -1432,7 +1444,12 @@ mod tests {
             let edits = flow.take_header_edits();
             assert_eq!(
                 removed(&edits),
-                vec!["authorization", "x-mcp-user", "x-mcp-delegation"],
+                vec![
+                    "authorization",
+                    "x-warden-user-payload",
+                    "x-mcp-user",
+                    "x-mcp-delegation"
+                ],
                 "{edits:?}"
             );
             let at = |e: &HeaderEdit| edits.iter().position(|x| x == e);
@@ -1458,7 +1475,10 @@ mod tests {
             hdrs_with(&mut flow, &cfg, &h, false, &claims_for("alice")),
             Step::Pause
         );
-        assert_eq!(removed(&flow.take_header_edits()), vec!["authorization"]);
+        assert_eq!(
+            removed(&flow.take_header_edits()),
+            vec!["authorization", "x-warden-user-payload"]
+        );
         h.push(("x-mcp-upstream-host".into(), b"10.0.0.9:80".to_vec()));
         h.push(("X-Mcp-Variant".into(), b"canary".to_vec()));
         let mut flow = RequestFlow::new();
@@ -1469,7 +1489,12 @@ mod tests {
         let edits = flow.take_header_edits();
         assert_eq!(
             removed(&edits),
-            vec!["authorization", "x-mcp-variant", "x-mcp-upstream-host"],
+            vec![
+                "authorization",
+                "x-warden-user-payload",
+                "x-mcp-variant",
+                "x-mcp-upstream-host"
+            ],
             "{edits:?}"
         );
         assert!(edits.contains(&HeaderEdit::Set("x-mcp-variant".into(), "stable".into())));

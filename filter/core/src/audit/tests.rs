@@ -157,7 +157,8 @@ fn flow(cfg: &Config, claims: &JsonClaims, version: &str, body: Option<&str>) ->
         identity_cache: &mut IdentityCache::default(),
         now: NOW,
     };
-    let step = flow.on_request_headers(cfg, &headers(version), false, ctx);
+    let h = claims.with_payloads(&headers(version));
+    let step = flow.on_request_headers(cfg, &h, false, ctx);
     if let (Step::Pause, Some(body)) = (step, body) {
         let BodyStep::ReadBody(n) = flow.on_request_body(cfg, body.len(), true) else {
             panic!("body not read")
@@ -287,7 +288,12 @@ fn call_flow(cfg: &Config, claims: &JsonClaims, id: u64) -> (RequestFlow, Step) 
         now: NOW,
     };
     assert_eq!(
-        flow.on_request_headers(cfg, &headers("2025-06-18"), false, ctx),
+        flow.on_request_headers(
+            cfg,
+            &claims.with_payloads(&headers("2025-06-18")),
+            false,
+            ctx
+        ),
         Step::Pause
     );
     let BodyStep::ReadBody(n) = flow.on_request_body(cfg, body.len(), true) else {

@@ -146,6 +146,7 @@ pub(crate) fn drive(data: &[u8]) -> Option<ResponseMode> {
         identity_cache: &mut identities,
         now: 1_800_000_000,
     };
+    let request = claims.with_payloads(&request);
     match flow.on_request_headers(cfg, &request, body.is_empty(), ctx) {
         Step::Pause if !body.is_empty() => {
             let step = match flow.on_request_body(cfg, body.len(), true) {

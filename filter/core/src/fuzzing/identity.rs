@@ -1,10 +1,14 @@
 //! Identity and sessions: jwt_authn's claim encoding, sealed session ids and event ids.
 
 use super::{show, Parts};
+use crate::config::Config;
 use crate::identity::claims::{read_agent, read_user, JsonClaims};
+use crate::identity::config::{AgentRules, UserRules};
 use crate::identity::metadata::{
     as_bool, as_f64, as_list, as_map, as_str, as_str_list, encode, pairs, ClaimSource, HostError,
 };
+use crate::identity::payload::WithHeaders;
+use crate::identity::IdentityConfig;
 use crate::jsonrpc::{parse_payload, ParseRules};
 use crate::response::answers::Outstanding;
 use crate::response::resume::{open_event_id, seal_event_id, EventBinding, ResumeError};
@@ -66,13 +70,15 @@ pub fn claims(data: &[u8]) {
         assert_eq!(s.as_bytes(), data);
     }
     let parts = Parts::of(data);
+    let iss = as_str(parts.bytes(0)).unwrap_or_default();
     for key in ["user", "agent"] {
-        if let Ok(u) = read_user(&parts, key) {
+        let (user_rules, agent_rules) = rules(key, &iss, false);
+        if let Ok(u) = read_user(&parts, &user_rules) {
             if let Ok(sub) = as_str(parts.bytes(1)) {
                 assert!(parts.len() < 2 || u.token.sub == sub);
             }
         }
-        let _ = read_agent(&parts, key);
+        let _ = read_agent(&parts, &agent_rules);
         let _ = crate::identity::claims::present(&parts, key);
         let _ = crate::identity::claims::failure(&parts, key);
     }
@@ -80,14 +86,21 @@ pub fn claims(data: &[u8]) {
     let Ok(Value::Object(payload)) = serde_json::from_slice::<Value>(data) else {
         return;
     };
-    let source = JsonClaims(vec![("user".into(), Value::Object(payload.clone()))]);
+    let metadata = JsonClaims(vec![("user".into(), Value::Object(payload.clone()))]);
+    let iss = payload
+        .get("iss")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let (user_rules, agent_rules) = rules("user", iss, false);
+    typed(&metadata, &payload, iss);
+    let source = metadata;
     let strings = |v: Option<&Value>| -> Option<Vec<String>> {
         v?.as_array()?
             .iter()
             .map(|s| s.as_str().map(str::to_string))
             .collect()
     };
-    if let Ok(u) = read_user(&source, "user") {
+    if let Ok(u) = read_user(&source, &user_rules) {
         if let Some(Value::String(sub)) = payload.get("sub") {
             assert_eq!(&u.token.sub, sub);
         }
@@ -116,10 +129,88 @@ pub fn claims(data: &[u8]) {
                 .eq(want));
         }
     }
-    if let Ok(a) = read_agent(&source, "user") {
+    if let Ok(a) = read_agent(&source, &agent_rules) {
         if let Some(Value::Array(chain)) = payload.get("delegation_chain") {
             assert_eq!(a.delegation_chain.len(), chain.len());
         }
+    }
+}
+
+/// User and agent rules reading from metadata `key`, trusting `iss` with the default mapping;
+/// with `forwarded`, from the default payload headers.
+fn rules(key: &str, iss: &str, forwarded: bool) -> (UserRules, AgentRules) {
+    static BASE: OnceLock<Option<IdentityConfig>> = OnceLock::new();
+    let base = BASE.get_or_init(|| {
+        let cfg = json!({"identity": {
+            "protected_resource": {"resource": "http://gw/mcp", "authorization_servers": ["i"]},
+            "user": {"issuers": ["i"]}, "agent": {"issuers": ["i"]}}});
+        Config::from_json(cfg.to_string().as_bytes())
+            .ok()
+            .and_then(|c| c.identity)
+    });
+    let Some((mut u, Some(mut a))) = base.as_ref().map(|b| (b.user.clone(), b.agent.clone()))
+    else {
+        panic!("the fuzz identity config compiles");
+    };
+    u.metadata_key = key.to_string();
+    a.metadata_key = key.to_string();
+    u.issuers[0].url = iss.to_string();
+    a.issuers[0].url = iss.to_string();
+    if !forwarded {
+        u.payload_header = None;
+        a.payload_header = None;
+    } else if key == "user" {
+        a.payload_header = Some("x-warden-user-payload".into());
+    }
+    (u, a)
+}
+
+/// The same payload forwarded as jwt_authn forwards it: read with its JSON types, and agreeing
+/// with the metadata copy; a forged header that changes any claim read is refused.
+fn typed(metadata: &JsonClaims, payload: &serde_json::Map<String, Value>, iss: &str) {
+    let (user_rules, agent_rules) = rules("user", iss, true);
+    let headers = metadata.payload_headers();
+    let source = WithHeaders {
+        metadata,
+        headers: &headers,
+    };
+    let user = read_user(&source, &user_rules);
+    let _ = read_agent(&source, &agent_rules);
+    if let Ok(u) = &user {
+        if let Some(Value::String(sub)) = payload.get("sub") {
+            assert_eq!(&u.token.sub, sub);
+        }
+        match payload.get("aud") {
+            // Typed: a string is one audience, whatever bytes it holds.
+            Some(Value::String(a)) => assert_eq!(u.token.aud, vec![a.clone()]),
+            Some(Value::Array(items)) => assert_eq!(u.token.aud.len(), items.len()),
+            _ => {}
+        }
+        match payload.get("groups") {
+            Some(Value::String(g)) => assert_eq!(u.groups, vec![g.clone()]),
+            Some(Value::Array(items)) => assert!(u.groups.len() <= items.len()),
+            _ => assert!(u.groups.is_empty()),
+        }
+    }
+    // A header that adds a group the verified token does not have is refused.
+    let mut forged = payload.clone();
+    forged.insert("groups".into(), json!(["fuzz-admin"]));
+    if payload.get("groups") == forged.get("groups") {
+        return;
+    }
+    let headers = vec![(
+        "x-warden-user-payload".to_string(),
+        crate::identity::payload::encode(&Value::Object(forged)),
+    )];
+    let source = WithHeaders {
+        metadata,
+        headers: &headers,
+    };
+    if let Ok(u) = read_user(&source, &user_rules) {
+        assert!(
+            !u.groups.iter().any(|g| g == "fuzz-admin"),
+            "forged group read"
+        );
     }
 }
 

@@ -1,11 +1,15 @@
 //! The identity model: what a verified user token and a verified OIDC-A agent token say.
 //!
-//! Claims are read one by one from jwt_authn's metadata (see [`super::metadata`]); a claim in
-//! the wrong type is an error, never silently dropped.
+//! Claims are read from the payload jwt_authn forwards in a header (typed JSON, each claim
+//! checked against jwt_authn's metadata) or, when configured so, from the metadata alone (see
+//! [`super::metadata`]); the identity facts go through the issuer's claim mapping
+//! ([`super::mapping`]). A claim in the wrong type is an error, never silently dropped.
 
-use super::metadata::{
-    as_f64, as_list, as_map, as_str, as_str_list, ClaimSource, DecodeError, HostError,
-};
+use super::config::{AgentRules, UserRules};
+use super::mapping::{ClaimMapping, Fact};
+use super::metadata::{as_str, ClaimSource, HostError};
+use super::payload::PayloadError;
+use super::reader::{Reader, Val};
 
 /// Why claims could not be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,8 +21,41 @@ pub enum ClaimError {
         /// Claim name (dotted for nested fields).
         claim: String,
         /// What is wrong.
-        problem: &'static str,
+        problem: String,
     },
+    /// jwt_authn verified a token but did not forward its payload in this header.
+    NoPayloadHeader(String),
+    /// The payload header cannot be read.
+    Payload(PayloadError),
+    /// The payload header and jwt_authn's metadata disagree on this claim.
+    Mismatch(String),
+    /// The token's issuer is not one of the trusted issuers.
+    UntrustedIssuer,
+    /// A mapped fact the issuer must assert is absent.
+    Missing {
+        /// The fact (`groups`, ...).
+        fact: &'static str,
+        /// Its pointers, as configured.
+        pointers: String,
+    },
+    /// A mapped fact has the wrong JSON type.
+    Mistyped {
+        /// The fact.
+        fact: &'static str,
+        /// The pointer it was read from.
+        pointer: String,
+        /// What it is instead.
+        problem: String,
+    },
+}
+
+impl ClaimError {
+    pub(crate) fn malformed(claim: &str, problem: impl Into<String>) -> ClaimError {
+        ClaimError::Malformed {
+            claim: claim.to_string(),
+            problem: problem.into(),
+        }
+    }
 }
 
 /// Common registered claims of any token.
@@ -125,69 +162,17 @@ pub struct AgentClaims {
     pub attestation: Option<Attestation>,
 }
 
-fn bad(claim: &str, e: DecodeError) -> ClaimError {
-    ClaimError::Malformed {
-        claim: claim.to_string(),
-        problem: e.0,
-    }
-}
-
-struct Reader<'a> {
-    source: &'a dyn ClaimSource,
-    key: &'a str,
-}
-
-impl Reader<'_> {
-    fn raw(&self, claim: &str) -> Result<Option<Vec<u8>>, ClaimError> {
-        self.source
-            .get(&[self.key, claim])
-            .map_err(ClaimError::Host)
-    }
-    fn str(&self, claim: &str) -> Result<Option<String>, ClaimError> {
-        self.raw(claim)?
-            .map(|b| as_str(&b).map_err(|e| bad(claim, e)))
-            .transpose()
-    }
-    fn num(&self, claim: &str) -> Result<Option<f64>, ClaimError> {
-        self.raw(claim)?
-            .map(|b| as_f64(&b).map_err(|e| bad(claim, e)))
-            .transpose()
-    }
-    fn str_list(&self, claim: &str) -> Result<Vec<String>, ClaimError> {
-        Ok(self
-            .raw(claim)?
-            .map(|b| as_str_list(&b).map_err(|e| bad(claim, e)))
-            .transpose()?
-            .unwrap_or_default())
-    }
-    /// A claim that may be a string or a list of strings (`aud`).
-    fn str_or_list(&self, claim: &str) -> Result<Vec<String>, ClaimError> {
-        let Some(b) = self.raw(claim)? else {
-            return Ok(Vec::new());
-        };
-        // A list encoding is self-checking (lengths and NULs must add up); a plain string is not.
-        match as_str_list(&b) {
-            Ok(list) if !list.is_empty() => Ok(list),
-            _ => Ok(vec![as_str(&b).map_err(|e| bad(claim, e))?]),
-        }
-    }
-    fn token(&self) -> Result<TokenClaims, ClaimError> {
-        let mut scopes: Vec<String> = self
-            .str("scope")?
-            .map(|s| s.split_ascii_whitespace().map(str::to_string).collect())
-            .unwrap_or_default();
-        scopes.extend(self.str_list("scp")?);
-        Ok(TokenClaims {
-            iss: self.str("iss")?.unwrap_or_default(),
-            sub: self.str("sub")?.unwrap_or_default(),
-            aud: self.str_or_list("aud")?,
-            exp: self.num("exp")?,
-            nbf: self.num("nbf")?,
-            iat: self.num("iat")?,
-            jti: self.str("jti")?,
-            scopes,
-        })
-    }
+fn token(r: &Reader<'_>, iss: String, m: &ClaimMapping) -> Result<TokenClaims, ClaimError> {
+    Ok(TokenClaims {
+        iss,
+        sub: r.fact_str(m, Fact::Subject)?.unwrap_or_default(),
+        aud: r.str_or_list("aud")?,
+        exp: r.num("exp")?,
+        nbf: r.num("nbf")?,
+        iat: r.num("iat")?,
+        jti: r.str("jti")?,
+        scopes: r.fact_list(m, Fact::Scopes)?,
+    })
 }
 
 /// Whether jwt_authn verified a token under `key` (its `sub` or `iss` is present).
@@ -207,13 +192,18 @@ pub fn present(source: &dyn ClaimSource, key: &str) -> Result<bool, ClaimError> 
 /// jwt_authn's failure message for a provider (`failed_status_in_metadata`), if any.
 pub fn failure(source: &dyn ClaimSource, key: &str) -> Result<Option<String>, ClaimError> {
     let raw = source.get(&[key, "message"]).map_err(ClaimError::Host)?;
-    raw.map(|b| as_str(&b).map_err(|e| bad("message", e)))
+    raw.map(|b| as_str(&b).map_err(|e| ClaimError::malformed("message", e.0)))
         .transpose()
 }
 
-/// Reads a user token's claims.
-pub fn read_user(source: &dyn ClaimSource, key: &str) -> Result<UserClaims, ClaimError> {
-    let r = Reader { source, key };
+/// Reads a user token's claims, its facts through its issuer's mapping.
+pub fn read_user(source: &dyn ClaimSource, rules: &UserRules) -> Result<UserClaims, ClaimError> {
+    let r = Reader::new(source, &rules.metadata_key, rules.payload_header.as_deref())?;
+    let iss = r.str("iss")?.unwrap_or_default();
+    let m = &rules
+        .issuer(&iss)
+        .ok_or(ClaimError::UntrustedIssuer)?
+        .claims;
     let mut has_agent_claims = false;
     for claim in [
         "agent_type",
@@ -221,38 +211,42 @@ pub fn read_user(source: &dyn ClaimSource, key: &str) -> Result<UserClaims, Clai
         "delegation_chain",
         "agent_instance_id",
     ] {
-        has_agent_claims |= r.raw(claim)?.is_some();
+        has_agent_claims |= r.has(claim)?;
     }
     Ok(UserClaims {
-        token: r.token()?,
-        groups: r.str_list("groups")?,
-        roles: r.str_list("roles")?,
-        email: r.str("email")?,
+        token: token(&r, iss, m)?,
+        groups: r.fact_list(m, Fact::Groups)?,
+        roles: r.fact_list(m, Fact::Roles)?,
+        email: r.fact_str(m, Fact::Email)?,
         has_agent_claims,
-        is_exchanged: r.raw("act")?.is_some(),
+        is_exchanged: r.has("act")?,
     })
 }
 
-/// Reads an agent token's claims.
-pub fn read_agent(source: &dyn ClaimSource, key: &str) -> Result<AgentClaims, ClaimError> {
-    let r = Reader { source, key };
-    let chain = match r.raw("delegation_chain")? {
+/// Reads an agent token's claims, its facts through its issuer's mapping.
+pub fn read_agent(source: &dyn ClaimSource, rules: &AgentRules) -> Result<AgentClaims, ClaimError> {
+    let r = Reader::new(source, &rules.metadata_key, rules.payload_header.as_deref())?;
+    let iss = r.str("iss")?.unwrap_or_default();
+    let m = &rules
+        .issuer(&iss)
+        .ok_or(ClaimError::UntrustedIssuer)?
+        .claims;
+    let chain = match r.get(&["delegation_chain"])? {
         None => Vec::new(),
-        Some(b) => {
-            let steps = as_list(&b).map_err(|e| bad("delegation_chain", e))?;
-            steps
-                .into_iter()
-                .enumerate()
-                .map(|(i, s)| read_step(i, s))
-                .collect::<Result<_, _>>()?
-        }
+        Some(v) => v
+            .items()
+            .map_err(|p| ClaimError::malformed("delegation_chain", p))?
+            .iter()
+            .enumerate()
+            .map(|(i, s)| read_step(i, s))
+            .collect::<Result<_, _>>()?,
     };
-    let attestation = match r.raw("agent_attestation")? {
+    let attestation = match r.get(&["agent_attestation"])? {
         None => None,
-        Some(b) => Some(read_attestation(&b)?),
+        Some(v) => Some(read_attestation(&v)?),
     };
     Ok(AgentClaims {
-        token: r.token()?,
+        token: token(&r, iss, m)?,
         agent_type: r.str("agent_type")?,
         agent_model: r.str("agent_model")?,
         agent_version: r.str("agent_version")?,
@@ -261,39 +255,45 @@ pub fn read_agent(source: &dyn ClaimSource, key: &str) -> Result<AgentClaims, Cl
         delegator_sub: r.str("delegator_sub")?,
         delegation_purpose: r.str("delegation_purpose")?,
         delegation_chain: chain,
-        capabilities: r.str_list("agent_capabilities")?,
-        trust_level: r.str("agent_trust_level")?,
+        capabilities: r.fact_list(m, Fact::Capabilities)?,
+        trust_level: r.fact_str(m, Fact::TrustLevel)?,
         attestation,
     })
 }
 
-fn read_step(i: usize, bytes: &[u8]) -> Result<DelegationStep, ClaimError> {
+fn read_step(i: usize, v: &Val<'_>) -> Result<DelegationStep, ClaimError> {
     let name = |f: &str| format!("delegation_chain[{i}].{f}");
-    let fields = as_map(bytes).map_err(|e| bad(&format!("delegation_chain[{i}]"), e))?;
+    let fields = v
+        .entries()
+        .map_err(|p| ClaimError::malformed(&format!("delegation_chain[{i}]"), p))?;
     let mut step = DelegationStep::default();
     for (k, v) in fields {
-        let s = || as_str(v).map_err(|e| bad(&name(&k), e));
+        let s = || v.str().map_err(|p| ClaimError::malformed(&name(&k), p));
         match k.as_str() {
             "iss" => step.iss = s()?,
             "sub" => step.sub = s()?,
             "aud" => step.aud = s()?,
-            "delegated_at" => step.delegated_at = as_f64(v).map_err(|e| bad(&name(&k), e))?,
+            "delegated_at" => {
+                step.delegated_at = v.num().map_err(|p| ClaimError::malformed(&name(&k), p))?
+            }
             "scope" => step.scopes = s()?.split_ascii_whitespace().map(str::to_string).collect(),
             "purpose" => step.purpose = Some(s()?),
             "jti" => step.jti = Some(s()?),
             "constraints" => {
-                for (ck, cv) in as_map(v).map_err(|e| bad(&name("constraints"), e))? {
+                let at = |c: &str| name(&format!("constraints.{c}"));
+                let entries = v
+                    .entries()
+                    .map_err(|p| ClaimError::malformed(&name("constraints"), p))?;
+                for (ck, cv) in entries {
                     match ck.as_str() {
                         "max_duration" => {
-                            step.max_duration = Some(
-                                as_f64(cv)
-                                    .map_err(|e| bad(&name("constraints.max_duration"), e))?,
-                            )
+                            step.max_duration =
+                                Some(cv.num().map_err(|p| ClaimError::malformed(&at(&ck), p))?)
                         }
                         "allowed_resources" => {
                             step.allowed_resources = Some(
-                                as_str_list(cv)
-                                    .map_err(|e| bad(&name("constraints.allowed_resources"), e))?,
+                                cv.str_list()
+                                    .map_err(|p| ClaimError::malformed(&at(&ck), p))?,
                             )
                         }
                         _ => step.unknown_constraints.push(ck),
@@ -306,14 +306,18 @@ fn read_step(i: usize, bytes: &[u8]) -> Result<DelegationStep, ClaimError> {
     Ok(step)
 }
 
-fn read_attestation(bytes: &[u8]) -> Result<Attestation, ClaimError> {
+fn read_attestation(v: &Val<'_>) -> Result<Attestation, ClaimError> {
     let mut a = Attestation::default();
-    for (k, v) in as_map(bytes).map_err(|e| bad("agent_attestation", e))? {
+    let entries = v
+        .entries()
+        .map_err(|p| ClaimError::malformed("agent_attestation", p))?;
+    for (k, v) in entries {
         let field = format!("agent_attestation.{k}");
+        let bad = |p: String| ClaimError::malformed(&field, p);
         match k.as_str() {
-            "format" => a.format = as_str(v).map_err(|e| bad(&field, e))?,
-            "token" => a.token = as_str(v).map_err(|e| bad(&field, e))?,
-            "timestamp" => a.timestamp = Some(as_f64(v).map_err(|e| bad(&field, e))?),
+            "format" => a.format = v.str().map_err(bad)?,
+            "token" => a.token = v.str().map_err(bad)?,
+            "timestamp" => a.timestamp = Some(v.num().map_err(bad)?),
             _ => {}
         }
     }
@@ -340,75 +344,37 @@ impl ClaimSource for JsonClaims {
                 None => return Ok(None),
             }
         }
+        // Envoy cannot serialise a null for proxy-wasm: the read fails.
+        if super::payload::has_null(v) {
+            return Err(HostError("SerializationFailure".into()));
+        }
         Ok(Some(super::metadata::encode::json(v)))
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[cfg(target_arch = "wasm32")]
-    use wasm_bindgen_test::wasm_bindgen_test as test;
-
-    #[test]
-    fn reads_user_and_agent_claims() {
-        let src = JsonClaims(vec![
-            (
-                "user".into(),
-                json!({"iss":"i","sub":"alice","aud":"mcp","exp":10,"scope":"a b","groups":["g"],"roles":["r"]}),
-            ),
-            (
-                "agent".into(),
-                json!({"iss":"i","sub":"agent:x","aud":["mcp","other"],"agent_type":"assistant","delegator_sub":"alice",
-                "agent_capabilities":["tools:call"],"agent_trust_level":"high",
-                "delegation_chain":[{"iss":"i","sub":"alice","aud":"agent:x","delegated_at":5,"scope":"a","constraints":{"max_duration":60,"allowed_resources":["mcp"],"geo":"eu"}}],
-                "agent_attestation":{"format":"eat","token":"t.t.t","timestamp":4}}),
-            ),
-        ]);
-        let u = read_user(&src, "user").unwrap();
-        assert_eq!(
-            (
-                u.token.sub.as_str(),
-                u.token.aud.clone(),
-                u.token.scopes.clone()
-            ),
-            (
-                "alice",
-                vec!["mcp".to_string()],
-                vec!["a".to_string(), "b".to_string()]
-            )
-        );
-        assert_eq!(u.groups, vec!["g"]);
-        assert!(!u.has_agent_claims);
-        let a = read_agent(&src, "agent").unwrap();
-        assert_eq!(a.token.aud, vec!["mcp", "other"]);
-        assert_eq!(a.delegation_chain[0].max_duration, Some(60.0));
-        assert_eq!(
-            a.delegation_chain[0].allowed_resources,
-            Some(vec!["mcp".to_string()])
-        );
-        assert_eq!(a.delegation_chain[0].unknown_constraints, vec!["geo"]);
-        assert_eq!(a.attestation.unwrap().timestamp, Some(4.0));
-        assert!(read_user(&src, "agent").unwrap().has_agent_claims);
-        assert!(present(&src, "user").unwrap());
-        assert!(!present(&src, "nobody").unwrap());
+#[cfg(any(test, feature = "test-support"))]
+impl JsonClaims {
+    /// The payload headers jwt_authn would forward for these payloads (`user` and `agent`
+    /// under their default header names).
+    pub fn payload_headers(&self) -> Vec<(String, Vec<u8>)> {
+        let header = |k: &str| match k {
+            "user" => Some("x-warden-user-payload"),
+            "agent" => Some("x-warden-agent-payload"),
+            _ => None,
+        };
+        self.0
+            .iter()
+            .filter_map(|(k, v)| Some((header(k)?.to_string(), super::payload::encode(v))))
+            .collect()
     }
 
-    #[test]
-    fn wrongly_typed_claims_are_errors() {
-        let src = JsonClaims(vec![(
-            "agent".into(),
-            json!({"sub":"a","delegation_chain":"alice>a"}),
-        )]);
-        assert!(matches!(
-            read_agent(&src, "agent"),
-            Err(ClaimError::Malformed { .. })
-        ));
-        let src = JsonClaims(vec![("user".into(), json!({"sub":"a","exp":"soon"}))]);
-        assert!(
-            matches!(read_user(&src, "user"), Err(ClaimError::Malformed { claim, .. }) if claim == "exp")
-        );
+    /// `headers` with [`JsonClaims::payload_headers`] added, as jwt_authn hands a request on.
+    pub fn with_payloads(&self, headers: &[(String, Vec<u8>)]) -> Vec<(String, Vec<u8>)> {
+        let mut all = headers.to_vec();
+        all.extend(self.payload_headers());
+        all
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -184,7 +184,7 @@ impl Pointer {
 }
 
 /// An RFC 6901 array index: `0` or digits without a leading zero.
-fn array_index(token: &str) -> Option<usize> {
+pub(crate) fn array_index(token: &str) -> Option<usize> {
     let ok = !token.is_empty()
         && token.bytes().all(|b| b.is_ascii_digit())
         && (token == "0" || !token.starts_with('0'));

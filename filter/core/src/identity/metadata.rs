@@ -12,10 +12,16 @@
 //!
 //! The bytes do not say their type, so readers ask for the type they expect.
 
-/// Where the adapter reads claims from: a path below jwt_authn's filter metadata.
+/// Where claims are read from: a path below jwt_authn's filter metadata, and the request
+/// headers jwt_authn forwards verified payloads in.
 pub trait ClaimSource {
     /// The encoded value at `path` (e.g. `["user", "sub"]`), `Ok(None)` if absent.
     fn get(&self, path: &[&str]) -> Result<Option<Vec<u8>>, HostError>;
+
+    /// The request header `name` (a `forward_payload_header`); none by default.
+    fn payload(&self, _name: &str) -> super::payload::Forwarded<'_> {
+        super::payload::Forwarded::Absent
+    }
 }
 
 /// The host could not be asked (not: the value is absent).

@@ -14,6 +14,8 @@ pub mod config;
 pub mod delegation;
 pub mod mapping;
 pub mod metadata;
+pub mod payload;
+mod reader;
 
 use crate::error::{Reason, Rejection};
 use attestation::AttestationCache;
@@ -24,6 +26,7 @@ pub use cache::{
 use claims::{AgentClaims, ClaimError, TokenClaims, UserClaims};
 pub use config::{IdentityConfig, RawIdentity};
 use metadata::ClaimSource;
+use payload::PayloadError;
 
 /// A verified caller.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -108,6 +111,50 @@ fn claim_error(kind: &str, e: ClaimError) -> Rejection {
             Reason::InvalidToken,
             &format!("{kind}.claims"),
             format!("{kind} token claim `{claim}` is malformed: {problem}"),
+        ),
+        ClaimError::NoPayloadHeader(header) => reject(
+            Reason::Internal,
+            &format!("{kind}.payload_header"),
+            format!(
+                "jwt_authn verified the {kind} token but sent no `{header}` header: its provider must set forward_payload_header: {header}"
+            ),
+        ),
+        ClaimError::Payload(PayloadError::Unreadable(why)) => reject(
+            Reason::InvalidToken,
+            &format!("{kind}.payload_mismatch"),
+            format!("the {kind} payload header is not jwt_authn's: {why}"),
+        ),
+        ClaimError::Payload(PayloadError::Ambiguous(why)) => reject(
+            Reason::InvalidToken,
+            &format!("{kind}.claims"),
+            format!("the {kind} token cannot be read: {why}"),
+        ),
+        ClaimError::Mismatch(claim) => reject(
+            Reason::InvalidToken,
+            &format!("{kind}.payload_mismatch"),
+            format!(
+                "the {kind} payload header and jwt_authn's verified claims disagree on `{}`",
+                claim.escape_debug()
+            ),
+        ),
+        ClaimError::UntrustedIssuer => reject(
+            Reason::InvalidToken,
+            &format!("{kind}.issuer"),
+            format!("{kind} token issuer is not trusted"),
+        ),
+        ClaimError::Missing { fact, pointers } => reject(
+            Reason::InvalidToken,
+            &format!("{kind}.claims"),
+            format!("{kind} token has no {fact} ({pointers})"),
+        ),
+        ClaimError::Mistyped {
+            fact,
+            pointer,
+            problem,
+        } => reject(
+            Reason::InvalidToken,
+            &format!("{kind}.claims"),
+            format!("{kind} token {fact} ({pointer}) {problem}"),
         ),
     }
 }
@@ -254,7 +301,7 @@ fn authenticate_user(
 ) -> Result<UserClaims, Rejection> {
     let u = &cfg.user;
     verified("user", &u.metadata_key, &u.failure_metadata_key, source)?;
-    let user = claims::read_user(source, &u.metadata_key).map_err(|e| claim_error("user", e))?;
+    let user = claims::read_user(source, u).map_err(|e| claim_error("user", e))?;
     if user.has_agent_claims {
         return Err(reject(
             Reason::InvalidToken,
@@ -295,7 +342,7 @@ fn authenticate_agent(
     now: u64,
 ) -> Result<AgentClaims, Rejection> {
     verified("agent", &a.metadata_key, &a.failure_metadata_key, source)?;
-    let agent = claims::read_agent(source, &a.metadata_key).map_err(|e| claim_error("agent", e))?;
+    let agent = claims::read_agent(source, a).map_err(|e| claim_error("agent", e))?;
     check_common(
         "agent",
         &agent.token,

@@ -3,6 +3,7 @@
 use super::*;
 use crate::config::Config;
 use crate::identity::claims::JsonClaims;
+use crate::identity::payload::{encode, WithHeaders};
 use serde_json::{json, Value};
 
 #[cfg(target_arch = "wasm32")]
@@ -61,18 +62,49 @@ fn unset(mut v: Value, key: &str) -> Value {
     v
 }
 
-fn run(cfg: &IdentityConfig, entries: Vec<(&str, Value)>) -> Result<Identity, Rejection> {
-    let src = JsonClaims(
+fn source(entries: Vec<(&str, Value)>) -> JsonClaims {
+    JsonClaims(
         entries
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
             .collect(),
-    );
+    )
+}
+
+/// The claims as jwt_authn hands them on: in its metadata and in the forwarded headers.
+fn run(cfg: &IdentityConfig, entries: Vec<(&str, Value)>) -> Result<Identity, Rejection> {
+    let meta = source(entries);
+    let headers = meta.payload_headers();
+    run_with(cfg, &meta, &headers)
+}
+
+fn run_with(
+    cfg: &IdentityConfig,
+    meta: &JsonClaims,
+    headers: &[(String, Vec<u8>)],
+) -> Result<Identity, Rejection> {
+    let src = WithHeaders {
+        metadata: meta,
+        headers,
+    };
     authenticate(cfg, &src, &mut AttestationCache::default(), NOW)
 }
 
+/// `cfg` reading claims from jwt_authn's metadata alone (`payload_header: null`).
+fn metadata_only(cfg: &IdentityConfig) -> IdentityConfig {
+    let mut cfg = cfg.clone();
+    cfg.user.payload_header = None;
+    if let Some(a) = &mut cfg.agent {
+        a.payload_header = None;
+    }
+    cfg
+}
+
+/// The refusal, the same whether claims come from the payload headers or the metadata.
 fn rule(cfg: &IdentityConfig, entries: Vec<(&str, Value)>) -> (Reason, String) {
-    let r = run(cfg, entries).expect_err("expected a refusal");
+    let r = run(cfg, entries.clone()).expect_err("expected a refusal");
+    let m = run(&metadata_only(cfg), entries).expect_err("expected a refusal (metadata)");
+    assert_eq!((&r.reason, &r.rule), (&m.reason, &m.rule), "{}", r.detail);
     (r.reason, r.rule.unwrap_or_default())
 }
 
@@ -448,19 +480,27 @@ fn metadata_document_and_url_follow_rfc_9728() {
     );
 }
 
-struct Counting<'a>(&'a JsonClaims, std::cell::Cell<usize>);
+struct Counting<'a>(&'a dyn ClaimSource, std::cell::Cell<usize>);
 
 impl ClaimSource for Counting<'_> {
     fn get(&self, path: &[&str]) -> Result<Option<Vec<u8>>, metadata::HostError> {
         self.1.set(self.1.get() + 1);
         self.0.get(path)
     }
+    fn payload(&self, name: &str) -> payload::Forwarded<'_> {
+        self.0.payload(name)
+    }
 }
 
 #[test]
 fn verified_identities_are_reused_only_while_jwt_authn_still_vouches_and_time_allows() {
     let cfg = config(json!({}));
-    let claims = JsonClaims(vec![("user".into(), user()), ("agent".into(), agent())]);
+    let meta = JsonClaims(vec![("user".into(), user()), ("agent".into(), agent())]);
+    let headers = meta.payload_headers();
+    let claims = WithHeaders {
+        metadata: &meta,
+        headers: &headers,
+    };
     let src = Counting(&claims, std::cell::Cell::new(0));
     let mut att = AttestationCache::default();
     let mut ids = IdentityCache::default();
@@ -494,4 +534,167 @@ fn verified_identities_are_reused_only_while_jwt_authn_still_vouches_and_time_al
     let short = set(user(), "/exp", json!(NOW + 5));
     let id = run(&cfg, vec![("user", short), ("agent", agent())]).unwrap();
     assert_eq!(valid_until(&cfg, &id, NOW), NOW + 5);
+}
+
+/// A payload header that is not jwt_authn's copy of the verified token.
+fn forged(header_payload: Value) -> Vec<(String, Vec<u8>)> {
+    vec![
+        ("x-warden-user-payload".to_string(), encode(&header_payload)),
+        ("x-warden-agent-payload".to_string(), encode(&agent())),
+    ]
+}
+
+fn refusal(r: Result<Identity, Rejection>) -> (Reason, String, String) {
+    let r = r.expect_err("expected a refusal");
+    (r.reason, r.rule.unwrap_or_default(), r.detail)
+}
+
+#[test]
+fn a_payload_header_that_disagrees_with_jwt_authn_is_refused() {
+    let cfg = config(json!({}));
+    let meta = source(vec![("user", user()), ("agent", agent())]);
+    let mut with_admin = user();
+    with_admin["groups"] = json!(["it", "admin"]);
+    let mut string_groups = user();
+    string_groups["groups"] = json!("it");
+    let cases: Vec<(Value, &str)> = vec![
+        (with_admin, "groups"),
+        (string_groups, "groups"),
+        (unset(user(), "groups"), "groups"),
+        (set(user(), "/iss", json!("evil")), "iss"),
+        (set(user(), "/sub", json!("admin")), "sub"),
+        (set(user(), "/exp", json!(NOW + 99_999)), "exp"),
+        (set(user(), "/scope", json!("mcp:tools admin")), "scope"),
+        (
+            {
+                let mut v = user();
+                v["roles"] = json!(["admin"]);
+                v
+            },
+            "roles",
+        ),
+        (
+            {
+                let mut v = user();
+                v["scp"] = json!(["admin"]);
+                v
+            },
+            "scp",
+        ),
+    ];
+    for (header, claim) in cases {
+        let (reason, rule, detail) = refusal(run_with(&cfg, &meta, &forged(header.clone())));
+        assert_eq!(
+            (reason, rule.as_str()),
+            (Reason::InvalidToken, "user.payload_mismatch"),
+            "{header}"
+        );
+        assert!(detail.contains(&format!("`{claim}`")), "{detail}");
+    }
+    // A claim the gateway does not read is not compared (and not used).
+    let mut extra = user();
+    extra["favourite_colour"] = json!("blue");
+    assert!(run_with(&cfg, &meta, &forged(extra)).is_ok());
+    // The agent's header is checked as well.
+    let mut headers = meta.payload_headers();
+    headers[1].1 = encode(&set(agent(), "/agent_trust_level", json!("high ")));
+    let (_, rule, _) = refusal(run_with(&cfg, &meta, &headers));
+    assert_eq!(rule, "agent.payload_mismatch");
+}
+
+#[test]
+fn unreadable_duplicated_or_missing_payload_headers_are_refused() {
+    let cfg = config(json!({}));
+    let meta = source(vec![("user", user()), ("agent", agent())]);
+    let good = meta.payload_headers();
+    let with_user = |v: &[u8]| {
+        let mut h = good.clone();
+        h[0].1 = v.to_vec();
+        h
+    };
+    for bad in [&b"%%%"[..], b"", b"e30", b"WzFd"] {
+        let (reason, rule, _) = refusal(run_with(&cfg, &meta, &with_user(bad)));
+        assert_eq!(
+            (reason, rule.as_str()),
+            (Reason::InvalidToken, "user.payload_mismatch")
+        );
+    }
+    let mut twice = good.clone();
+    twice.push(good[0].clone());
+    let (_, rule, detail) = refusal(run_with(&cfg, &meta, &twice));
+    assert_eq!(rule, "user.payload_mismatch");
+    assert!(detail.contains("more than once"), "{detail}");
+    // The token itself has a key twice (jwt_authn kept one, which?): refused as its claims.
+    let dup = base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        br#"{"iss":"idp","sub":"alice","groups":["it"],"groups":["admin"]}"#,
+    );
+    let (_, rule, detail) = refusal(run_with(&cfg, &meta, &with_user(dup.as_bytes())));
+    assert_eq!(rule, "user.claims");
+    assert!(detail.contains("groups"), "{detail}");
+    // jwt_authn verified the tokens but forwarded no header: the configuration is wrong (500).
+    for (kind, headers) in [
+        ("user", vec![good[1].clone()]),
+        ("agent", vec![good[0].clone()]),
+    ] {
+        let (reason, rule, detail) = refusal(run_with(&cfg, &meta, &headers));
+        assert_eq!(
+            (reason, rule),
+            (Reason::Internal, format!("{kind}.payload_header"))
+        );
+        assert!(
+            detail.contains(&format!("forward_payload_header: x-warden-{kind}-payload")),
+            "{detail}"
+        );
+    }
+    // A client's copy without a verified token changes nothing: no token is no token.
+    let none = source(vec![]);
+    let (reason, rule, _) = refusal(run_with(&cfg, &none, &good));
+    assert_eq!(
+        (reason, rule.as_str()),
+        (Reason::MissingToken, "user.missing")
+    );
+    // Reading from the metadata, the header is not read at all.
+    assert!(run_with(&metadata_only(&cfg), &meta, &with_user(b"%%%")).is_ok());
+}
+
+#[test]
+fn mapped_claims_missing_or_mistyped_are_refused_naming_them() {
+    let cfg = {
+        let c = json!({"identity": {
+            "protected_resource": {"resource": RES, "authorization_servers": ["idp"]},
+            "user": {"issuers": [{"issuer": "idp", "claims": {
+                "groups": "/realm_access/roles", "email": {"from": "/email", "required": false}}}]}}});
+        Config::from_json(c.to_string().as_bytes())
+            .unwrap()
+            .identity
+            .unwrap()
+    };
+    let mut u = user();
+    u["realm_access"] = json!({"roles": ["it", "finance"]});
+    let id = run(&cfg, vec![("user", u.clone())]).unwrap();
+    assert_eq!(id.user.groups, vec!["it", "finance"]);
+    let (reason, rule, detail) = refusal(run(&cfg, vec![("user", user())]));
+    assert_eq!(
+        (reason, rule.as_str()),
+        (Reason::InvalidToken, "user.claims")
+    );
+    assert_eq!(detail, "user token has no groups (/realm_access/roles)");
+    let mistyped = set(u.clone(), "/realm_access/roles", json!(7));
+    let (_, rule, detail) = refusal(run(&cfg, vec![("user", mistyped)]));
+    assert_eq!(rule, "user.claims");
+    assert_eq!(
+        detail,
+        "user token groups (/realm_access/roles) is a number, not a string or a list of strings"
+    );
+    let mistyped = set(u.clone(), "/realm_access/roles", json!(["it", 1]));
+    let (_, _, detail) = refusal(run(&cfg, vec![("user", mistyped)]));
+    assert!(detail.contains("is a list holding a number"), "{detail}");
+    let mut email = u;
+    email["email"] = json!({"address": "a@b"});
+    let (_, _, detail) = refusal(run(&cfg, vec![("user", email)]));
+    assert_eq!(
+        detail,
+        "user token email (/email) is an object, not a string"
+    );
 }

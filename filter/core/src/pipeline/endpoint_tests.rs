@@ -53,7 +53,7 @@ fn start(cfg: &Config, h: &[(String, Vec<u8>)], who: &JsonClaims) -> (RequestFlo
         now: 1_800_000_000,
     };
     let is_post = h.iter().any(|(k, v)| k == ":method" && v == b"POST");
-    let step = flow.on_request_headers(cfg, h, !is_post, ctx);
+    let step = flow.on_request_headers(cfg, &who.with_payloads(h), !is_post, ctx);
     (flow, step)
 }
 
@@ -193,6 +193,7 @@ fn open_session(cfg: &Config, path: &str, who: &JsonClaims, real: &str) -> Strin
         identity_cache: &mut identities,
         now: 1_800_000_000,
     };
+    let h = who.with_payloads(&h);
     assert_eq!(flow.on_request_headers(cfg, &h, false, ctx), Step::Pause);
     // Without routing the filter sets no routing header, and removes a client's copy.
     let edits = flow.take_header_edits();
