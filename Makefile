@@ -38,7 +38,7 @@ unit: setup
 	cargo test -p mcp-warden-core -p mcp-warden -p mcp-warden-cli
 
 policies: setup
-	cargo run -q -p mcp-warden-cli -- check --allow-example-secrets policies/*/bundle.toml envoy/*.yaml envoy/ecds/*.yaml
+	cargo run -q -p mcp-warden-cli -- check --allow-example-secrets policies/*/bundle.toml envoy/*.yaml envoy/ecds/*.yaml envoy/examples/*.json
 	cargo run -q -p mcp-warden-cli -- test policies/*/
 
 wasm-unit: setup
