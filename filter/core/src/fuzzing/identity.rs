@@ -143,7 +143,7 @@ pub fn claims(data: &[u8]) {
 fn rules(key: &str, iss: &str, forwarded: bool) -> (UserRules, AgentRules) {
     static BASE: OnceLock<Option<IdentityConfig>> = OnceLock::new();
     let base = BASE.get_or_init(|| {
-        let cfg = json!({"identity": {
+        let cfg = json!({"mode": "open", "identity": {
             "protected_resource": {"resource": "http://gw/mcp", "authorization_servers": ["i"]},
             "user": {"issuers": ["i"]}, "agent": {"issuers": ["i"]}}});
         Config::from_json(cfg.to_string().as_bytes())

@@ -15,7 +15,7 @@ const RES: &str = "http://gw/mcp";
 /// User issuers `https://corp` (named `corp`) and `https://partner` (`partner`); `agents` as
 /// the agent issuers.
 fn identity(agents: Value) -> Result<IdentityConfig, crate::config::ConfigError> {
-    let cfg = json!({"identity": {
+    let cfg = json!({"mode": "open", "identity": {
         "protected_resource": {"resource": RES, "authorization_servers": ["https://corp"]},
         "user": {"issuers": [{"issuer": "https://corp", "name": "corp"},
                              {"issuer": "https://partner", "name": "partner"}]},
@@ -92,7 +92,7 @@ fn delegators_from_errors_name_the_entry() {
     let e = field(json!([{"issuer": "https://x", "delegators_from": []}]));
     assert_eq!(e.field, "identity.agent.issuers[0].delegators_from");
     // Only agent issuers speak for others.
-    let cfg = json!({"identity": {
+    let cfg = json!({"mode": "open", "identity": {
         "protected_resource": {"resource": RES, "authorization_servers": ["https://corp"]},
         "user": {"issuers": [{"issuer": "https://corp", "delegators_from": ["https://corp"]}]}
     }});

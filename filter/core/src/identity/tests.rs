@@ -407,7 +407,7 @@ fn attestation_is_required_when_configured() {
 #[test]
 fn config_errors_name_the_field() {
     let base = |identity: Value| {
-        Config::from_json(json!({"identity": identity}).to_string().as_bytes())
+        Config::from_json(json!({"mode": "open", "identity": identity}).to_string().as_bytes())
             .map(|_| ())
             .unwrap_err()
             .field
@@ -664,7 +664,7 @@ fn unreadable_duplicated_or_missing_payload_headers_are_refused() {
 #[test]
 fn mapped_claims_missing_or_mistyped_are_refused_naming_them() {
     let cfg = {
-        let c = json!({"identity": {
+        let c = json!({"mode": "open", "identity": {
             "protected_resource": {"resource": RES, "authorization_servers": ["idp"]},
             "user": {"issuers": [{"issuer": "idp", "claims": {
                 "groups": "/realm_access/roles", "email": {"from": "/email", "required": false}}}]}}});

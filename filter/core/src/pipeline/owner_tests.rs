@@ -268,6 +268,7 @@ fn the_upstream_learns_the_users_issuer_and_no_client_copy() {
     // default name is still removed.
     for name in [json!("x-idp"), Value::Null] {
         let mut raw = json!({
+            "mode": "open",
             "identity": {
                 "protected_resource": {"resource": RES, "authorization_servers": ["http://corp"]},
                 "user": {"issuers": ["http://partner"]},

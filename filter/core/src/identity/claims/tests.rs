@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
 fn identity(user: Value, agent: Value) -> IdentityConfig {
-    let cfg = json!({"identity": {
+    let cfg = json!({"mode": "open", "identity": {
         "protected_resource": {"resource": "http://gw/mcp", "authorization_servers": ["i"]},
         "user": user, "agent": agent}});
     let c = Config::from_json(cfg.to_string().as_bytes()).unwrap();

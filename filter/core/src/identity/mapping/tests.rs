@@ -15,7 +15,7 @@ fn identity(user_issuers: Value, agent_issuers: Option<Value>) -> Result<Config,
     if let Some(a) = agent_issuers {
         id["agent"] = json!({"issuers": a});
     }
-    Config::from_json(json!({ "identity": id }).to_string().as_bytes())
+    Config::from_json(json!({ "mode": "open", "identity": id }).to_string().as_bytes())
 }
 
 fn field(user_issuers: Value) -> (String, String) {
@@ -299,7 +299,7 @@ fn bad_issuers_and_mappings_are_refused_naming_the_field() {
 fn payload_headers_default_can_be_turned_off_and_are_checked() {
     let base = |user: Value, agent: Value| {
         Config::from_json(
-            json!({"identity": {
+            json!({"mode": "open", "identity": {
                 "protected_resource": {"resource": "http://gw/mcp", "authorization_servers": ["idp"]},
                 "user": user, "agent": agent}})
             .to_string()
