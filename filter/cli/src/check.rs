@@ -2,6 +2,7 @@
 
 use crate::bundle;
 use crate::envoy;
+use crate::jwt_authn;
 use crate::problem::Problem;
 use mcp_warden_core::config::Config;
 
@@ -89,9 +90,16 @@ pub fn check_envoy_text(file: &str, text: &str) -> Result<String, Vec<Problem>> 
     }
     let mut problems = Vec::new();
     let mut summaries = Vec::new();
+    let providers = jwt_authn::providers(text);
     for c in &configs {
         match Config::from_json(c.json.as_bytes()) {
-            Ok(config) => summaries.push(format!("line {} ({})", c.line, describe(&config))),
+            Ok(config) => {
+                // jwt_authn must forward the payloads where the plugin reads them.
+                if let Some(identity) = &config.identity {
+                    problems.extend(jwt_authn::check(file, &providers, identity));
+                }
+                summaries.push(format!("line {} ({})", c.line, describe(&config)))
+            }
             Err(e) => problems.push(Problem {
                 line: Some(c.line),
                 column: Some(c.column),

@@ -6,5 +6,6 @@ pub mod bundle;
 pub mod cases;
 pub mod check;
 pub mod envoy;
+pub mod jwt_authn;
 pub mod pin;
 pub mod problem;
