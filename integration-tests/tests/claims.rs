@@ -370,6 +370,11 @@ fn mapped_claims_missing_or_mistyped_are_refused_naming_them() {
     let resp = delete(2, &admin).send(port).unwrap();
     assert_eq!(resp.status, 200, "mapped groups grant delete_file:\n{resp}");
     assert_eq!(server.mcp_requests().len(), before + 1);
+    // An optional claim that is null is absent (jwt_authn's metadata cannot even hold it for
+    // proxy-wasm: compared by presence).
+    let null_mail = tokens(json!({"realm_access": {"groups": ["it-admins"]}, "mail": null}));
+    let resp = delete(3, &null_mail).send(port).unwrap();
+    assert_eq!(resp.status, 200, "null optional claim:\n{resp}");
     // A string group is one group (typed), even one crafted like Envoy's list encoding.
     let crafted = String::from_utf8(vec![
         1, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, b'i', b't', b'-', b'a', b'd', b'm', b'i', b'n', b's',
@@ -407,6 +412,18 @@ fn mapped_claims_missing_or_mistyped_are_refused_naming_them() {
             tokens(json!({"realm_access": {"groups": crafted}})),
             (403, "policy_denied", "*"),
             "",
+        ),
+        (
+            "groups null is missing",
+            tokens(json!({"realm_access": {"groups": null}})),
+            (401, "invalid_token", "user.claims"),
+            "user token has no groups (/realm_access/groups)",
+        ),
+        (
+            "groups holding a null",
+            tokens(json!({"realm_access": {"groups": ["it-admins", null]}})),
+            (401, "invalid_token", "user.claims"),
+            "user token groups (/realm_access/groups) is a list holding null, not a string or a list of strings",
         ),
     ];
     let mut bad = Vec::new();
