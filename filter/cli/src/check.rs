@@ -4,6 +4,7 @@
 use crate::bundle;
 use crate::envoy;
 use crate::example_secrets;
+use crate::jwt_authn;
 use crate::problem::Problem;
 use mcp_warden_core::config::{Config, Mode};
 
@@ -186,9 +187,14 @@ pub fn check_envoy_text(file: &str, text: &str) -> Result<Checked, Vec<Problem>>
     let mut problems = Vec::new();
     let mut summaries = Vec::new();
     let mut found = Vec::new();
+    let providers = jwt_authn::providers(text);
     for c in &configs {
         match Config::from_json(c.json.as_bytes()) {
             Ok(config) => {
+                // jwt_authn must forward the payloads where the plugin reads them.
+                if let Some(identity) = &config.identity {
+                    problems.extend(jwt_authn::check(file, &providers, identity));
+                }
                 summaries.push(format!("line {} ({})", c.line, describe(&config)));
                 let at = |p: Problem| Problem {
                     line: Some(c.line),

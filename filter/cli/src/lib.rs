@@ -7,5 +7,6 @@ pub mod cases;
 pub mod check;
 pub mod envoy;
 pub mod example_secrets;
+pub mod jwt_authn;
 pub mod pin;
 pub mod problem;

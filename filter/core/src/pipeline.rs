@@ -16,7 +16,7 @@ use crate::exchange::{
 };
 use crate::identity::attestation::AttestationCache;
 use crate::identity::metadata::ClaimSource;
-use crate::identity::payload::WithHeaders;
+use crate::identity::payload::{self, Forwarded, WithHeaders};
 use crate::identity::{authenticate_cached, Identity, IdentityCache};
 use crate::jsonrpc::Message;
 use crate::jsonrpc::{parse_payload, ParseRules, Payload};
@@ -689,7 +689,24 @@ impl RequestFlow {
                     actor: actor.map(str::to_string),
                 };
             }
-            let key = subject.map(|u| ctx.identity_cache.key(u, actor));
+            // The payload headers are part of the key: a request whose headers differ from the
+            // ones an identity was read from is checked in full again (none sent twice is cached).
+            let payloads: Option<Vec<&[u8]>> = id_cfg
+                .payload_headers()
+                .map(|h| match payload::find(headers, h) {
+                    Forwarded::One(v) => Some(v),
+                    Forwarded::Absent => Some(&b""[..]),
+                    Forwarded::Many => None,
+                })
+                .collect();
+            let key = match (subject, payloads) {
+                (Some(u), Some(p)) => {
+                    let mut parts = vec![u.as_bytes(), actor.unwrap_or_default().as_bytes()];
+                    parts.extend(p);
+                    Some(ctx.identity_cache.key_parts(&parts))
+                }
+                _ => None,
+            };
             // jwt_authn's metadata, and the payload headers it forwards (`forward_payload_header`).
             let source = WithHeaders {
                 metadata: ctx.claims,
@@ -1336,6 +1353,58 @@ mod tests {
         let other = run(&h);
         assert!(!Arc::ptr_eq(&first, &other));
         assert_eq!(first, other);
+    }
+
+    #[test]
+    fn a_cached_identity_is_not_reused_for_other_payload_headers() {
+        let cfg = identity_config();
+        let claims = alice_claims();
+        let mut h = post_headers();
+        h.push(("authorization".into(), b"Bearer tok-1".to_vec()));
+        let mut cache = AttestationCache::default();
+        let mut identities = IdentityCache::default();
+        let mut run = |h: &[(String, Vec<u8>)]| {
+            let mut flow = RequestFlow::new();
+            let ctx = RequestContext {
+                claims: &claims,
+                attestation_cache: &mut cache,
+                identity_cache: &mut identities,
+                now: 1_800_000_000,
+            };
+            let step = flow.on_request_headers(&cfg, h, false, ctx);
+            (step, flow.outcome.clone())
+        };
+        let genuine = claims.with_payloads(&h);
+        assert_eq!(run(&genuine).0, Step::Pause);
+        // The same tokens with a payload header that says more: checked again, and refused.
+        let mut forged = h.clone();
+        forged.push((
+            "x-warden-user-payload".into(),
+            payload::encode(
+                &json!({"iss":"http://idp","sub":"alice","aud":"http://gw/mcp",
+                "exp":1_800_000_600u64,"groups":["admins"]}),
+            ),
+        ));
+        let (_, outcome) = run(&forged);
+        assert!(
+            matches!(&outcome, Outcome::Rejected(r) if r.rule.as_deref() == Some("user.payload_mismatch")),
+            "{outcome:?}"
+        );
+        // Without it (the provider stopped forwarding it): checked again, refused.
+        let (_, outcome) = run(&h);
+        assert!(
+            matches!(&outcome, Outcome::Rejected(r) if r.rule.as_deref() == Some("user.payload_header")),
+            "{outcome:?}"
+        );
+        // Twice: never cached, refused.
+        let mut twice = genuine.clone();
+        twice.extend(claims.payload_headers());
+        let (_, outcome) = run(&twice);
+        assert!(
+            matches!(&outcome, Outcome::Rejected(r) if r.rule.as_deref() == Some("user.payload_mismatch")),
+            "{outcome:?}"
+        );
+        assert_eq!(run(&genuine).0, Step::Pause);
     }
 
     #[test]

@@ -63,13 +63,21 @@ impl KeyHasher {
     /// The key for a pair of presented tokens; each token is length-prefixed, so no two
     /// different pairs share an input (an absent agent token counts as an empty one).
     pub fn key(&self, user_token: &str, agent_token: Option<&str>) -> IdentityKey {
-        let parts = [user_token, agent_token.unwrap_or_default()];
+        self.key_parts(&[
+            user_token.as_bytes(),
+            agent_token.unwrap_or_default().as_bytes(),
+        ])
+    }
+
+    /// The key for any number of parts (the tokens, then what else the identity was read
+    /// from, such as the payload headers), each length-prefixed.
+    pub fn key_parts(&self, parts: &[&[u8]]) -> IdentityKey {
         match &self.secret {
             Some(secret) => {
                 let mut h = SipHasher24::new_with_key(secret);
                 for part in parts {
                     h.write(&(part.len() as u64).to_le_bytes());
-                    h.write(part.as_bytes());
+                    h.write(part);
                 }
                 IdentityKey(h.finish128().as_bytes())
             }
@@ -77,7 +85,7 @@ impl KeyHasher {
                 let mut h = hmac_sha256::Hash::new();
                 for part in parts {
                     h.update((part.len() as u64).to_le_bytes());
-                    h.update(part.as_bytes());
+                    h.update(part);
                 }
                 let digest = h.finalize();
                 let mut out = [0u8; 16];
@@ -114,6 +122,11 @@ impl IdentityCache {
         self.hasher
             .get_or_init(KeyHasher::random)
             .key(user_token, agent_token)
+    }
+
+    /// The key for these parts (see [`KeyHasher::key_parts`]), under this worker's secret.
+    pub fn key_parts(&self, parts: &[&[u8]]) -> IdentityKey {
+        self.hasher.get_or_init(KeyHasher::random).key_parts(parts)
     }
 
     fn get(&self, key: &IdentityKey, now: u64) -> Option<&Arc<Identity>> {
