@@ -4,6 +4,7 @@
 use super::*;
 use crate::config::Config;
 use crate::identity::claims::JsonClaims;
+use crate::identity::payload::WithHeaders;
 use serde_json::{json, Value};
 
 #[cfg(target_arch = "wasm32")]
@@ -38,6 +39,11 @@ fn run(cfg: &IdentityConfig, user_iss: &str, agent_iss: &str) -> Result<(), Stri
         ("user".into(), user(user_iss)),
         ("agent".into(), agent(agent_iss)),
     ]);
+    let headers = src.payload_headers();
+    let src = WithHeaders {
+        metadata: &src,
+        headers: &headers,
+    };
     authenticate(cfg, &src, &mut AttestationCache::default(), NOW)
         .map(|_| ())
         .map_err(|r| format!("{} {}", r.rule.unwrap_or_default(), r.detail))

@@ -75,7 +75,7 @@ fn start(cfg: &Config, h: &[(String, Vec<u8>)], who: &JsonClaims, now: u64) -> (
         now,
     };
     let is_post = h.iter().any(|(k, v)| k == ":method" && v == b"POST");
-    let step = flow.on_request_headers(cfg, h, !is_post, ctx);
+    let step = flow.on_request_headers(cfg, &who.with_payloads(h), !is_post, ctx);
     (flow, step)
 }
 
