@@ -4,6 +4,7 @@ use crate::bundle;
 use crate::envoy;
 use crate::problem::Problem;
 use mcp_warden_core::config::Config;
+use mcp_warden_core::secrets::EnvReference;
 
 /// What kind of file a path is, by its extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,9 +59,37 @@ pub fn check_file(path: &str) -> Result<String, Vec<Problem>> {
 
 /// Checks a plugin configuration (JSON).
 pub fn check_plugin_text(file: &str, text: &str) -> Result<String, Problem> {
-    let config = Config::from_json(text.as_bytes())
+    let (config, refs) = Config::check_json(text.as_bytes(), &process_env)
         .map_err(|e| Problem::file(file, e.message).with_field(e.field))?;
-    Ok(format!("plugin configuration: {}", describe(&config)))
+    Ok(format!(
+        "plugin configuration: {}{}",
+        describe(&config),
+        describe_env(&refs)
+    ))
+}
+
+/// Secrets given as `{"env": …}` are read from warden's own environment; one that is not set
+/// there is checked with a placeholder (Envoy's environment is what counts).
+fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+fn describe_env(refs: &[EnvReference]) -> String {
+    if refs.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = refs
+        .iter()
+        .map(|r| {
+            let state = if r.resolved {
+                "set"
+            } else {
+                "not set here: checked with a placeholder"
+            };
+            format!("{} from ${} ({state})", r.field, r.variable)
+        })
+        .collect();
+    format!("; secrets from the environment: {}", list.join(", "))
 }
 
 /// Checks every plugin configuration of an Envoy file.
@@ -90,8 +119,13 @@ pub fn check_envoy_text(file: &str, text: &str) -> Result<String, Vec<Problem>> 
     let mut problems = Vec::new();
     let mut summaries = Vec::new();
     for c in &configs {
-        match Config::from_json(c.json.as_bytes()) {
-            Ok(config) => summaries.push(format!("line {} ({})", c.line, describe(&config))),
+        match Config::check_json(c.json.as_bytes(), &process_env) {
+            Ok((config, refs)) => summaries.push(format!(
+                "line {} ({}{})",
+                c.line,
+                describe(&config),
+                describe_env(&refs)
+            )),
             Err(e) => problems.push(Problem {
                 line: Some(c.line),
                 column: Some(c.column),
@@ -157,6 +191,22 @@ mod tests {
         assert_eq!(p.field.as_deref(), Some("policy.rules[0].effect"));
         assert_eq!(p.to_string().split(": ").next(), Some("p.json"));
         assert!(check_plugin_text("p.json", "{}").is_ok());
+    }
+
+    #[test]
+    fn secrets_from_the_environment_are_checked_with_a_placeholder_when_unset() {
+        let identity = r#""identity":{"protected_resource":{"resource":"http://gw/mcp","authorization_servers":["i"]},"user":{"issuers":["i"]}}"#;
+        let text = format!(
+            r#"{{{identity},"sessions":{{"keys":[{{"id":"k","secret":{{"env":"WARDEN_CHECK_TEST_UNSET_KEY"}}}}]}}}}"#
+        );
+        let summary = check_plugin_text("p.json", &text).unwrap();
+        assert!(
+            summary.contains("sessions.keys[0].secret from $WARDEN_CHECK_TEST_UNSET_KEY (not set here: checked with a placeholder)"),
+            "{summary}"
+        );
+        let bad = text.replace("WARDEN_CHECK_TEST_UNSET_KEY", "1BAD");
+        let p = check_plugin_text("p.json", &bad).unwrap_err();
+        assert_eq!(p.field.as_deref(), Some("sessions.keys[0].secret"));
     }
 
     #[test]
