@@ -28,6 +28,9 @@ node integration-tests/stack/servers/demo-server.mjs --port 8101 --name demo-a >
 pids+=($!)
 node integration-tests/stack/servers/demo-server.mjs --port 8102 --name demo-b >/dev/null &
 pids+=($!)
+# envoy/demo.yaml reads its secrets from Envoy's environment ({"env": …} in the plugin
+# configuration), never from the file: here the demo IdP's STS client secret.
+WARDEN_STS_CLIENT_SECRET="${WARDEN_STS_CLIENT_SECRET:-mcp-warden-secret}" \
 .venv/bin/envoy -c envoy/demo.yaml --concurrency 2 --log-level warn --component-log-level wasm:info \
   --log-format '[envoy] [%l] %v' &
 pids+=($!)

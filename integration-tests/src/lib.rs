@@ -59,6 +59,17 @@ pub const ALICE_ALL_SCOPES: &str =
 /// The audience of the tokens mcp-warden exchanges for the demo server (`token_exchange` in
 /// `envoy/demo.yaml`); the demo server checks it with `--verify-tokens`.
 pub const SERVER_AUDIENCE: &str = "http://127.0.0.1:8101/mcp";
+/// The secrets the shipped Envoy configs read from Envoy's environment (`{"env": …}` in the
+/// plugin configuration, `vm_config.environment_variables.host_env_keys`), as
+/// `scripts/demo.sh` sets them: the demo IdP's STS client secret and `envoy/routing.yaml`'s
+/// session key (a TEST KEY). Every Envoy the tests start gets them (see [`EnvoyConfig::env`]).
+pub const DEMO_ENV: &[(&str, &str)] = &[
+    ("WARDEN_STS_CLIENT_SECRET", "mcp-warden-secret"),
+    (
+        "WARDEN_SESSION_KEY",
+        "QLPlh2LIKRAJecQbCuXzKC1FGssgQJoNoid9OAr1QF4=",
+    ),
+];
 
 const BUILD_WASM: &str = "cd <repo> && cargo build --release -p mcp-warden --target wasm32-wasip1";
 const INSTALL_ENVOY: &str =
@@ -859,6 +870,8 @@ pub struct EnvoyConfig {
     pub removed_filters: Vec<String>,
     /// Clusters whose (single) endpoint port is set, whatever the template says.
     pub cluster_ports: Vec<(String, u16)>,
+    /// Envoy's environment beyond [`DEMO_ENV`]: a variable set (`Some`) or removed (`None`).
+    pub env: Vec<(String, Option<String>)>,
 }
 
 impl EnvoyConfig {
@@ -878,6 +891,7 @@ impl EnvoyConfig {
             replacements: Vec::new(),
             removed_filters: Vec::new(),
             cluster_ports: Vec::new(),
+            env: Vec::new(),
         }
     }
 
@@ -936,6 +950,30 @@ impl EnvoyConfig {
     pub fn without_filter(mut self) -> Self {
         self.with_filter = false;
         self
+    }
+
+    /// Sets a variable of Envoy's environment (the shipped configs read their secrets from
+    /// [`DEMO_ENV`], which every Envoy gets).
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.to_string(), Some(value.to_string())));
+        self
+    }
+
+    /// Removes a variable from Envoy's environment (one of [`DEMO_ENV`], say).
+    pub fn without_env(mut self, name: &str) -> Self {
+        self.env.push((name.to_string(), None));
+        self
+    }
+
+    /// Gives an Envoy command [`DEMO_ENV`] and this config's [`EnvoyConfig::env`] changes.
+    pub fn apply_env(&self, cmd: &mut Command) {
+        cmd.envs(DEMO_ENV.iter().copied());
+        for (name, value) in &self.env {
+            match value {
+                Some(v) => cmd.env(name, v),
+                None => cmd.env_remove(name),
+            };
+        }
     }
 
     /// Any other literal replacement in the template (must match at least once).
@@ -1200,6 +1238,7 @@ impl Envoy {
                 "--disable-hot-restart",
             ])
             .args(["--base-id", &base_id.to_string()]);
+        config.apply_env(&mut cmd);
         let started = Instant::now();
         let mut proc = Proc::spawn(ctx, name, cmd);
         let mut exited = None;
@@ -2437,6 +2476,43 @@ pub fn run_client_with_args(
         );
     }
     read(&out_path)
+}
+
+/// What `stack/clients/h2-probe.mjs` saw: an HTTP/2 (h2c) request to 127.0.0.1:`port` with
+/// `headers`, a `body` (POST; GET without one) ending in a trailers frame with `trailers`
+/// (none: no trailers frame). Returns `{settings, status, headers, body, error}`.
+pub fn h2_probe(
+    port: u16,
+    path: &str,
+    body: Option<&str>,
+    headers: &[(String, String)],
+    trailers: &[(&str, &str)],
+) -> serde_json::Value {
+    require_node_stack();
+    let mut cmd = Command::new("node");
+    cmd.current_dir(repo_root())
+        .arg(stack_dir().join("clients/h2-probe.mjs"))
+        .args(["--port", &port.to_string(), "--path", path]);
+    if let Some(b) = body {
+        cmd.args(["--body", b]);
+    }
+    for (k, v) in headers {
+        cmd.arg("--header").arg(format!("{k}: {v}"));
+    }
+    for (k, v) in trailers {
+        cmd.arg("--trailer").arg(format!("{k}: {v}"));
+    }
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("run h2-probe.mjs: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(line).unwrap_or_else(|e| {
+        panic!(
+            "h2-probe.mjs printed no JSON ({e}): {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
 }
 
 #[cfg(test)]

@@ -166,6 +166,7 @@ impl RoutingStack {
             replacements: Vec::new(),
             removed_filters: Vec::new(),
             cluster_ports: Vec::new(),
+            env: Vec::new(),
         }
     }
 
@@ -286,6 +287,7 @@ pub fn start_envoy_at(
             "--disable-hot-restart",
         ])
         .args(["--base-id", &base_id.to_string()]);
+    config.apply_env(&mut cmd);
     let mut proc = Proc::spawn(ctx, name, cmd);
     let ready = wait_for(Duration::from_secs(30), Duration::from_millis(50), || {
         if let Some(st) = proc.try_wait() {

@@ -7,6 +7,7 @@ use mcp_warden_integration_tests::{
     demo_plugin_config, envoy_bin, open_session, repo_root, tail, wasm_path, Envoy, EnvoyConfig,
     HttpRequest, Idp, McpServer, Proc, RecordingUpstream, TestCtx, ALL_MCP_SCOPES,
     DEMO_PLUGIN_CONFIG,
+    DEMO_ENV,
 };
 use serde_json::json;
 use std::process::Command;
@@ -304,7 +305,8 @@ fn demo_yaml_validates() {
     let _wasm = wasm_path(); // a clear message if it is not built
     let mut cmd = Command::new(envoy_bin());
     cmd.current_dir(repo_root())
-        .args(["--mode", "validate", "-c", "envoy/demo.yaml"]);
+        .args(["--mode", "validate", "-c", "envoy/demo.yaml"])
+        .envs(DEMO_ENV.iter().copied());
     let mut proc = Proc::spawn(&ctx, "validate", cmd);
     let status = proc
         .wait_timeout(Duration::from_secs(30))

@@ -452,6 +452,7 @@ fn start_envoy_workers(ctx: &TestCtx, name: &str, config: &EnvoyConfig, workers:
             "--base-id",
             &(std::process::id() % 100_000 * 100 + 97).to_string(),
         ]);
+    config.apply_env(&mut cmd);
     let mut proc = Proc::spawn(ctx, name, cmd);
     let ready = wait_for(Duration::from_secs(30), Duration::from_millis(50), || {
         if let Some(st) = proc.try_wait() {

@@ -399,3 +399,86 @@ fn every_shipped_envoy_config_normalises_paths_and_routes_only_exact_endpoints()
         "bench/bench.py: route the MCP endpoint by exact path"
     );
 }
+
+/// The hardening every shipped Envoy config with an http_connection_manager carries (README
+/// "Deployment"; `tests/envoy_hardening.rs` tests what each does through Envoy).
+const HCM_HARDENING: [&str; 8] = [
+    "request_headers_timeout: 10s",
+    "request_timeout: 60s",
+    "use_remote_address: true",
+    "internal_address_config:",
+    "headers_with_underscores_action: REJECT_REQUEST",
+    "max_concurrent_streams: 100",
+    "overload_manager:",
+    "max_active_downstream_connections: 10000",
+];
+
+/// Every shipped Envoy config: the hardening settings, admin on loopback only, routes to MCP
+/// servers with a bounded idle timeout (never the 1 h of the GET stream routes) and never an
+/// overall route timeout; and every secret of every plugin configuration read from the
+/// environment, with that variable passed to the filter.
+#[test]
+fn every_shipped_envoy_config_is_hardened_and_holds_no_secret() {
+    let mut problems = Vec::new();
+    for rel in envoy_configs() {
+        let text = read(&rel);
+        let lines: Vec<&str> = text.lines().map(str::trim).collect();
+        if text.contains("http_connection_manager.v3.HttpConnectionManager") {
+            for setting in HCM_HARDENING {
+                if !lines.iter().any(|l| l.starts_with(setting)) {
+                    problems.push(format!("{rel}: no `{setting}`"));
+                }
+            }
+            let admin = text
+                .split("admin:")
+                .nth(1)
+                .and_then(|a| a.lines().find(|l| l.contains("socket_address")))
+                .unwrap_or("");
+            if !admin.contains("address: 127.0.0.1") {
+                problems.push(format!("{rel}: admin not bound to 127.0.0.1: {admin}"));
+            }
+            for (i, l) in lines.iter().enumerate() {
+                if l.contains("timeout: ")
+                    && l.contains("cluster: mcp_")
+                    && !l.contains("timeout: 0s")
+                {
+                    problems.push(format!("{rel}:{}: a route timeout cuts SSE answers", i + 1));
+                }
+            }
+        }
+        if wasm_filter_configs(&text) == 0 {
+            continue;
+        }
+        let plugin = plugin_json(&rel);
+        let auth = &plugin["token_exchange"]["client_auth"];
+        let mut secrets = vec![auth["client_secret"].clone(), auth["key_pem"].clone()];
+        for keys in [
+            &plugin["sessions"]["keys"],
+            &plugin["routing"]["session_keys"],
+        ] {
+            for k in keys.as_array().into_iter().flatten() {
+                secrets.push(k["secret"].clone());
+            }
+        }
+        for secret in &secrets {
+            match secret {
+                serde_json::Value::Null => {}
+                serde_json::Value::Object(o) => {
+                    let name = o.get("env").and_then(|v| v.as_str()).unwrap_or("");
+                    let passed = lines.iter().any(|l| {
+                        l.starts_with("environment_variables:")
+                            && l.contains("host_env_keys:")
+                            && l.contains(name)
+                    });
+                    if name.is_empty() || !passed {
+                        problems.push(format!(
+                            "{rel}: secret {secret} not read from a variable passed in host_env_keys"
+                        ));
+                    }
+                }
+                _ => problems.push(format!("{rel}: a secret written into the file")),
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}

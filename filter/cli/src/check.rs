@@ -7,6 +7,7 @@ use crate::example_secrets;
 use crate::jwt_authn;
 use crate::problem::Problem;
 use mcp_warden_core::config::{Config, Mode};
+use mcp_warden_core::secrets::EnvReference;
 
 /// What a warning is about; each kind fails the check unless accepted (see [`Accept`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,10 +111,14 @@ pub fn check_file(path: &str) -> Result<Checked, Vec<Problem>> {
 
 /// Checks a plugin configuration (JSON).
 pub fn check_plugin_text(file: &str, text: &str) -> Result<Checked, Problem> {
-    let config = Config::from_json(text.as_bytes())
+    let (config, refs) = Config::check_json(text.as_bytes(), &process_env)
         .map_err(|e| Problem::file(file, e.message).with_field(e.field))?;
     Ok(Checked {
-        summary: format!("plugin configuration: {}", describe(&config)),
+        summary: format!(
+            "plugin configuration: {}{}",
+            describe(&config),
+            describe_env(&refs)
+        ),
         warnings: warnings(&config, text, &|p| p, file),
     })
 }
@@ -158,6 +163,30 @@ fn warnings(
     out
 }
 
+/// Secrets given as `{"env": …}` are read from warden's own environment; one that is not set
+/// there is checked with a placeholder (Envoy's environment is what counts).
+fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+fn describe_env(refs: &[EnvReference]) -> String {
+    if refs.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = refs
+        .iter()
+        .map(|r| {
+            let state = if r.resolved {
+                "set"
+            } else {
+                "not set here: checked with a placeholder"
+            };
+            format!("{} from ${} ({state})", r.field, r.variable)
+        })
+        .collect();
+    format!("; secrets from the environment: {}", list.join(", "))
+}
+
 /// Checks every plugin configuration of an Envoy file.
 pub fn check_envoy_text(file: &str, text: &str) -> Result<Checked, Vec<Problem>> {
     let configs = envoy::plugin_configs(text).map_err(|(line, message)| {
@@ -189,13 +218,18 @@ pub fn check_envoy_text(file: &str, text: &str) -> Result<Checked, Vec<Problem>>
     let mut found = Vec::new();
     let providers = jwt_authn::providers(text);
     for c in &configs {
-        match Config::from_json(c.json.as_bytes()) {
-            Ok(config) => {
+        match Config::check_json(c.json.as_bytes(), &process_env) {
+            Ok((config, refs)) => {
                 // jwt_authn must forward the payloads where the plugin reads them.
                 if let Some(identity) = &config.identity {
                     problems.extend(jwt_authn::check(file, &providers, identity));
                 }
-                summaries.push(format!("line {} ({})", c.line, describe(&config)));
+                summaries.push(format!(
+                    "line {} ({}{})",
+                    c.line,
+                    describe(&config),
+                    describe_env(&refs)
+                ));
                 let at = |p: Problem| Problem {
                     line: Some(c.line),
                     column: Some(c.column),
@@ -340,6 +374,22 @@ mod tests {
             "{line}"
         );
         assert!(!line.contains("QLPlh2"), "{line}");
+    }
+
+    #[test]
+    fn secrets_from_the_environment_are_checked_with_a_placeholder_when_unset() {
+        let identity = r#""identity":{"protected_resource":{"resource":"http://gw/mcp","authorization_servers":["i"]},"user":{"issuers":["i"]}}"#;
+        let text = format!(
+            r#"{{{identity},"sessions":{{"keys":[{{"id":"k","secret":{{"env":"WARDEN_CHECK_TEST_UNSET_KEY"}}}}]}}}}"#
+        );
+        let summary = check_plugin_text("p.json", &text).unwrap();
+        assert!(
+            summary.contains("sessions.keys[0].secret from $WARDEN_CHECK_TEST_UNSET_KEY (not set here: checked with a placeholder)"),
+            "{summary}"
+        );
+        let bad = text.replace("WARDEN_CHECK_TEST_UNSET_KEY", "1BAD");
+        let p = check_plugin_text("p.json", &bad).unwrap_err();
+        assert_eq!(p.field.as_deref(), Some("sessions.keys[0].secret"));
     }
 
     #[test]

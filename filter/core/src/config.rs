@@ -12,6 +12,7 @@ use crate::policy::config::RawPolicy;
 use crate::policy::Policy;
 use crate::response::content::{RawResponseFilters, ResponseFilters};
 use crate::routing::{RawRouting, RoutingConfig};
+use crate::secrets::{self, EnvReference, Environment};
 use crate::sessions::{RawSessions, SessionKeys};
 use crate::transport::KNOWN_PROTOCOL_VERSIONS;
 use serde::Deserialize;
@@ -199,21 +200,49 @@ pub fn err(field: &str, message: impl Into<String>) -> ConfigError {
 
 impl Config {
     /// Parses and validates the plugin configuration. Empty input is read as `{}`, which is
-    /// refused: it has neither `identity` nor `policy` and does not say `"mode": "open"`.
+    /// refused: it has neither `identity` nor `policy` and does not say `"mode": "open"`. A
+    /// secret given as `{"env": …}` is refused as unset: see [`Config::from_json_with_env`].
     pub fn from_json(bytes: &[u8]) -> Result<Config, ConfigError> {
+        Config::from_json_with_env(bytes, &|_| None)
+    }
+
+    /// [`Config::from_json`], with secrets given as `{"env": "NAME"}` read through `env` (the
+    /// adapter: the VM's environment). An unset or empty variable refuses the configuration,
+    /// naming the field and the variable.
+    pub fn from_json_with_env(
+        bytes: &[u8],
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        Config::compile_json(bytes, Environment::Read(env)).map(|(c, _)| c)
+    }
+
+    /// For `warden check`: [`Config::from_json_with_env`], except that a variable `env` does
+    /// not have is replaced by a valid placeholder; returns every `{"env": …}` reference.
+    pub fn check_json(
+        bytes: &[u8],
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(Config, Vec<EnvReference>), ConfigError> {
+        Config::compile_json(bytes, Environment::Check(env))
+    }
+
+    fn compile_json(
+        bytes: &[u8],
+        env: Environment<'_>,
+    ) -> Result<(Config, Vec<EnvReference>), ConfigError> {
         let text =
             std::str::from_utf8(bytes).map_err(|_| err(".", "configuration is not UTF-8"))?;
         let text = if text.trim().is_empty() { "{}" } else { text };
-        let value: serde_json::Value =
+        let mut value: serde_json::Value =
             serde_json::from_str(text).map_err(|e| err(".", format!("not valid JSON: {e}")))?;
         if !value.is_object() {
             return Err(err(".", "configuration must be a JSON object"));
         }
+        let references = secrets::resolve(&mut value, env)?;
         let raw: RawConfig = serde_path_to_error::deserialize(value).map_err(|e| {
             let field = e.path().to_string();
             err(&field, e.into_inner().to_string())
         })?;
-        raw.compile()
+        Ok((raw.compile()?, references))
     }
 }
 

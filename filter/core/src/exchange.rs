@@ -78,14 +78,15 @@ pub enum RawClientAuth {
     ClientSecretBasic {
         /// Client id.
         client_id: String,
-        /// Client secret.
+        /// Client secret: the value, or `{"env": "NAME"}` (read from Envoy's environment,
+        /// see `secrets`).
         client_secret: String,
     },
     /// A signed JWT assertion (RFC 7523), ES256.
     PrivateKeyJwt {
         /// Client id.
         client_id: String,
-        /// PKCS#8 PEM of the P-256 private key.
+        /// PKCS#8 PEM of the P-256 private key, or `{"env": "NAME"}` (see `secrets`).
         key_pem: String,
         /// `kid` header of the assertion.
         #[serde(default)]

@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod config;
+pub mod cookies;
 pub mod error;
 pub mod exchange;
 #[cfg(any(test, feature = "fuzzing"))]
@@ -19,5 +20,6 @@ pub mod registry;
 pub mod response;
 pub mod routing;
 pub mod sealing;
+pub mod secrets;
 pub mod sessions;
 pub mod transport;

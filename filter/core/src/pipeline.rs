@@ -631,6 +631,12 @@ impl RequestFlow {
         self.now = ctx.now;
         if let Some(id_cfg) = &cfg.identity {
             self.resource_metadata = Some(Arc::clone(&id_cfg.resource_metadata_url));
+            // Cookies carrying a token never go on (see `cookies`); edited before any refusal,
+            // so that the access log does not record them either.
+            self.edits.extend(crate::cookies::cookie_edits(
+                headers,
+                id_cfg.token_headers(),
+            ));
             if head.method == HttpMethod::Get
                 && id_cfg
                     .metadata_paths
@@ -829,14 +835,30 @@ impl RequestFlow {
         }
     }
 
-    /// Request trailers arrived: the body (if any) is complete.
-    pub fn on_request_trailers(&mut self, cfg: &Config, buffered: usize) -> BodyStep {
-        match self.state {
-            State::AwaitingBody { .. } => self.on_request_body(cfg, buffered, true),
-            State::Forwarding => BodyStep::Step(Step::Continue),
-            State::Rejected => BodyStep::Step(Step::Pause),
-            State::Headers => BodyStep::Step(self.reject_unexpected("request trailers")),
+    /// Request trailers arrived (`count` fields; an empty set only ends the body). MCP uses
+    /// none, and a trailer could carry what the filter removes or sets in the headers (a token,
+    /// an identity or routing header) past it: a request with trailers is refused, whatever
+    /// it was going to do, and nothing of it goes on.
+    pub fn on_request_trailers(&mut self, cfg: &Config, buffered: usize, count: usize) -> BodyStep {
+        if self.state == State::Rejected {
+            return BodyStep::Step(Step::Pause);
         }
+        if count == 0 {
+            return match self.state {
+                State::AwaitingBody { .. } => self.on_request_body(cfg, buffered, true),
+                State::Headers => BodyStep::Step(self.reject_unexpected("request trailers")),
+                _ => BodyStep::Step(Step::Continue),
+            };
+        }
+        BodyStep::Step(
+            self.reject(
+                Rejection::new(
+                    Reason::InvalidRequest,
+                    "request trailers are not accepted (MCP uses none)",
+                )
+                .with_rule("transport.trailers"),
+            ),
+        )
     }
 
     /// The complete request body; `live` holds the tool definitions seen in list answers.
@@ -1206,7 +1228,7 @@ mod tests {
     }
 
     #[test]
-    fn trailers_end_the_body() {
+    fn empty_trailers_end_the_body() {
         let cfg = Config::default();
         let mut flow = RequestFlow::new();
         hdrs(&mut flow, &cfg, &post_headers(), false);
@@ -1214,11 +1236,43 @@ mod tests {
             flow.on_request_body(&cfg, 5, false),
             BodyStep::Step(Step::Pause)
         );
-        assert_eq!(flow.on_request_trailers(&cfg, 5), BodyStep::ReadBody(5));
+        assert_eq!(flow.on_request_trailers(&cfg, 5, 0), BodyStep::ReadBody(5));
         assert_eq!(
             reply_reason(&flow.on_body(&cfg, b"{nope", &MemoryDefinitions::default())),
             (400, "parse_error".into())
         );
+    }
+
+    #[test]
+    fn requests_with_trailers_are_refused() {
+        let cfg = Config::default();
+        // A POST whose body ends with trailers (a GET or DELETE carries no body, so no
+        // trailers either: one that does is refused for its body).
+        let mut post = RequestFlow::new();
+        hdrs(&mut post, &cfg, &post_headers(), false);
+        assert_eq!(
+            post.on_request_body(&cfg, 5, false),
+            BodyStep::Step(Step::Pause)
+        );
+        {
+            let mut flow = post;
+            let BodyStep::Step(step) = flow.on_request_trailers(&cfg, 5, 1) else {
+                panic!("trailers must refuse the request");
+            };
+            assert_eq!(reply_reason(&step), (400, "invalid_request".into()));
+            assert!(
+                matches!(flow.outcome(), Outcome::Rejected(r) if r.rule.as_deref() == Some("transport.trailers"))
+            );
+            // Nothing more of it goes on.
+            assert_eq!(
+                flow.on_request_trailers(&cfg, 5, 1),
+                BodyStep::Step(Step::Pause)
+            );
+            assert_eq!(
+                flow.on_request_body(&cfg, 5, true),
+                BodyStep::Step(Step::Pause)
+            );
+        }
     }
 
     #[test]

@@ -50,7 +50,8 @@ fn default_max_age() -> u64 {
 pub struct RawKey {
     /// Short id written into sealed session ids (`[A-Za-z0-9_-]{1,16}`).
     pub id: String,
-    /// Base64 (standard) of 32 random bytes.
+    /// Base64 (standard) of 32 random bytes, or `{"env": "NAME"}` (read from Envoy's
+    /// environment, see `secrets`).
     pub secret: String,
 }
 

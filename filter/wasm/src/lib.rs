@@ -104,7 +104,9 @@ impl RootContext for WardenRoot {
                 return false;
             }
         };
-        match Config::from_json(&raw) {
+        // Secrets given as {"env": "NAME"} are read from the VM's WASI environment, which Envoy
+        // fills with the variables `vm_config.environment_variables` names.
+        match Config::from_json_with_env(&raw, &|name| std::env::var(name).ok()) {
             Ok(mut config) => {
                 if let Err(e) = share_generated_session_key(&mut config) {
                     error!("mcp-warden configuration: field `sessions.keys`: {e}");
@@ -724,9 +726,12 @@ impl HttpContext for WardenHttp {
         self.collect_wait(true);
     }
 
-    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
-        // With HTTP/2 trailers the last body callback may not say end_of_stream: finish here.
-        let step = self.flow.on_request_trailers(&self.config, self.buffered);
+    fn on_http_request_trailers(&mut self, num_trailers: usize) -> Action {
+        // A request with trailers is refused (they could carry headers past the filter); an
+        // empty set ends the body (the last body callback may not have said end_of_stream).
+        let step = self
+            .flow
+            .on_request_trailers(&self.config, self.buffered, num_trailers);
         self.body_step(step)
     }
 }

@@ -4,7 +4,7 @@
 use super::super::tests::{
     compile, demo_server_json, forwarded, hdrs, names, policy_config, post_headers, TOOLS,
 };
-use super::super::{BodyStep, Outcome, RequestFlow, ResponseMode, Step};
+use super::super::{BodyStep, HeaderEdit, Outcome, RequestFlow, ResponseMode, Step};
 use crate::config::Config;
 use crate::jsonrpc::{Message, Payload};
 use crate::registry::{LiveDefinitions, MemoryDefinitions};
@@ -618,4 +618,53 @@ fn a_token_in_the_url_is_refused_before_anything_else() {
     for path in ["/mcp?x=access_token", "/mcp?my_access_token=1", "/mcp"] {
         assert_eq!(alice_posts_to(path), Step::Pause, "{path}");
     }
+}
+
+#[test]
+fn token_cookies_are_taken_out_even_when_the_request_is_refused() {
+    let jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2ln";
+    let cfg = super::super::tests::routing_config();
+    for (path, refused) in [("/mcp", false), ("/mcp?access_token=x", true)] {
+        let mut flow = RequestFlow::new();
+        let mut h = post_headers();
+        h.push((
+            "cookie".into(),
+            format!("theme=dark; at={jwt}").into_bytes(),
+        ));
+        h.push(("Cookie".into(), b"access_token=opaque".to_vec()));
+        h[1].1 = path.as_bytes().to_vec();
+        let step = super::super::tests::hdrs_with(
+            &mut flow,
+            &cfg,
+            &h,
+            false,
+            &super::super::tests::claims_for("alice"),
+        );
+        assert_eq!(matches!(step, Step::Reply(_)), refused, "{path}: {step:?}");
+        let edits = flow.take_header_edits();
+        let at = edits
+            .iter()
+            .position(|e| *e == HeaderEdit::Remove("cookie".into()))
+            .unwrap_or_else(|| panic!("{path}: cookies not removed: {edits:?}"));
+        assert_eq!(
+            edits.get(at + 1),
+            Some(&HeaderEdit::Set("cookie".into(), "theme=dark".into())),
+            "{path}"
+        );
+    }
+    // Without a token cookie the cookie header is not touched.
+    let mut flow = RequestFlow::new();
+    let mut h = post_headers();
+    h.push(("cookie".into(), b"theme=dark".to_vec()));
+    super::super::tests::hdrs_with(
+        &mut flow,
+        &cfg,
+        &h,
+        false,
+        &super::super::tests::claims_for("alice"),
+    );
+    assert!(!flow
+        .take_header_edits()
+        .iter()
+        .any(|e| matches!(e, HeaderEdit::Remove(n) | HeaderEdit::Set(n, _) if n == "cookie")));
 }
