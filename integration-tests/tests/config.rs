@@ -5,9 +5,8 @@
 
 use mcp_warden_integration_tests::{
     demo_plugin_config, envoy_bin, open_session, repo_root, tail, wasm_path, Envoy, EnvoyConfig,
-    HttpRequest, Idp, McpServer, Proc, RecordingUpstream, TestCtx, ALL_MCP_SCOPES,
+    HttpRequest, Idp, McpServer, Proc, RecordingUpstream, TestCtx, ALL_MCP_SCOPES, DEMO_ENV,
     DEMO_PLUGIN_CONFIG,
-    DEMO_ENV,
 };
 use serde_json::json;
 use std::process::Command;

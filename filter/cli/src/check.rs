@@ -380,9 +380,9 @@ mod tests {
     fn secrets_from_the_environment_are_checked_with_a_placeholder_when_unset() {
         let identity = r#""identity":{"protected_resource":{"resource":"http://gw/mcp","authorization_servers":["i"]},"user":{"issuers":["i"]}}"#;
         let text = format!(
-            r#"{{{identity},"sessions":{{"keys":[{{"id":"k","secret":{{"env":"WARDEN_CHECK_TEST_UNSET_KEY"}}}}]}}}}"#
+            r#"{{"mode":"open",{identity},"sessions":{{"keys":[{{"id":"k","secret":{{"env":"WARDEN_CHECK_TEST_UNSET_KEY"}}}}]}}}}"#
         );
-        let summary = check_plugin_text("p.json", &text).unwrap();
+        let summary = check_plugin_text("p.json", &text).unwrap().summary;
         assert!(
             summary.contains("sessions.keys[0].secret from $WARDEN_CHECK_TEST_UNSET_KEY (not set here: checked with a placeholder)"),
             "{summary}"

@@ -407,10 +407,14 @@ fn attestation_is_required_when_configured() {
 #[test]
 fn config_errors_name_the_field() {
     let base = |identity: Value| {
-        Config::from_json(json!({"mode": "open", "identity": identity}).to_string().as_bytes())
-            .map(|_| ())
-            .unwrap_err()
-            .field
+        Config::from_json(
+            json!({"mode": "open", "identity": identity})
+                .to_string()
+                .as_bytes(),
+        )
+        .map(|_| ())
+        .unwrap_err()
+        .field
     };
     let pr = json!({"resource": RES, "authorization_servers": ["idp"]});
     assert_eq!(

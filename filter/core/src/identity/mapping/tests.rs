@@ -15,7 +15,11 @@ fn identity(user_issuers: Value, agent_issuers: Option<Value>) -> Result<Config,
     if let Some(a) = agent_issuers {
         id["agent"] = json!({"issuers": a});
     }
-    Config::from_json(json!({ "mode": "open", "identity": id }).to_string().as_bytes())
+    Config::from_json(
+        json!({ "mode": "open", "identity": id })
+            .to_string()
+            .as_bytes(),
+    )
 }
 
 fn field(user_issuers: Value) -> (String, String) {
