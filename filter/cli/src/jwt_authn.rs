@@ -178,7 +178,7 @@ mod tests {
 
     fn identity() -> IdentityConfig {
         let c = Config::from_json(
-            br#"{"identity":{"protected_resource":{"resource":"http://gw/mcp","authorization_servers":["i"]},
+            br#"{"mode":"open","identity":{"protected_resource":{"resource":"http://gw/mcp","authorization_servers":["i"]},
                 "user":{"issuers":["i"]},"agent":{"issuers":["i"]}}}"#,
         )
         .unwrap();
