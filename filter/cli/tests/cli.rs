@@ -75,10 +75,8 @@ fn every_shipped_bundle_and_envoy_file_checks() {
     );
     assert!(!out.contains("OPEN MODE"), "{out}");
     for expected in [
-        "envoy/demo.yaml:157:27: warning: field `token_exchange.client_auth.client_secret`: the demo STS client secret",
         "envoy/demo.yaml:157:27: warning: field `identity.agent.attestation.keys[0].pem`: the demo attestation public key",
-        "envoy/routing.yaml:179:27: warning: field `sessions.keys[0].secret`: the test session key of envoy/routing.yaml",
-        "envoy/ecds/mcp_warden.yaml:26:17: warning: field `token_exchange.client_auth.client_secret`",
+        "envoy/ecds/mcp_warden.yaml:26:17: warning: field `identity.agent.attestation.keys[0].pem`",
     ] {
         let (at, rest) = expected.split_once(": warning").unwrap();
         // Line numbers move with edits: match the file, then the rest of the line.
@@ -169,7 +167,7 @@ fn open_mode_and_copied_secrets_fail_the_check_unless_accepted() {
     assert_eq!(o.status.code(), Some(1), "{out}");
     assert!(
         out.contains(&format!(
-            "{copied}: warning: field `token_exchange.client_auth.client_secret`: the demo STS client secret"
+            "{copied}: warning: field `identity.agent.attestation.keys[0].pem`: the demo attestation public key"
         )),
         "{out}"
     );
