@@ -714,9 +714,12 @@ impl Idp {
     }
 
     /// An agent token (the agent-delegation grant) for `agent` (`agent-claude`,
-    /// `agent-scraper`) acting for the owner of `user_token`, with the requested scopes.
+    /// `agent-scraper`) acting for the owner of `user_token`, with the requested scopes. Every
+    /// token of one agent names the same instance (`agent_instance_id` `<agent>-it`), as a
+    /// running agent renewing its token does: sealed sessions are bound to the instance.
     pub fn agent_token(&self, agent: &str, user_token: &str, scope: &str) -> String {
         let secret = format!("{agent}-secret");
+        let instance = format!("{agent}-it");
         let resp = self.token_request(
             &[
                 ("grant_type", "urn:mcp-warden:grant-type:agent-delegation"),
@@ -724,6 +727,7 @@ impl Idp {
                 ("resource", MCP_RESOURCE),
                 ("scope", scope),
                 ("purpose", "mcp-warden end-to-end test"),
+                ("agent_instance_id", &instance),
             ],
             Some((agent, &secret)),
         );

@@ -122,7 +122,14 @@ class HttpRecorder:
 
 def whoami_headers(body: dict[str, Any]) -> dict[str, Any]:
     """The identity part of a whoami answer."""
-    keys = ("x-mcp-user", "x-mcp-agent", "x-mcp-delegation", "saw_authorization", "saw_agent_token")
+    keys = (
+        "x-mcp-user",
+        "x-mcp-user-issuer",
+        "x-mcp-agent",
+        "x-mcp-delegation",
+        "saw_authorization",
+        "saw_agent_token",
+    )
     return {k: body.get(k) for k in keys}
 
 

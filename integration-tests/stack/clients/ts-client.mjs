@@ -94,6 +94,7 @@ function whoamiHeaders(body) {
   const pick = (k) => (body[k] === undefined ? null : body[k]);
   return {
     'x-mcp-user': pick('x-mcp-user'),
+    'x-mcp-user-issuer': pick('x-mcp-user-issuer'),
     'x-mcp-agent': pick('x-mcp-agent'),
     'x-mcp-delegation': pick('x-mcp-delegation'),
     saw_authorization: pick('saw_authorization'),
