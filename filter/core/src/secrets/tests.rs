@@ -25,7 +25,7 @@ fn exchange(client_secret: &str) -> String {
 }
 
 fn config(sections: &[&str]) -> String {
-    format!("{{{}}}", sections.join(","))
+    format!("{{\"mode\":\"open\",{}}}", sections.join(","))
 }
 
 fn basic_header(c: &Config) -> String {
