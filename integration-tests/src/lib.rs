@@ -1200,8 +1200,9 @@ static BASE_ID: AtomicU32 = AtomicU32::new(0);
 
 impl Envoy {
     /// Starts Envoy and waits until admin `/ready` says `LIVE`; panics with its log otherwise.
+    /// Up to 90 s: compiling the wasm module on a loaded 2-core machine took over 30 s.
     pub fn start(ctx: &TestCtx, name: &str, config: &EnvoyConfig) -> Envoy {
-        match Envoy::try_start(ctx, name, config, Duration::from_secs(30)) {
+        match Envoy::try_start(ctx, name, config, Duration::from_secs(90)) {
             Ok(e) => e,
             Err(f) => panic!(
                 "Envoy `{name}` did not become ready (status {:?} after {:?}); last log lines:\n{}",

@@ -407,13 +407,14 @@ fn render_refuses_open_mode_and_example_secrets_unless_asked() {
         false,
         "field `identity`",
     );
-    // The demo template: its demo STS client secret and attestation key are flagged.
+    // The demo template: its demo attestation key is flagged (its STS client secret comes from
+    // the environment, so the file holds only the variable's name).
     expect(
         "demo template",
         &[],
         &[],
         false,
-        "field `token_exchange.client_auth.client_secret`",
+        "field `identity.agent.attestation.keys[0].pem`",
     );
     expect(
         "demo template, --allow-example-secrets",
