@@ -6,7 +6,7 @@
 //! ([`super::mapping`]). A claim in the wrong type is an error, never silently dropped.
 
 use super::config::{AgentRules, UserRules};
-use super::mapping::{ClaimMapping, Fact};
+use super::mapping::{ClaimMapping, Fact, Issuer};
 use super::metadata::{as_str, ClaimSource, HostError};
 use super::payload::PayloadError;
 use super::reader::{Reader, Val};
@@ -196,14 +196,25 @@ pub fn failure(source: &dyn ClaimSource, key: &str) -> Result<Option<String>, Cl
         .transpose()
 }
 
+/// A reader for the token jwt_authn verified under `key`, its `iss`, and that trusted issuer's
+/// claim mapping (an issuer not trusted is refused before any mapped claim is read).
+fn open<'a>(
+    source: &'a dyn ClaimSource,
+    key: &'a str,
+    payload_header: &Option<String>,
+    issuer: impl Fn(&str) -> Option<&'a Issuer>,
+) -> Result<(Reader<'a>, String, &'a ClaimMapping), ClaimError> {
+    let r = Reader::new(source, key, payload_header.as_deref())?;
+    let iss = r.str("iss")?.unwrap_or_default();
+    let m = &issuer(&iss).ok_or(ClaimError::UntrustedIssuer)?.claims;
+    Ok((r, iss, m))
+}
+
 /// Reads a user token's claims, its facts through its issuer's mapping.
 pub fn read_user(source: &dyn ClaimSource, rules: &UserRules) -> Result<UserClaims, ClaimError> {
-    let r = Reader::new(source, &rules.metadata_key, rules.payload_header.as_deref())?;
-    let iss = r.str("iss")?.unwrap_or_default();
-    let m = &rules
-        .issuer(&iss)
-        .ok_or(ClaimError::UntrustedIssuer)?
-        .claims;
+    let (r, iss, m) = open(source, &rules.metadata_key, &rules.payload_header, |i| {
+        rules.issuer(i)
+    })?;
     let mut has_agent_claims = false;
     for claim in [
         "agent_type",
@@ -225,12 +236,9 @@ pub fn read_user(source: &dyn ClaimSource, rules: &UserRules) -> Result<UserClai
 
 /// Reads an agent token's claims, its facts through its issuer's mapping.
 pub fn read_agent(source: &dyn ClaimSource, rules: &AgentRules) -> Result<AgentClaims, ClaimError> {
-    let r = Reader::new(source, &rules.metadata_key, rules.payload_header.as_deref())?;
-    let iss = r.str("iss")?.unwrap_or_default();
-    let m = &rules
-        .issuer(&iss)
-        .ok_or(ClaimError::UntrustedIssuer)?
-        .claims;
+    let (r, iss, m) = open(source, &rules.metadata_key, &rules.payload_header, |i| {
+        rules.issuer(i)
+    })?;
     let chain = match r.get(&["delegation_chain"])? {
         None => Vec::new(),
         Some(v) => v
